@@ -1,0 +1,220 @@
+"""The admin is the approvers' tool: what awaits me, approve or reject with a comment (the same services and rules
+as the API), approvals and step runs inline. Audit events are read-only to everyone."""
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import Count, Q, QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+
+from . import services
+from .errors import DomainError
+from .models import Approval, AuditEvent, Change, FreezeWindow, Server, StepRun
+from .roles import has_role
+from .states import State, TransitionNotAllowed
+
+
+class AwaitingMyApprovalFilter(admin.SimpleListFilter):
+    title = "approval"
+    parameter_name = "awaiting"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("me", "Awaiting my approval")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Change]) -> QuerySet[Change]:
+        if self.value() != "me":
+            return queryset
+        user = request.user
+        already = Approval.objects.filter(approver=user, voided_at__isnull=True).values("change_id")
+        return (
+            queryset.filter(state=State.AWAITING_APPROVAL)
+            .exclude(created_by=user)
+            .exclude(requested_by__iexact=user.get_username())
+            .exclude(**({"requested_by__iexact": user.email} if user.email else {"pk__in": []}))
+            .exclude(pk__in=already)
+        )
+
+
+class ReadOnlyInline(admin.TabularInline):
+    extra = 0
+    can_delete = False
+    show_change_link = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class ApprovalInline(ReadOnlyInline):
+    model = Approval
+    fields = ["approver", "decision", "comment", "fingerprint", "created_at", "voided_at"]
+    readonly_fields = fields
+
+
+class StepRunInline(ReadOnlyInline):
+    model = StepRun
+    fields = ["order", "phase", "name", "status", "attempts", "started_at", "finished_at", "error", "decision",
+              "resolution"]
+    readonly_fields = fields
+
+
+class DecisionForm(forms.Form):
+    comment = forms.CharField(widget=forms.Textarea(attrs={"rows": 4, "cols": 80}), max_length=5000,
+                              help_text="Required: it is recorded with your decision and shown in the report.")
+
+
+@admin.register(Change)
+class ChangeAdmin(admin.ModelAdmin):
+    list_display = ["number_display", "title", "state", "change_type", "risk", "server_names", "window_start",
+                    "window_end", "approvals_display", "requested_by", "business_hours_warning"]
+    list_filter = [AwaitingMyApprovalFilter, "state", "change_type", "risk", "source"]
+    search_fields = ["title", "external_ref", "requested_by"]
+    date_hierarchy = "window_start"
+    ordering = ["-id"]
+    inlines = [ApprovalInline, StepRunInline]
+    actions = ["approve_selected", "reject_selected"]
+    readonly_fields = [
+        "number_display", "source", "external_ref", "title", "description", "change_type", "risk", "impact",
+        "server_names", "plan", "window_start", "window_end", "requested_by", "notify", "callback_url", "state",
+        "approvals_required", "business_hours_warning", "freeze_override_reason", "close_code", "close_notes",
+        "created_by", "created_at", "updated_at",
+    ]
+    fields = readonly_fields
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Change]:
+        return (
+            super().get_queryset(request)
+            .select_related("created_by")
+            .prefetch_related("servers")
+            .annotate(approvals_count=Count(
+                "approvals__approver", distinct=True,
+                filter=Q(approvals__decision=Approval.Decision.APPROVED, approvals__voided_at__isnull=True),
+            ))
+        )
+
+    @admin.display(description="Number", ordering="id")
+    def number_display(self, obj: Change) -> str:
+        return obj.number
+
+    @admin.display(description="Servers")
+    def server_names(self, obj: Change) -> str:
+        return ", ".join(s.name for s in obj.servers.all())
+
+    @admin.display(description="Approvals")
+    def approvals_display(self, obj: Change) -> str:
+        return f"{getattr(obj, 'approvals_count', 0)}/{obj.approvals_required}"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # changes come from the ITSM through the API
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.action(description="Approve selected changes (with a comment)")
+    def approve_selected(self, request: HttpRequest, queryset: QuerySet[Change]) -> HttpResponse | None:
+        return self._decide(request, queryset, services.change_approve, "approve")
+
+    @admin.action(description="Reject selected changes (with a comment)")
+    def reject_selected(self, request: HttpRequest, queryset: QuerySet[Change]) -> HttpResponse | None:
+        return self._decide(request, queryset, services.change_reject, "reject")
+
+    def _decide(self, request: HttpRequest, queryset: QuerySet[Change], service: Any, verb: str) -> Any:
+        form = DecisionForm(request.POST if "apply" in request.POST else None)
+        if "apply" in request.POST and form.is_valid():
+            for change in queryset:
+                try:
+                    service(change, actor=request.user, comment=form.cleaned_data["comment"])
+                except (DomainError, TransitionNotAllowed) as exc:
+                    self.message_user(request, f"{change.number}: {getattr(exc, 'detail', exc)}", messages.ERROR)
+                else:
+                    self.message_user(request, f"{change.number}: {verb}d", messages.SUCCESS)
+            return None
+        return TemplateResponse(request, "admin/changes/change/decide.html", {
+            **self.admin_site.each_context(request),
+            "title": f"{verb.capitalize()} changes",
+            "verb": verb,
+            "action": f"{verb}_selected",
+            "changes": queryset,
+            "form": form,
+            "opts": self.model._meta,
+            "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+        })
+
+
+class ServerAdminForm(forms.ModelForm):
+    password = forms.CharField(widget=forms.PasswordInput(render_value=False), required=False,
+                               help_text="Write-only. Leave empty to keep the stored password.")
+
+    class Meta:
+        model = Server
+        fields = ["name", "fqdn", "dag_name", "ad_site", "version", "build", "endpoint_url", "winrm_url",
+                  "auth_method", "verify_tls", "operation_timeout", "username"]
+
+
+@admin.register(Server)
+class ServerAdmin(admin.ModelAdmin):
+    form = ServerAdminForm
+    list_display = ["name", "fqdn", "dag_name", "ad_site", "version", "auth_method", "has_password"]
+    list_filter = ["dag_name", "ad_site", "auth_method"]
+    search_fields = ["name", "fqdn"]
+
+    def save_model(self, request: HttpRequest, obj: Server, form: forms.ModelForm, change: bool) -> None:
+        data = {k: v for k, v in form.cleaned_data.items() if k != "password"}
+        if form.cleaned_data.get("password"):
+            data["password"] = form.cleaned_data["password"]
+        original = Server.objects.get(pk=obj.pk) if change else None
+        saved = services.server_save(original, actor=request.user, data=data)
+        obj.pk = saved.pk
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return has_role(request.user, "operator")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return has_role(request.user, "operator")
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # deletion goes through the API, which refuses servers named by changes
+
+
+@admin.register(FreezeWindow)
+class FreezeWindowAdmin(admin.ModelAdmin):
+    list_display = ["start", "end", "dag_name", "reason", "created_by"]
+    fields = ["start", "end", "servers", "dag_name", "reason"]
+    filter_horizontal = ["servers"]
+
+    def save_model(self, request: HttpRequest, obj: FreezeWindow, form: forms.ModelForm, change: bool) -> None:
+        pass  # saved with its servers in save_related, through the service
+
+    def save_related(self, request: HttpRequest, form: forms.ModelForm, formsets: Any, change: bool) -> None:
+        data = dict(form.cleaned_data)
+        data["servers"] = [s.name for s in data.get("servers", [])]
+        original = FreezeWindow.objects.get(pk=form.instance.pk) if change else None
+        saved = services.freeze_window_save(original, actor=request.user, data=data)
+        form.instance.pk = saved.pk
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(admin.ModelAdmin):
+    list_display = ["seq", "created_at", "actor", "action", "object_type", "object_id", "reason", "request_id"]
+    list_filter = ["action", "object_type"]
+    search_fields = ["actor", "object_id", "request_id", "hash"]
+    ordering = ["-seq"]
+    readonly_fields = ["seq", "created_at", "actor", "request_id", "action", "object_type", "object_id", "changes",
+                       "reason", "prev_hash", "hash"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

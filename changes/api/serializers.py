@@ -1,0 +1,222 @@
+"""Input serializers check shape only (types, lengths, choices); rules live in changes.services."""
+from __future__ import annotations
+
+from typing import Any
+
+from django.utils.dateparse import parse_datetime
+from rest_framework import serializers
+
+from changes.models import Approval, AuditEvent, Change, FreezeWindow, Server, StepRun
+from changes.states import next_states
+
+
+class AwareDateTimeField(serializers.DateTimeField):
+    """ISO 8601 with an offset; naive times are refused rather than guessed."""
+
+    def to_internal_value(self, value: Any):  # noqa: ANN201
+        if not isinstance(value, str):
+            self.fail("invalid", format="ISO 8601 with an offset, e.g. 2026-12-05T22:00:00+00:00")
+        parsed = None
+        try:
+            parsed = parse_datetime(value.strip())
+        except ValueError:
+            parsed = None
+        if parsed is None:
+            raise serializers.ValidationError(f"'{value[:40]}' is not an ISO 8601 date-time")
+        if parsed.tzinfo is None:
+            raise serializers.ValidationError("naive time refused: give a UTC offset, e.g. +00:00 or Z")
+        return parsed
+
+
+class RefusesUnknownFields:
+    """Refuses fields it does not know (or may not write), so a typo is an error rather than silently ignored."""
+
+    def to_internal_value(self, data: Any):  # noqa: ANN201
+        if not isinstance(data, dict):
+            raise serializers.ValidationError({"non_field_errors": ["expected a JSON object"]})
+        writable = {name for name, field in self.fields.items() if not field.read_only}
+        unknown = sorted(set(data) - writable)
+        if unknown:
+            raise serializers.ValidationError({name: ["unknown or read-only field"] for name in unknown})
+        return super().to_internal_value(data)
+
+
+class StrictSerializer(RefusesUnknownFields, serializers.Serializer):
+    pass
+
+
+class HttpUrlField(serializers.URLField):
+    def to_internal_value(self, data: Any) -> str:
+        value = super().to_internal_value(data)
+        if value and not value.lower().startswith(("http://", "https://")):
+            raise serializers.ValidationError("must be an http(s) URL")
+        return value
+
+
+def _server_name() -> serializers.RegexField:
+    """A NetBIOS server name, e.g. EX01."""
+    return serializers.RegexField(r"^[A-Za-z0-9][A-Za-z0-9-]{0,14}$", max_length=15)
+
+
+class ChangeCreateSerializer(StrictSerializer):
+    source = serializers.RegexField(r"^[a-z0-9][a-z0-9_.-]*$", max_length=40)
+    external_ref = serializers.CharField(max_length=100)
+    title = serializers.CharField(max_length=200)
+    description = serializers.CharField(max_length=20000, required=False, allow_blank=True, default="")
+    change_type = serializers.ChoiceField(Change.ChangeType.choices)
+    risk = serializers.ChoiceField(Change.Level.choices)
+    impact = serializers.ChoiceField(Change.Level.choices, required=False, default=Change.Level.MEDIUM)
+    servers = serializers.ListField(child=_server_name(), min_length=1, max_length=50)
+    plan = serializers.RegexField(r"^[a-z0-9][a-z0-9_-]*$", max_length=64, required=False, default="maintenance")
+    window_start = AwareDateTimeField()
+    window_end = AwareDateTimeField()
+    requested_by = serializers.CharField(max_length=254)
+    notify = serializers.ListField(child=serializers.EmailField(max_length=254), max_length=200, required=False,
+                                   default=list)
+    callback_url = HttpUrlField(max_length=500, required=False, allow_blank=True, default="")
+
+
+class ChangeUpdateSerializer(ChangeCreateSerializer):
+    """PATCH: the editable fields, all optional; source and external_ref are the identity and cannot change."""
+
+    reason = serializers.CharField(max_length=2000, required=False, allow_blank=True, write_only=True)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["partial"] = True
+        super().__init__(*args, **kwargs)
+        for name in ("source", "external_ref"):
+            self.fields.pop(name)
+
+
+class CommentSerializer(StrictSerializer):
+    comment = serializers.CharField(max_length=5000)
+
+
+class ReasonSerializer(StrictSerializer):
+    reason = serializers.CharField(max_length=5000)
+
+
+class CloseSerializer(StrictSerializer):
+    close_code = serializers.ChoiceField(Change.CloseCode.choices)
+    close_notes = serializers.CharField(max_length=20000)
+
+
+class ApprovalSerializer(serializers.ModelSerializer):
+    approver = serializers.CharField(source="approver.username")
+    valid = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Approval
+        fields = ["id", "approver", "decision", "comment", "fingerprint", "created_at", "voided_at", "valid"]
+
+    def get_valid(self, obj: Approval) -> bool:
+        return obj.voided_at is None
+
+
+class ChangeSerializer(serializers.ModelSerializer):
+    number = serializers.CharField(read_only=True)
+    servers = serializers.SerializerMethodField()
+    next_states = serializers.SerializerMethodField()
+    approvals_received = serializers.SerializerMethodField()
+    created_by = serializers.CharField(source="created_by.username", read_only=True)
+
+    class Meta:
+        model = Change
+        fields = [
+            "id", "number", "source", "external_ref", "title", "description", "change_type", "risk", "impact",
+            "servers", "plan", "window_start", "window_end", "requested_by", "notify", "callback_url", "state",
+            "next_states", "approvals_required", "approvals_received", "business_hours_warning",
+            "freeze_override_reason", "close_code", "close_notes", "created_by", "created_at", "updated_at",
+        ]
+        read_only_fields = fields
+
+    def get_servers(self, obj: Change) -> list[str]:
+        return [s.name for s in obj.servers.all()]
+
+    def get_next_states(self, obj: Change) -> list[str]:
+        return next_states(obj.state)
+
+    def get_approvals_received(self, obj: Change) -> int:
+        annotated = getattr(obj, "approvals_count", None)
+        if annotated is not None:
+            return annotated
+        return obj.approvals.filter(decision="approved", voided_at__isnull=True).values("approver").distinct().count()
+
+
+class ChangeDetailSerializer(ChangeSerializer):
+    approvals = ApprovalSerializer(many=True, read_only=True)
+
+    class Meta(ChangeSerializer.Meta):
+        fields = [*ChangeSerializer.Meta.fields, "approvals"]
+        read_only_fields = fields
+
+
+class StepRunSerializer(serializers.ModelSerializer):
+    server = serializers.CharField(source="server.name", default=None, read_only=True)
+    decided_by = serializers.CharField(source="decided_by.username", default=None, read_only=True)
+
+    class Meta:
+        model = StepRun
+        fields = [
+            "id", "order", "phase", "name", "server", "status", "attempts", "started_at", "finished_at", "commands",
+            "output_summary", "error", "decision", "decided_by", "resolution",
+        ]
+        read_only_fields = fields
+
+
+class AuditEventSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = AuditEvent
+        fields = [
+            "seq", "created_at", "actor", "request_id", "action", "object_type", "object_id", "changes", "reason",
+            "prev_hash", "hash",
+        ]
+        read_only_fields = fields
+
+
+class AuditVerifySerializer(serializers.Serializer):
+    ok = serializers.BooleanField()
+    events = serializers.IntegerField()
+    head = serializers.CharField()
+    first_bad_seq = serializers.IntegerField(allow_null=True, required=False)
+    problem = serializers.CharField(required=False)
+
+
+class ServerSerializer(RefusesUnknownFields, serializers.ModelSerializer):
+    """The inventory. ``password`` is write-only; reads show only whether one is set."""
+
+    password = serializers.CharField(write_only=True, required=False, allow_blank=True, max_length=512,
+                                     style={"input_type": "password"})
+    has_password = serializers.BooleanField(read_only=True)
+    effective_endpoint_url = serializers.CharField(read_only=True)
+    effective_winrm_url = serializers.CharField(read_only=True)
+    name = _server_name()
+    endpoint_url = HttpUrlField(max_length=500, required=False, allow_blank=True)
+    winrm_url = HttpUrlField(max_length=500, required=False, allow_blank=True)
+
+    class Meta:
+        model = Server
+        fields = [
+            "id", "name", "fqdn", "dag_name", "ad_site", "version", "build", "endpoint_url", "winrm_url",
+            "effective_endpoint_url", "effective_winrm_url", "auth_method", "verify_tls", "operation_timeout",
+            "username", "password", "has_password", "created_at", "updated_at",
+        ]
+        read_only_fields = ["id", "created_at", "updated_at"]
+        extra_kwargs = {"dag_name": {"allow_null": True}}
+
+
+class FreezeWindowSerializer(RefusesUnknownFields, serializers.ModelSerializer):
+    start = AwareDateTimeField()
+    end = AwareDateTimeField()
+    servers = serializers.ListField(child=_server_name(), required=False, max_length=200)
+    created_by = serializers.CharField(source="created_by.username", read_only=True)
+
+    class Meta:
+        model = FreezeWindow
+        fields = ["id", "start", "end", "servers", "dag_name", "reason", "created_by", "created_at"]
+        read_only_fields = ["id", "created_by", "created_at"]
+
+    def to_representation(self, instance: FreezeWindow) -> dict[str, Any]:
+        data = super().to_representation(instance)
+        data["servers"] = [s.name for s in instance.servers.all()]
+        return data

@@ -1,0 +1,8 @@
+from django.apps import AppConfig
+
+
+class ChangesConfig(AppConfig):
+    """Change requests, approvals, freeze windows, the server inventory, step runs and the audit trail."""
+
+    name = "changes"
+    verbose_name = "Changes"

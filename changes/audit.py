@@ -1,0 +1,158 @@
+"""The tamper-evident audit trail: serialized appends to a SHA-256 hash chain, and its verification.
+
+Each event's hash covers the previous event's hash and a canonical JSON of the event, so altering, deleting,
+inserting or reordering any row breaks the chain from that row on.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+from .models import AuditEvent
+from .request_context import current_request_id
+
+GENESIS = "0" * 64
+# Any constant works; it only has to be the same for every writer of the chain.
+_PG_LOCK_KEY = 0x65786D61696E74  # "exmaint"
+
+
+def actor_label(user: Any) -> str:
+    """How an actor is named on the chain: API clients, users and system components are told apart."""
+    if user is None:
+        return "system:exmaint"
+    if isinstance(user, str):
+        return user
+    if hasattr(user, "api_client"):
+        return f"client:{user.username}"
+    return f"user:{user.username}"
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        items = [_jsonable(v) for v in value]
+        return sorted(items, key=str) if isinstance(value, set | frozenset) else items
+    return value
+
+
+def canonical(event: dict[str, Any]) -> bytes:
+    return json.dumps(event, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _event_body(ev: AuditEvent) -> dict[str, Any]:
+    return {
+        "seq": ev.seq,
+        "created_at": ev.created_at.astimezone(UTC).isoformat(),
+        "actor": ev.actor,
+        "request_id": ev.request_id,
+        "action": ev.action,
+        "object_type": ev.object_type,
+        "object_id": ev.object_id,
+        "changes": ev.changes,
+        "reason": ev.reason,
+    }
+
+
+def compute_hash(prev_hash: str, body: dict[str, Any]) -> str:
+    return hashlib.sha256(prev_hash.encode() + b"\n" + canonical(body)).hexdigest()
+
+
+def _lock_chain() -> None:
+    # PostgreSQL: a transaction-scoped advisory lock serializes appends across processes. SQLite: settings open
+    # every transaction with BEGIN IMMEDIATE, which already takes the database's single write lock.
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", [_PG_LOCK_KEY])
+
+
+def append(
+    *,
+    actor: Any,
+    action: str,
+    obj: Any = None,
+    object_type: str = "",
+    object_id: str | int = "",
+    changes: dict[str, Any] | None = None,
+    reason: str = "",
+    request_id: str = "",
+) -> AuditEvent:
+    """Append one event to the chain. Joins the caller's transaction so the event commits with the change it records."""
+    if obj is not None:
+        object_type = object_type or obj._meta.model_name
+        object_id = object_id or obj.pk
+    request_id = request_id or current_request_id()
+    with transaction.atomic():
+        _lock_chain()
+        last = AuditEvent.objects.order_by("-seq").only("seq", "hash").first()
+        ev = AuditEvent(
+            seq=(last.seq + 1) if last else 1,
+            # Microseconds survive both PostgreSQL and SQLite, so the stored time re-hashes identically.
+            created_at=timezone.now().astimezone(UTC),
+            actor=actor_label(actor),
+            request_id=request_id[:64],
+            action=action,
+            object_type=object_type,
+            object_id=str(object_id),
+            changes=_jsonable(changes or {}),
+            reason=reason,
+            prev_hash=last.hash if last else GENESIS,
+        )
+        ev.hash = compute_hash(ev.prev_hash, _event_body(ev))
+        ev.save(force_insert=True)
+    return ev
+
+
+@dataclass
+class VerifyResult:
+    ok: bool
+    events: int
+    head: str
+    first_bad_seq: int | None = None
+    problem: str = ""
+    head_found: bool | None = None
+
+
+def verify(expected_head: str | None = None) -> VerifyResult:
+    """Walk the whole chain in sequence order; name the first event that does not fit.
+
+    With ``expected_head``, also require that this hash is on the intact chain (an auditor checking a report).
+    """
+    prev = GENESIS
+    count = 0
+    head_found = None if expected_head is None else False
+    for ev in AuditEvent.objects.order_by("seq").iterator(chunk_size=2000):
+        count += 1
+        if ev.seq != count:
+            problem = "missing or inserted event(s)" if ev.seq > count else "duplicate sequence number"
+            return VerifyResult(False, count - 1, prev, ev.seq, f"expected seq {count}, found {ev.seq}: {problem}")
+        if ev.prev_hash != prev:
+            return VerifyResult(False, count - 1, prev, ev.seq, "prev_hash does not match the previous event's hash")
+        if compute_hash(ev.prev_hash, _event_body(ev)) != ev.hash:
+            return VerifyResult(False, count - 1, prev, ev.seq, "content does not match its hash (altered)")
+        prev = ev.hash
+        if expected_head is not None and ev.hash == expected_head:
+            head_found = True
+    result = VerifyResult(True, count, prev, head_found=head_found)
+    if expected_head is not None and not head_found:
+        result.ok = False
+        result.problem = f"head {expected_head} is not on the chain"
+    return result
+
+
+def head() -> str:
+    last = AuditEvent.objects.order_by("-seq").only("hash").first()
+    return last.hash if last else GENESIS

@@ -1,0 +1,38 @@
+"""Create an integration identity (or a person) with roles and print its API token as the last line."""
+from __future__ import annotations
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
+from rest_framework.authtoken.models import Token
+
+from changes import audit
+from changes.models import ApiClient, Role
+
+
+class Command(BaseCommand):
+    help = "Create an API client with one or more roles and print its token (last line of the output)."
+
+    def add_arguments(self, parser) -> None:  # noqa: ANN001
+        parser.add_argument("name")
+        parser.add_argument("--role", action="append", required=True, choices=Role.values, dest="roles")
+        parser.add_argument("--source", default="", help="Source system whose changes a requester may read.")
+        parser.add_argument("--email", default="")
+        parser.add_argument("--staff", action="store_true", help="Also allow Django admin login (set a password).")
+
+    def handle(self, *args, name: str, roles: list[str], source: str, email: str, staff: bool, **options) -> None:
+        User = get_user_model()  # noqa: N806 - Django idiom
+        if User.objects.filter(username=name).exists():
+            raise CommandError(f"an identity named {name!r} already exists")
+        with transaction.atomic():
+            user = User.objects.create_user(username=name, email=email, is_staff=staff)
+            user.groups.set(Group.objects.filter(name__in=roles))
+            ApiClient.objects.create(user=user, source=source)
+            token = Token.objects.create(user=user)
+            audit.append(
+                actor="system:create_api_client", action="identity.created", object_type="user", object_id=user.pk,
+                changes={"username": [None, name], "roles": [None, sorted(roles)], "source": [None, source]},
+            )
+        self.stdout.write(f"Created {name} with role(s) {', '.join(sorted(roles))}.")
+        self.stdout.write(token.key)

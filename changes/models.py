@@ -1,0 +1,249 @@
+"""The domain's tables. State is assigned only by changes.services; audit rows only by changes.audit."""
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+from . import crypto
+from .states import State
+
+
+class Role(models.TextChoices):
+    """Roles are Django groups of these names."""
+
+    REQUESTER = "requester", "Requester"
+    APPROVER = "approver", "Approver"
+    OPERATOR = "operator", "Operator"
+    AUDITOR = "auditor", "Auditor"
+
+
+class ApiClient(models.Model):
+    """An integration identity (ServiceNow, Jira Service Management, …): a user with a token and a source system."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="api_client")
+    source = models.CharField(max_length=40, blank=True, help_text="Source system whose changes it may read.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.user.username
+
+
+class Server(models.Model):
+    """An Exchange server in the inventory. The password is write-only: stored encrypted, never returned."""
+
+    class AuthMethod(models.TextChoices):
+        KERBEROS = "kerberos"
+        NTLM = "ntlm"
+        NEGOTIATE = "negotiate"
+        BASIC = "basic"
+
+    name = models.CharField(max_length=15, unique=True, help_text="NetBIOS name, e.g. EX01")
+    fqdn = models.CharField(max_length=255)
+    # The issue and the API say "null for a standalone server"; NULL also keeps DAG lookups free of "" matches.
+    dag_name = models.CharField(max_length=64, null=True, blank=True, help_text="Empty for a standalone server.")  # noqa: DJ001
+    ad_site = models.CharField(max_length=64, blank=True)
+    version = models.CharField(max_length=64, blank=True, help_text="e.g. Exchange Server 2019 CU14")
+    build = models.CharField(max_length=32, blank=True, help_text="e.g. 15.2.1544.4")
+    endpoint_url = models.URLField(max_length=500, blank=True, help_text="Default: http://<fqdn>/PowerShell/")
+    winrm_url = models.URLField(max_length=500, blank=True, help_text="Default: http://<fqdn>:5985/wsman")
+    auth_method = models.CharField(max_length=10, choices=AuthMethod.choices, default=AuthMethod.KERBEROS)
+    verify_tls = models.BooleanField(default=True)
+    operation_timeout = models.PositiveIntegerField(default=30, help_text="Seconds")
+    username = models.CharField(max_length=150, blank=True)
+    password_encrypted = models.TextField(blank=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def effective_endpoint_url(self) -> str:
+        return self.endpoint_url or f"http://{self.fqdn}/PowerShell/"
+
+    @property
+    def effective_winrm_url(self) -> str:
+        return self.winrm_url or f"http://{self.fqdn}:5985/wsman"
+
+    @property
+    def has_password(self) -> bool:
+        return bool(self.password_encrypted)
+
+    def set_password(self, raw: str) -> None:
+        self.password_encrypted = crypto.encrypt(raw) if raw else ""
+
+    def get_password(self) -> str:
+        return crypto.decrypt(self.password_encrypted) if self.password_encrypted else ""
+
+
+class Change(models.Model):
+    """A change request for Exchange maintenance, posted by an ITSM and driven through the lifecycle in states.py."""
+
+    class ChangeType(models.TextChoices):
+        STANDARD = "standard"
+        NORMAL = "normal"
+        EMERGENCY = "emergency"
+
+    class Level(models.TextChoices):
+        LOW = "low"
+        MEDIUM = "medium"
+        HIGH = "high"
+
+    class CloseCode(models.TextChoices):
+        SUCCESSFUL = "successful"
+        SUCCESSFUL_WITH_ISSUES = "successful_with_issues"
+        UNSUCCESSFUL = "unsuccessful"
+
+    source = models.CharField(max_length=40)
+    external_ref = models.CharField(max_length=100)
+    title = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    change_type = models.CharField(max_length=10, choices=ChangeType.choices)
+    risk = models.CharField(max_length=6, choices=Level.choices)
+    impact = models.CharField(max_length=6, choices=Level.choices)
+    servers = models.ManyToManyField(Server, related_name="changes")
+    plan = models.CharField(max_length=64, default="maintenance")
+    window_start = models.DateTimeField()
+    window_end = models.DateTimeField()
+    requested_by = models.CharField(max_length=254, help_text="The person named by the ITSM.")
+    notify = models.JSONField(default=list, blank=True)
+    callback_url = models.URLField(max_length=500, blank=True)
+    state = models.CharField(max_length=20, choices=State.choices, default=State.AWAITING_APPROVAL, editable=False)
+    approvals_required = models.PositiveSmallIntegerField(default=0, editable=False)
+    business_hours_warning = models.BooleanField(default=False, editable=False)
+    freeze_override_reason = models.TextField(blank=True, editable=False)
+    close_code = models.CharField(max_length=24, choices=CloseCode.choices, blank=True, editable=False)
+    close_notes = models.TextField(blank=True, editable=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="created_changes", editable=False
+    )
+    # SHA-256 of the create payload: the same payload again is the same change, a different one is a conflict.
+    request_digest = models.CharField(max_length=64, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["source", "external_ref"], name="change_unique_external_ref"),
+            models.CheckConstraint(condition=models.Q(window_end__gt=models.F("window_start")), name="window_ordered"),
+        ]
+        indexes = [models.Index(fields=["state", "window_start"])]
+
+    def __str__(self) -> str:
+        return f"{self.number} {self.title}"
+
+    @property
+    def number(self) -> str:
+        return f"EXM-{self.pk:06d}" if self.pk else "EXM-(new)"
+
+
+class Approval(models.Model):
+    """One approver's decision on one version (fingerprint) of a change. Voided when what was approved changes."""
+
+    class Decision(models.TextChoices):
+        APPROVED = "approved"
+        REJECTED = "rejected"
+
+    change = models.ForeignKey(Change, on_delete=models.PROTECT, related_name="approvals")
+    approver = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="approvals")
+    decision = models.CharField(max_length=10, choices=Decision.choices)
+    comment = models.TextField()
+    fingerprint = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+    voided_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.decision} by {self.approver} on {self.change.number}"
+
+
+class FreezeWindow(models.Model):
+    """A period when no maintenance may run: everywhere, or only on some servers or one DAG."""
+
+    start = models.DateTimeField()
+    end = models.DateTimeField()
+    servers = models.ManyToManyField(Server, blank=True, related_name="freeze_windows")
+    dag_name = models.CharField(max_length=64, blank=True)
+    reason = models.TextField()
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["start"]
+        constraints = [models.CheckConstraint(condition=models.Q(end__gt=models.F("start")), name="freeze_ordered")]
+
+    def __str__(self) -> str:
+        return f"Freeze {self.start:%Y-%m-%d %H:%M} – {self.end:%Y-%m-%d %H:%M}: {self.reason[:40]}"
+
+
+class StepRun(models.Model):
+    """One step of a maintenance window as the runner executed it (filled by the runner)."""
+
+    class Phase(models.TextChoices):
+        PRECHECK = "precheck"
+        ENTER = "enter"
+        WORK = "work"
+        EXIT = "exit"
+        VERIFY = "verify"
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        RUNNING = "running"
+        PASSED = "passed"
+        SKIPPED = "skipped"
+        FAILED = "failed"
+        ROLLED_BACK = "rolled_back"
+
+    change = models.ForeignKey(Change, on_delete=models.PROTECT, related_name="steps")
+    order = models.PositiveIntegerField()
+    phase = models.CharField(max_length=10, choices=Phase.choices)
+    name = models.CharField(max_length=100)
+    server = models.ForeignKey(Server, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    commands = models.JSONField(default=list, blank=True, help_text="Cmdlets with parameters, secrets redacted.")
+    output_summary = models.TextField(blank=True)
+    error = models.TextField(blank=True)
+    decision = models.CharField(max_length=10, blank=True, help_text="Operator decision: retry, skip or abort.")
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    resolution = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["change", "order"]
+        constraints = [models.UniqueConstraint(fields=["change", "order"], name="step_unique_order")]
+
+    def __str__(self) -> str:
+        return f"{self.order}. {self.phase}/{self.name}"
+
+
+class AuditEvent(models.Model):
+    """Append-only, hash-chained record of everything that happened. Written only through changes.audit.append."""
+
+    seq = models.PositiveBigIntegerField(unique=True)
+    created_at = models.DateTimeField()
+    actor = models.CharField(max_length=160, help_text="user:<name>, client:<name> or system:<component>")
+    request_id = models.CharField(max_length=64, blank=True)
+    action = models.CharField(max_length=64)
+    object_type = models.CharField(max_length=40)
+    object_id = models.CharField(max_length=64)
+    changes = models.JSONField(default=dict, help_text="Changed fields: {field: [before, after]}")
+    reason = models.TextField(blank=True)
+    prev_hash = models.CharField(max_length=64)
+    hash = models.CharField(max_length=64, unique=True)
+
+    class Meta:
+        ordering = ["seq"]
+        indexes = [models.Index(fields=["object_type", "object_id"])]
+
+    def __str__(self) -> str:
+        return f"#{self.seq} {self.action} {self.object_type}:{self.object_id}"

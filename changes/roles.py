@@ -1,0 +1,40 @@
+"""Who may do what. Roles are Django groups (see models.Role); superusers hold every role."""
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import NotPermitted
+from .models import Role
+
+
+def roles_of(user: Any) -> frozenset[str]:
+    if user is None or not user.is_authenticated:
+        return frozenset()
+    cached = getattr(user, "_exmaint_roles", None)
+    if cached is None:
+        cached = frozenset(Role.values) if user.is_superuser else frozenset(user.groups.values_list("name", flat=True))
+        user._exmaint_roles = cached
+    return cached
+
+
+def has_role(user: Any, *roles: str) -> bool:
+    return bool(roles_of(user) & set(roles))
+
+
+def require_role(user: Any, *roles: str, to: str) -> None:
+    if not has_role(user, *roles):
+        raise NotPermitted(f"you need the {' or '.join(roles)} role to {to}")
+
+
+def source_of(user: Any) -> str:
+    client = getattr(user, "api_client", None) if user is not None else None
+    return client.source if client is not None else ""
+
+
+def same_person(user: Any, requested_by: str) -> bool:
+    """Does ``requested_by`` (as the ITSM names a person) name this user? By user name or e-mail, any case."""
+    wanted = requested_by.strip().casefold()
+    names = {user.get_username().casefold()}
+    if user.email:
+        names.add(user.email.casefold())
+    return wanted in names

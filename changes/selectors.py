@@ -1,0 +1,36 @@
+"""Read-side queries: what each identity may see, annotated so lists cost a constant number of queries."""
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import Count, Prefetch, Q, QuerySet
+
+from .models import Approval, AuditEvent, Change, Role, Server
+from .roles import has_role, source_of
+
+
+def change_list(user: Any) -> QuerySet[Change]:
+    """Changes visible to ``user``: everything for approvers, operators and auditors; a requester sees the changes
+    it posted and those of its source system."""
+    qs = (
+        Change.objects.select_related("created_by")
+        .prefetch_related(Prefetch("servers", queryset=Server.objects.only("id", "name", "dag_name")))
+        .annotate(
+            approvals_count=Count(
+                "approvals__approver",
+                filter=Q(approvals__decision=Approval.Decision.APPROVED, approvals__voided_at__isnull=True),
+                distinct=True,
+            )
+        )
+    )
+    if has_role(user, Role.APPROVER, Role.OPERATOR, Role.AUDITOR):
+        return qs
+    if has_role(user, Role.REQUESTER):
+        source = source_of(user)
+        return qs.filter(Q(created_by=user) | Q(source=source)) if source else qs.filter(created_by=user)
+    return qs.none()
+
+
+def audit_events_for(change: Change) -> QuerySet[AuditEvent]:
+    """The change's own events plus those of its approvals, in chain order."""
+    return AuditEvent.objects.filter(object_type="change", object_id=str(change.pk)).order_by("seq")

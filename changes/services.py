@@ -1,0 +1,404 @@
+"""One function per use case. Each checks the rules, moves state by compare-and-set, appends the audit event in the
+same transaction and queues follow-up work on commit. Only this module assigns Change.state."""
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from . import audit, policy
+from .errors import (
+    AlreadyDecided,
+    FreezeConflict,
+    IdempotencyConflict,
+    InvalidRequest,
+    NotPermitted,
+    ScheduleConflict,
+    SeparationOfDuties,
+    StateConflict,
+    UnknownServers,
+)
+from .models import Approval, Change, FreezeWindow, Role, Server
+from .roles import has_role, require_role, same_person, source_of
+from .states import EDITABLE, HOLDS_SERVERS, WINDOW_ENDED, State, TransitionNotAllowed, check_transition
+
+# Fields whose change voids approvals (what an approver approved).
+PINNED_FIELDS = ("servers", "plan", "window_start", "window_end")
+EDITABLE_FIELDS = (
+    "title", "description", "change_type", "risk", "impact", "servers", "plan",
+    "window_start", "window_end", "requested_by", "notify", "callback_url",
+)
+
+
+# --- helpers ----------------------------------------------------------------------------------------------------------
+
+def _digest(data: dict[str, Any]) -> str:
+    return hashlib.sha256(audit.canonical(audit._jsonable(data))).hexdigest()
+
+
+def _resolve_servers(names: Iterable[str]) -> list[Server]:
+    wanted = {n.strip().upper(): n for n in names}
+    found = {s.name.upper(): s for s in Server.objects.filter(name__in=_case_variants(wanted))}
+    # Server names are NetBIOS names: compare without case.
+    missing = sorted(orig for key, orig in wanted.items() if key not in found)
+    if missing:
+        raise UnknownServers(f"unknown server(s): {', '.join(missing)}", servers=missing)
+    return sorted(found.values(), key=lambda s: s.name)
+
+
+def _case_variants(wanted: dict[str, str]) -> list[str]:
+    return list({*wanted.keys(), *wanted.values(), *(v.lower() for v in wanted.values())})
+
+
+def _fingerprint(change: Change, servers: Iterable[Server] | None = None) -> str:
+    servers = list(servers) if servers is not None else list(change.servers.all())
+    return policy.approval_fingerprint([s.name for s in servers], change.plan, change.window_start, change.window_end)
+
+
+def check_schedule(
+    *,
+    change_type: str,
+    servers: list[Server],
+    window_start: datetime,
+    window_end: datetime,
+    exclude_pk: int | None = None,
+) -> str:
+    """Window shape, conflicts with other held windows (same server or same DAG) and freeze windows.
+
+    Returns the freeze override note for an emergency change inside a freeze window ('' otherwise).
+    Raises WindowInvalid, ScheduleConflict or FreezeConflict.
+    """
+    policy.check_window_shape(window_start, window_end)
+    dags = {s.dag_name for s in servers if s.dag_name}
+    overlapping = Change.objects.filter(
+        state__in=HOLDS_SERVERS, window_start__lt=window_end, window_end__gt=window_start
+    ).exclude(pk=exclude_pk)
+    conflict = (
+        overlapping.filter(Q(servers__in=servers) | Q(servers__dag_name__in=dags))
+        .distinct()
+        .order_by("window_start")
+        .first()
+    )
+    if conflict is not None:
+        raise ScheduleConflict(
+            f"the window overlaps {conflict.number} ({conflict.state}, "
+            f"{conflict.window_start.isoformat()} – {conflict.window_end.isoformat()}) on the same server or DAG",
+            conflicting_change=conflict.number,
+            conflicting_change_id=conflict.pk,
+        )
+    freezes = FreezeWindow.objects.filter(start__lt=window_end, end__gt=window_start).filter(
+        Q(servers__in=servers) | Q(dag_name__in=dags) | Q(servers__isnull=True, dag_name="")
+    ).distinct()
+    freeze = freezes.order_by("start").first()
+    if freeze is None:
+        return ""
+    if change_type == Change.ChangeType.EMERGENCY:
+        return f"emergency change inside freeze window #{freeze.pk} ({freeze.start.isoformat()} – " \
+               f"{freeze.end.isoformat()}): {freeze.reason}"
+    raise FreezeConflict(
+        f"the window falls in freeze window #{freeze.pk} ({freeze.start.isoformat()} – {freeze.end.isoformat()}): "
+        f"{freeze.reason}; only emergency changes may run in a freeze",
+        freeze_window_id=freeze.pk,
+    )
+
+
+def _move(change: Change, new: State, *, actor: Any, reason: str = "", **fields: Any) -> Change:
+    """Compare-and-set the state; append the transition to the audit trail. Caller holds a transaction."""
+    old = change.state
+    check_transition(old, new)
+    now = timezone.now()
+    updated = Change.objects.filter(pk=change.pk, state=old).update(state=new, updated_at=now, **fields)
+    if not updated:
+        current = Change.objects.filter(pk=change.pk).values_list("state", flat=True).first()
+        raise StateConflict(
+            f"{change.number} moved from '{old}' to '{current}' meanwhile; reload and try again", state=current
+        )
+    audit.append(
+        actor=actor, action="change.transition", obj=change, reason=reason,
+        changes={"state": [old, str(new)], **{k: [getattr(change, k), v] for k, v in fields.items()}},
+    )
+    change.state = new
+    change.updated_at = now
+    for key, value in fields.items():
+        setattr(change, key, value)
+    return change
+
+
+def _valid_approvers(change: Change, fingerprint: str) -> set[int]:
+    return set(
+        change.approvals.filter(
+            decision=Approval.Decision.APPROVED, fingerprint=fingerprint, voided_at__isnull=True
+        ).values_list("approver_id", flat=True)
+    )
+
+
+# --- changes ----------------------------------------------------------------------------------------------------------
+
+def change_create(*, actor: Any, data: dict[str, Any]) -> tuple[Change, bool]:
+    """Create a change from an ITSM's request. Idempotent on (source, external_ref).
+
+    Returns (change, created). The same payload again returns the existing change; a different payload for the
+    same key raises IdempotencyConflict. Raises UnknownServers, WindowInvalid, ScheduleConflict, FreezeConflict.
+    Standard changes are pre-approved and go straight to ``scheduled``.
+    """
+    require_role(actor, Role.REQUESTER, to="create changes")
+    digest = _digest(data)
+    existing = Change.objects.filter(source=data["source"], external_ref=data["external_ref"]).first()
+    if existing is not None:
+        return _idempotent_replay(existing, digest), False
+    servers = _resolve_servers(data["servers"])
+    freeze_note = check_schedule(
+        change_type=data["change_type"], servers=servers,
+        window_start=data["window_start"], window_end=data["window_end"],
+    )
+    fields = {k: v for k, v in data.items() if k != "servers"}
+    try:
+        with transaction.atomic():
+            change = Change.objects.create(
+                **fields,
+                created_by=actor,
+                request_digest=digest,
+                approvals_required=policy.approvals_required(data["change_type"], data["risk"]),
+                business_hours_warning=policy.touches_business_hours(data["window_start"], data["window_end"]),
+                freeze_override_reason=freeze_note,
+            )
+            change.servers.set(servers)
+            audit.append(
+                actor=actor, action="change.created", obj=change, reason=freeze_note,
+                changes={k: [None, v] for k, v in {**fields, "servers": [s.name for s in servers]}.items()},
+            )
+            if change.approvals_required == 0:
+                _move(change, State.SCHEDULED, actor=actor, reason="standard change: pre-approved")
+    except IntegrityError:
+        # A concurrent request with the same key won the insert.
+        existing = Change.objects.filter(source=data["source"], external_ref=data["external_ref"]).first()
+        if existing is None:
+            raise
+        return _idempotent_replay(existing, digest), False
+    return change, True
+
+
+def _idempotent_replay(existing: Change, digest: str) -> Change:
+    if existing.request_digest != digest:
+        raise IdempotencyConflict(
+            f"{existing.source}/{existing.external_ref} already exists as {existing.number} with a different "
+            "payload; PATCH that change to edit it",
+            change=existing.number, change_id=existing.pk,
+        )
+    return existing
+
+
+def change_update(change: Change, *, actor: Any, data: dict[str, Any], reason: str = "") -> Change:
+    """Edit a change that has not started. Editing servers, plan or window voids approvals (audited) and sends a
+    scheduled change back to ``awaiting_approval``. Scheduling rules are re-checked."""
+    _require_owner_or(actor, change, Role.OPERATOR, to="edit this change")
+    unknown = set(data) - set(EDITABLE_FIELDS)
+    if unknown:
+        raise InvalidRequest(f"these fields cannot be edited: {', '.join(sorted(unknown))}")
+    with transaction.atomic():
+        change = Change.objects.select_for_update().get(pk=change.pk)
+        if change.state not in EDITABLE:
+            raise StateConflict(
+                f"{change.number} is '{change.state}'; only changes awaiting approval or scheduled can be edited",
+                state=change.state,
+            )
+        old_servers = list(change.servers.all())
+        new_servers = _resolve_servers(data["servers"]) if "servers" in data else old_servers
+        old_fp = _fingerprint(change, old_servers)
+        diff: dict[str, list[Any]] = {}
+        for key, value in data.items():
+            if key == "servers":
+                before, after = [s.name for s in old_servers], [s.name for s in new_servers]
+                if before != after:
+                    diff[key] = [before, after]
+            elif getattr(change, key) != value:
+                diff[key] = [getattr(change, key), value]
+                setattr(change, key, value)
+        if not diff:
+            return change
+        change.approvals_required = policy.approvals_required(change.change_type, change.risk)
+        change.business_hours_warning = policy.touches_business_hours(change.window_start, change.window_end)
+        change.freeze_override_reason = check_schedule(
+            change_type=change.change_type, servers=new_servers,
+            window_start=change.window_start, window_end=change.window_end, exclude_pk=change.pk,
+        )
+        change.save()
+        if "servers" in diff:
+            change.servers.set(new_servers)
+        audit.append(actor=actor, action="change.updated", obj=change, changes=diff, reason=reason)
+        pinned_changed = any(k in diff for k in PINNED_FIELDS) and _fingerprint(change, new_servers) != old_fp
+        if pinned_changed:
+            voided = change.approvals.filter(voided_at__isnull=True).update(voided_at=timezone.now())
+            if voided:
+                audit.append(
+                    actor=actor, action="change.approvals_voided", obj=change,
+                    changes={"approvals_voided": [voided, 0]},
+                    reason=f"{', '.join(k for k in PINNED_FIELDS if k in diff)} changed after approval",
+                )
+        still_approved = len(_valid_approvers(change, _fingerprint(change, new_servers)))
+        if change.state == State.SCHEDULED and still_approved < change.approvals_required:
+            _move(change, State.AWAITING_APPROVAL, actor=actor, reason="edited after approval: approval required again")
+    return change
+
+
+def change_approve(change: Change, *, actor: Any, comment: str) -> Change:
+    """Record an approval. Separation of duties: nobody approves a change they requested — neither the API client
+    that posted it nor the person named in requested_by, superusers included. Each approver counts once. When
+    enough distinct approvers approved this fingerprint, the change is scheduled (scheduling rules re-checked)."""
+    return _decide(change, actor=actor, comment=comment, decision=Approval.Decision.APPROVED)
+
+
+def change_reject(change: Change, *, actor: Any, comment: str) -> Change:
+    """Reject a change awaiting approval; the same separation of duties applies."""
+    return _decide(change, actor=actor, comment=comment, decision=Approval.Decision.REJECTED)
+
+
+def _decide(change: Change, *, actor: Any, comment: str, decision: str) -> Change:
+    require_role(actor, Role.APPROVER, to=f"{'approve' if decision == 'approved' else 'reject'} changes")
+    if not comment or not comment.strip():
+        raise InvalidRequest("a comment is required", field="comment")
+    with transaction.atomic():
+        change = Change.objects.select_for_update().get(pk=change.pk)
+        target = State.SCHEDULED if decision == Approval.Decision.APPROVED else State.REJECTED
+        if change.state != State.AWAITING_APPROVAL:
+            raise TransitionNotAllowed(change.state, target)
+        if actor.pk == change.created_by_id:
+            raise SeparationOfDuties(f"you posted {change.number}; someone else must decide on it")
+        if same_person(actor, change.requested_by):
+            raise SeparationOfDuties(f"{change.number} was requested by you ({change.requested_by}); "
+                                     "someone else must decide on it")
+        servers = list(change.servers.all())
+        fingerprint = _fingerprint(change, servers)
+        if change.approvals.filter(approver=actor, fingerprint=fingerprint, voided_at__isnull=True).exists():
+            raise AlreadyDecided(f"you already decided on this version of {change.number}; each approver counts once")
+        approval = Approval.objects.create(
+            change=change, approver=actor, decision=decision, comment=comment.strip(), fingerprint=fingerprint
+        )
+        audit.append(
+            actor=actor, action=f"change.{decision}", obj=change, reason=approval.comment,
+            changes={"approval_id": [None, approval.pk], "fingerprint": [None, fingerprint]},
+        )
+        if decision == Approval.Decision.REJECTED:
+            return _move(change, State.REJECTED, actor=actor, reason=approval.comment)
+        if len(_valid_approvers(change, fingerprint)) >= change.approvals_required:
+            note = check_schedule(
+                change_type=change.change_type, servers=servers,
+                window_start=change.window_start, window_end=change.window_end, exclude_pk=change.pk,
+            )
+            _move(change, State.SCHEDULED, actor=actor, reason="approvals complete", freeze_override_reason=note)
+    return change
+
+
+def change_cancel(change: Change, *, actor: Any, reason: str) -> Change:
+    """Cancel a change before its window starts; by whoever posted it, its source's requesters or an operator."""
+    if not reason or not reason.strip():
+        raise InvalidRequest("a reason is required", field="reason")
+    _require_owner_or(actor, change, Role.OPERATOR, to="cancel this change")
+    with transaction.atomic():
+        return _move(change, State.CANCELLED, actor=actor, reason=reason.strip())
+
+
+def change_close(change: Change, *, actor: Any, close_code: str, close_notes: str) -> Change:
+    """Post-implementation review: set the close code of a finished window and close it."""
+    _require_owner_or(actor, change, Role.OPERATOR, to="close this change")
+    if close_code not in Change.CloseCode.values:
+        raise InvalidRequest(f"close_code must be one of {', '.join(Change.CloseCode.values)}", field="close_code")
+    if change.state not in WINDOW_ENDED:
+        raise TransitionNotAllowed(change.state, State.CLOSED)
+    with transaction.atomic():
+        return _move(change, State.CLOSED, actor=actor, reason=close_notes, close_code=close_code,
+                     close_notes=close_notes)
+
+
+def change_transition(change_id: int, new: State, *, actor: Any, reason: str = "") -> Change:
+    """The runner's seam: move a change (scheduled → running ⇄ paused → completed | failed | aborted), audited,
+    with the actor passed in explicitly (Celery tasks have no request)."""
+    with transaction.atomic():
+        change = Change.objects.get(pk=change_id)
+        return _move(change, new, actor=actor, reason=reason)
+
+
+def _require_owner_or(actor: Any, change: Change, *roles: str, to: str) -> None:
+    if actor.is_superuser or has_role(actor, *roles):
+        return
+    if has_role(actor, Role.REQUESTER) and (
+        change.created_by_id == actor.pk or (source_of(actor) and source_of(actor) == change.source)
+    ):
+        return
+    raise NotPermitted(f"you may not {to}")
+
+
+# --- inventory and freeze windows -------------------------------------------------------------------------------------
+
+_SERVER_FIELDS = ("name", "fqdn", "dag_name", "ad_site", "version", "build", "endpoint_url", "winrm_url",
+                  "auth_method", "verify_tls", "operation_timeout", "username")
+
+
+def server_save(server: Server | None, *, actor: Any, data: dict[str, Any]) -> Server:
+    """Create or edit an inventory entry (operators). The password is write-only: the audit notes that it changed,
+    never its value."""
+    require_role(actor, Role.OPERATOR, to="edit the server inventory")
+    created = server is None
+    server = server or Server()
+    diff: dict[str, list[Any]] = {}
+    for key in _SERVER_FIELDS:
+        if key in data and getattr(server, key) != data[key]:
+            diff[key] = [None if created else getattr(server, key), data[key]]
+            setattr(server, key, data[key])
+    if "password" in data:
+        server.set_password(data["password"])
+        diff["password"] = ["***", "***"]
+    if not diff and not created:
+        return server
+    with transaction.atomic():
+        server.save()
+        audit.append(actor=actor, action="server.created" if created else "server.updated", obj=server, changes=diff)
+    return server
+
+
+def server_delete(server: Server, *, actor: Any) -> None:
+    require_role(actor, Role.OPERATOR, to="edit the server inventory")
+    if server.changes.exists():
+        raise StateConflict(f"{server.name} is named by changes and cannot be deleted")
+    with transaction.atomic():
+        audit.append(actor=actor, action="server.deleted", obj=server, changes={"name": [server.name, None]})
+        server.delete()
+
+
+def freeze_window_save(freeze: FreezeWindow | None, *, actor: Any, data: dict[str, Any]) -> FreezeWindow:
+    """Create or edit a freeze window (operators and approvers)."""
+    require_role(actor, Role.OPERATOR, Role.APPROVER, to="manage freeze windows")
+    created = freeze is None
+    freeze = freeze or FreezeWindow(created_by=actor)
+    start, end = data.get("start", freeze.start), data.get("end", freeze.end)
+    if start is None or end is None or end <= start:
+        raise InvalidRequest("a freeze window needs start < end")
+    servers = _resolve_servers(data["servers"]) if "servers" in data else None
+    diff: dict[str, list[Any]] = {}
+    for key in ("start", "end", "dag_name", "reason"):
+        if key in data and getattr(freeze, key) != data[key]:
+            diff[key] = [None if created else getattr(freeze, key), data[key]]
+            setattr(freeze, key, data[key])
+    with transaction.atomic():
+        if servers is not None:
+            before = [] if created else [s.name for s in freeze.servers.all()]
+            diff["servers"] = [before, [s.name for s in servers]]
+        freeze.save()
+        if servers is not None:
+            freeze.servers.set(servers)
+        audit.append(actor=actor, action="freeze.created" if created else "freeze.updated", obj=freeze, changes=diff)
+    return freeze
+
+
+def freeze_window_delete(freeze: FreezeWindow, *, actor: Any) -> None:
+    require_role(actor, Role.OPERATOR, Role.APPROVER, to="manage freeze windows")
+    with transaction.atomic():
+        audit.append(actor=actor, action="freeze.deleted", obj=freeze, reason=freeze.reason,
+                      changes={"start": [freeze.start, None], "end": [freeze.end, None]})
+        freeze.delete()
+

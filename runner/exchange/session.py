@@ -1,0 +1,90 @@
+"""The one small interface between the runner and an Exchange server.
+
+A session runs one cmdlet with parameters on one endpoint of one server and returns parsed objects plus the error
+records and warnings. Transport failures raise typed errors with a ``retryable`` flag. Implementations: the pypsrp
+adapter (``runner.exchange.pypsrp_session``, the only module that imports pypsrp) and the in-process simulator
+session (``runner.simulator.session``).
+"""
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+class Endpoint(enum.StrEnum):
+    """Which remoting endpoint a cmdlet runs on."""
+
+    EXCHANGE = "Microsoft.Exchange"  # http://<fqdn>/PowerShell/ - Exchange cmdlets
+    DEFAULT = "Microsoft.PowerShell"  # the server's WinRM endpoint (5985/5986) - services, FailoverClusters
+
+
+@dataclass(frozen=True)
+class ErrorRecord:
+    """A PowerShell error record, as Exchange reports it (non-terminating or terminating)."""
+
+    message: str
+    error_id: str = ""  # FullyQualifiedErrorId
+    category: str = ""  # e.g. ObjectNotFound, InvalidArgument, NotSpecified
+    target: str = ""
+    exception_type: str = ""
+
+
+@dataclass
+class CommandResult:
+    """What one cmdlet returned: parsed objects (plain dicts), non-terminating error records and warnings."""
+
+    cmdlet: str
+    output: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[ErrorRecord] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+class ExchangeSessionError(Exception):
+    """Base of every session error. ``retryable`` says whether the same call may succeed if tried again."""
+
+    retryable: bool = False
+
+
+class AuthenticationFailed(ExchangeSessionError):
+    """The endpoint refused the credentials (HTTP 401). Never retried: it would lock the account."""
+
+
+class EndpointUnreachable(ExchangeSessionError):
+    """Connection refused, reset or timed out. Retryable."""
+
+    retryable = True
+
+
+class BrokenPool(ExchangeSessionError):
+    """The runspace pool died (idle expiry, server restart). Retryable after reconnecting."""
+
+    retryable = True
+
+
+class CmdletError(ExchangeSessionError):
+    """A terminating error from the cmdlet, carrying Exchange's error record."""
+
+    def __init__(self, cmdlet: str, record: ErrorRecord) -> None:
+        super().__init__(f"{cmdlet}: {record.message} [{record.error_id}]")
+        self.cmdlet = cmdlet
+        self.record = record
+
+
+class ExchangeSession(Protocol):
+    """One server's remoting session. Pools are opened lazily, reused across commands and closed by close()."""
+
+    def run(
+        self,
+        cmdlet: str,
+        parameters: Mapping[str, Any] | Sequence[tuple[str, Any]] | None = None,
+        *,
+        endpoint: Endpoint = Endpoint.EXCHANGE,
+    ) -> CommandResult: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,150 @@
+"""Personas, inventory and request helpers shared by the tests."""
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import Group, User
+from django.db import connection
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from changes.models import ApiClient, Server
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked postgres need the PostgreSQL backend. In the SQLite pass of CI (EXMAINT_SQLITE_PASS=1) they are
+    deselected because the PostgreSQL pass runs them; otherwise, off PostgreSQL, they skip locally and fail in CI."""
+    if os.environ.get("EXMAINT_SQLITE_PASS") == "1" and connection.vendor != "postgresql":
+        kept = [item for item in items if "postgres" not in item.keywords]
+        config.hook.pytest_deselected(items=[item for item in items if "postgres" in item.keywords])
+        items[:] = kept
+        return
+
+
+@pytest.fixture(autouse=True)
+def _require_postgres(request: pytest.FixtureRequest) -> None:
+    if request.node.get_closest_marker("postgres") and connection.vendor != "postgresql":
+        need_service("PostgreSQL", RuntimeError(f"the test database is {connection.vendor}; set DATABASE_URL"))
+
+
+def need_service(name: str, error: Exception) -> None:
+    """A missing service fails the test under CI and skips it on a developer machine."""
+    if IN_CI:
+        pytest.fail(f"{name} is required under CI=true and is not reachable: {error}")
+    pytest.skip(f"{name} not reachable: {error}")
+
+
+def make_user(username: str, *roles: str, email: str = "", superuser: bool = False, source: str = "",
+              client: bool = False) -> User:
+    user = User.objects.create_user(username=username, email=email, is_superuser=superuser,
+                                    is_staff=superuser or bool(roles), password="pw-" + username)
+    user.groups.set(Group.objects.filter(name__in=roles))
+    if client:
+        ApiClient.objects.create(user=user, source=source)
+    return user
+
+
+@pytest.fixture
+def requester(db) -> User:
+    """The ServiceNow integration: posts changes for its source."""
+    return make_user("servicenow", "requester", source="servicenow", client=True)
+
+
+@pytest.fixture
+def alice(db) -> User:
+    return make_user("alice", "approver", email="alice@example.com")
+
+
+@pytest.fixture
+def bob(db) -> User:
+    return make_user("bob", "approver", email="bob@example.com")
+
+
+@pytest.fixture
+def carol(db) -> User:
+    """The person the ITSM names as requester; also an approver (separation of duties must stop her)."""
+    return make_user("carol", "approver", email="carol@example.com")
+
+
+@pytest.fixture
+def operator(db) -> User:
+    return make_user("olga", "operator")
+
+
+@pytest.fixture
+def auditor(db) -> User:
+    return make_user("audrey", "auditor")
+
+
+@pytest.fixture
+def outsider(db) -> User:
+    return make_user("mallory")
+
+
+@pytest.fixture
+def root(db) -> User:
+    return make_user("root", superuser=True, email="root@example.com")
+
+
+@pytest.fixture
+def servers(db) -> dict[str, Server]:
+    """EX01 standalone; EX02–EX04 in DAG1; EX05 in DAG2."""
+    made = {"EX01": Server.objects.create(name="EX01", fqdn="ex01.corp.example", ad_site="HQ")}
+    for name in ("EX02", "EX03", "EX04"):
+        made[name] = Server.objects.create(name=name, fqdn=f"{name.lower()}.corp.example", dag_name="DAG1")
+    made["EX05"] = Server.objects.create(name="EX05", fqdn="ex05.corp.example", dag_name="DAG2")
+    return made
+
+
+SATURDAY_NIGHT = datetime(2030, 1, 5, 22, 0, tzinfo=UTC)  # a Saturday, outside business hours
+
+
+def window(offset_hours: float = 0, hours: float = 2) -> tuple[datetime, datetime]:
+    start = SATURDAY_NIGHT + timedelta(hours=offset_hours)
+    return start, start + timedelta(hours=hours)
+
+
+def payload(**overrides: Any) -> dict[str, Any]:
+    """A valid change request as an ITSM posts it (JSON-ready)."""
+    start, end = window()
+    body = {
+        "source": "servicenow",
+        "external_ref": "CHG0030012",
+        "title": "Install Exchange 2019 CU15 on EX01",
+        "description": "Quarterly cumulative update.",
+        "change_type": "normal",
+        "risk": "medium",
+        "impact": "medium",
+        "servers": ["EX01"],
+        "window_start": start.isoformat(),
+        "window_end": end.isoformat(),
+        "requested_by": "carol@example.com",
+        "notify": ["exchange-team@example.com"],
+    }
+    body.update(overrides)
+    return body
+
+
+@pytest.fixture
+def api() -> Callable[[User | None], APIClient]:
+    """An HTTP client authenticated with the user's real token."""
+
+    def make(user: User | None) -> APIClient:
+        client = APIClient()
+        if user is not None:
+            token, _ = Token.objects.get_or_create(user=user)
+            client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+        return client
+
+    return make
+
+
+@pytest.fixture
+def on_postgres() -> bool:
+    return connection.vendor == "postgresql"
