@@ -156,6 +156,8 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    # risk and impact share one choice set.
+    "ENUM_NAME_OVERRIDES": {"LevelEnum": "changes.models.Change.Level"},
 }
 DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
 
@@ -164,4 +166,9 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    # At DEBUG these libraries log whole WS-Man messages, parameter values (credentials) included.
+    "loggers": {
+        name: {"level": "INFO", "handlers": ["console"], "propagate": False}
+        for name in ("pypsrp", "psrpcore", "spnego", "requests_ntlm", "urllib3")
+    },
 }

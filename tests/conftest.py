@@ -110,9 +110,9 @@ def window(offset_hours: float = 0, hours: float = 2) -> tuple[datetime, datetim
     return start, start + timedelta(hours=hours)
 
 
-def payload(**overrides: Any) -> dict[str, Any]:
-    """A valid change request as an ITSM posts it (JSON-ready)."""
-    start, end = window()
+def payload(*, hours: float = 0, **overrides: Any) -> dict[str, Any]:
+    """A valid change request as an ITSM posts it (JSON-ready); ``hours`` shifts its window."""
+    start, end = window(hours)
     body = {
         "source": "servicenow",
         "external_ref": "CHG0030012",

@@ -205,10 +205,17 @@ class ServerSerializer(RefusesUnknownFields, serializers.ModelSerializer):
         extra_kwargs = {"dag_name": {"allow_null": True}}
 
 
+class ServerNamesField(serializers.ListField):
+    """Writes as a list of names; reads a many-to-many of servers back as names."""
+
+    def to_representation(self, data: Any) -> list[str]:
+        return [s.name for s in data.all()] if hasattr(data, "all") else super().to_representation(data)
+
+
 class FreezeWindowSerializer(RefusesUnknownFields, serializers.ModelSerializer):
     start = AwareDateTimeField()
     end = AwareDateTimeField()
-    servers = serializers.ListField(child=_server_name(), required=False, max_length=200)
+    servers = ServerNamesField(child=_server_name(), required=False, max_length=200)
     created_by = serializers.CharField(source="created_by.username", read_only=True)
 
     class Meta:

@@ -14,18 +14,15 @@ ROLE_PERMISSIONS = {
 GUARD_SQL = """
 CREATE OR REPLACE FUNCTION changes_auditevent_refuse_change() RETURNS trigger AS $$
 BEGIN
-    RAISE EXCEPTION 'audit events are append-only: % refused', TG_OP USING ERRCODE = 'insufficient_privilege';
+    RAISE EXCEPTION USING MESSAGE = 'audit events are append-only: ' || TG_OP || ' refused',
+        ERRCODE = 'insufficient_privilege';
 END;
 $$ LANGUAGE plpgsql;
 CREATE TRIGGER changes_auditevent_append_only
     BEFORE UPDATE OR DELETE ON changes_auditevent
     FOR EACH ROW EXECUTE FUNCTION changes_auditevent_refuse_change();
-CREATE TRIGGER changes_auditevent_no_truncate
-    BEFORE TRUNCATE ON changes_auditevent
-    FOR EACH STATEMENT EXECUTE FUNCTION changes_auditevent_refuse_change();
 """
 UNGUARD_SQL = """
-DROP TRIGGER IF EXISTS changes_auditevent_no_truncate ON changes_auditevent;
 DROP TRIGGER IF EXISTS changes_auditevent_append_only ON changes_auditevent;
 DROP FUNCTION IF EXISTS changes_auditevent_refuse_change();
 """

@@ -1,0 +1,37 @@
+# exmaint — every target sets itself up: virtualenv, install, migrations.
+# `make demo` runs the main job, `make test` the whole test suite, `make serve` the service on embedded defaults.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PORT ?= 8000
+# Embedded defaults for local runs: DEBUG on (so no SECRET_KEY is needed), SQLite under var/, filesystem broker.
+LOCAL_ENV := DEBUG=$${DEBUG:-true}
+
+.PHONY: demo test serve lint migrate install clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+migrate: install
+	$(LOCAL_ENV) $(PY) manage.py migrate --noinput -v 0
+
+lint: install
+	$(PY) -m ruff check .
+	DEBUG=true $(PY) manage.py makemigrations --check --dry-run > /dev/null
+
+test: lint
+	$(PY) -m pytest
+
+serve: migrate
+	$(LOCAL_ENV) $(PY) manage.py serve --port $(PORT)
+
+demo: migrate
+	$(LOCAL_ENV) $(PY) manage.py demo
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .ruff_cache

@@ -1,0 +1,530 @@
+"""The pypsrp adapter: ``ExchangeSession`` over PowerShell remoting. The only module in the project importing pypsrp.
+
+Rules it keeps:
+
+- Commands are built with ``add_cmdlet``/``add_parameter`` only. There is no way to send script text: Exchange's
+  endpoint runs in no-language mode, and string-built script would be an injection hole.
+- One runspace pool per endpoint, opened lazily, reused, reopened when broken; ``close()`` deletes every shell,
+  because Exchange throttles concurrent shells per user and leaked ones count until they expire.
+- A read (Get-*, Test-*) is retried once on a fresh pool after a retryable transport failure. Anything else may
+  have changed the server, so it is never replayed here: the retryable error goes to the engine, which decides.
+- Non-terminating error records become ``CommandResult.errors``; a failed pipeline raises ``CmdletError``.
+- Secrets (passwords, secret-looking parameter values) never reach logs, exception messages or reprs. Note that
+  pypsrp's own ``pypsrp.wsman`` logger dumps whole messages at DEBUG: keep it at INFO or above in production.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import requests
+from pypsrp.complex_objects import PSInvocationState, RunspacePoolState
+from pypsrp.exceptions import (
+    AuthenticationError,
+    InvalidPipelineStateError,
+    InvalidPSRPOperation,
+    InvalidRunspacePoolStateError,
+    WinRMError,
+    WinRMTransportError,
+    WSManFaultError,
+)
+from pypsrp.powershell import PowerShell, RunspacePool
+from pypsrp.wsman import WSMan
+
+from runner.exchange.parsing import to_plain
+from runner.exchange.session import (
+    AuthenticationFailed,
+    BrokenPool,
+    CmdletError,
+    CommandResult,
+    Endpoint,
+    EndpointUnreachable,
+    ErrorRecord,
+    ExchangeSessionError,
+)
+
+log = logging.getLogger(__name__)
+
+AuthMethod = Literal["kerberos", "ntlm", "negotiate", "basic"]
+EncryptionMode = Literal["auto", "always", "never"]
+
+REDACTED = "***"
+_SECRET_WORDS = ("password", "credential", "securestring", "secret", "token", "key")
+_CMDLET_RE = re.compile(r"^[A-Za-z]+-[A-Za-z0-9]+$")
+# Verbs that only read. Everything else (Set, Suspend, Resume, Restart, Move, Redirect, New, Remove, Start, ...)
+# may change the server and is never replayed silently.
+READ_VERBS = frozenset({"Get", "Test", "Measure", "Select", "Find", "Search"})
+
+# Cmdlets that prompt for confirmation by default (a "built-in pause", per the Exchange cmdlet reference), which
+# cannot be answered without an interactive host: they get -Confirm:$false unless the caller passed Confirm.
+#   Redirect-Message            drains another server's queues; the docs list a built-in pause.
+#   Move-ActiveMailboxDatabase  a switchover; prompts "Are you sure you want to perform this action?".
+#   Suspend-MailboxDatabaseCopy stops replication; prompts (Microsoft's examples all pass -Confirm:$false).
+#   Resume-MailboxDatabaseCopy  same pairing in Microsoft's maintenance procedure.
+#   Resume-Queue                prompts per queue.
+# Deliberately absent: Set-* (Set-ServerComponentState, Set-MailboxServer) have no built-in pause, and passing
+# -Confirm would *add* one; Suspend-/Resume-ClusterNode and Restart-Service run on the default endpoint and do not
+# prompt at the default $ConfirmPreference.
+CONFIRM_FALSE_CMDLETS = frozenset(
+    {
+        "redirect-message",
+        "move-activemailboxdatabase",
+        "suspend-mailboxdatabasecopy",
+        "resume-mailboxdatabasecopy",
+        "resume-queue",
+    }
+)
+
+# WinRM HRESULTs (as pypsrp's WSManFaultError.code reports them).
+_WSMAN_SHELL_GONE = {
+    0x8033805B,  # ERROR_WSMAN_UNEXPECTED_SELECTORS / invalid ShellId: the shell expired or the server restarted
+    0x803381A6,  # ERROR_WSMAN_SHELL_NOT_INITIALIZED
+    0x80338029,  # ERROR_WSMAN_OPERATION_TIMEDOUT outside a Receive (pypsrp retries those itself)
+}
+_WSMAN_QUOTA = {0x803381A5, 0x803381A4}  # ERROR_WSMAN_QUOTA_MAX_SHELLS(_PPQ): too many concurrent shells for the user
+_WSMAN_ACCESS_DENIED = {5, 0x80070005}
+
+# System.Management.Automation.ErrorCategory, by value.
+_ERROR_CATEGORIES = (
+    "NotSpecified OpenError CloseError DeviceError DeadlockDetected InvalidArgument InvalidData InvalidOperation "
+    "InvalidResult InvalidType MetadataError NotImplemented NotInstalled ObjectNotFound OperationStopped "
+    "OperationTimeout SyntaxError ParserError PermissionDenied ResourceBusy ResourceExists ResourceUnavailable "
+    "ReadError WriteError FromStdErr SecurityError ProtocolError ConnectionError AuthenticationError LimitsExceeded "
+    "QuotaExceeded NotEnabled"
+).split()
+
+
+class ShellQuotaExceeded(ExchangeSessionError):
+    """The server refused a new shell: the user's concurrent-shell quota is used up. Retryable once shells expire."""
+
+    retryable = True
+
+
+class RemotingError(ExchangeSessionError):
+    """A remoting failure that trying again will not fix (protocol error, TLS verification, bad configuration)."""
+
+
+# --- configuration -------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EndpointConfig:
+    """Where and how to reach one remoting endpoint. ``password`` is excluded from repr and never logged.
+
+    Give either ``url`` (``http://ex01.contoso.com/PowerShell``) or ``host`` with ``port``/``path``/``ssl``.
+    ``read_timeout`` must exceed ``operation_timeout``: a WinRM Receive long-polls for the operation timeout.
+    """
+
+    host: str = ""
+    port: int | None = None
+    path: str = "wsman"
+    ssl: bool = False
+    url: str | None = None
+    configuration_name: str = "Microsoft.PowerShell"
+    auth: AuthMethod = "kerberos"
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    cert_validation: bool | str = True  # False, True or a CA bundle path
+    connection_timeout: int = 30
+    operation_timeout: int = 20
+    read_timeout: int = 30
+    encryption: EncryptionMode = "auto"
+    negotiate_service: str | None = None  # pypsrp >= 0.9 defaults to "host"; some SPN setups need "HTTP"
+    idle_timeout: int | None = None  # shell IdleTimeOut in seconds; None = the server's default
+    idle_probe_after: float = 60.0  # before a mutating cmdlet on a pool idle this long, check the shell still exists
+
+    def __post_init__(self) -> None:
+        if self.url:
+            parts = urlsplit(self.url)
+            if parts.username or parts.password:
+                # Never echo the URL: it would carry the credentials into logs.
+                raise ValueError("EndpointConfig.url must not contain credentials; use username/password")
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError("EndpointConfig.url must be http(s)://host[:port]/path")
+            object.__setattr__(self, "host", parts.hostname)
+            object.__setattr__(self, "ssl", parts.scheme == "https")
+            object.__setattr__(self, "port", parts.port or (443 if parts.scheme == "https" else 80))
+            object.__setattr__(self, "path", parts.path.strip("/") or "wsman")
+        if not self.host:
+            raise ValueError("EndpointConfig needs a url or a host")
+        if self.auth not in ("kerberos", "ntlm", "negotiate", "basic"):
+            raise ValueError(f"unsupported auth {self.auth!r}")
+        if self.encryption not in ("auto", "always", "never"):
+            raise ValueError(f"unsupported encryption mode {self.encryption!r}")
+        if self.auth == "basic" and not self.ssl and self.encryption != "never":
+            raise ValueError("basic auth cannot encrypt messages: use https, or encryption='never' on a trusted link")
+        if self.read_timeout <= self.operation_timeout:
+            raise ValueError("read_timeout must be greater than operation_timeout")
+
+    @property
+    def effective_port(self) -> int:
+        # Without a port, WinRM's defaults; a URL without a port got the HTTP default in __post_init__.
+        return self.port if self.port is not None else (5986 if self.ssl else 5985)
+
+    @property
+    def display(self) -> str:
+        """Where this endpoint is, for logs and messages (no credentials)."""
+        scheme = "https" if self.ssl else "http"
+        return f"{scheme}://{self.host}:{self.effective_port}/{self.path} [{self.configuration_name}]"
+
+    @classmethod
+    def exchange(cls, fqdn: str, **options: Any) -> EndpointConfig:
+        """Exchange's management endpoint: ``http://<fqdn>/PowerShell``, Microsoft.Exchange, Kerberos."""
+        options.setdefault("port", 80)
+        return cls(host=fqdn, path="PowerShell", configuration_name=Endpoint.EXCHANGE.value, **options)
+
+    @classmethod
+    def windows(cls, fqdn: str, **options: Any) -> EndpointConfig:
+        """The server's default WinRM endpoint (5985/5986, Microsoft.PowerShell): services, FailoverClusters."""
+        return cls(host=fqdn, path="wsman", configuration_name=Endpoint.DEFAULT.value, **options)
+
+
+# --- parameters ----------------------------------------------------------------------------------------------------
+
+
+def _is_secret_name(name: str) -> bool:
+    lowered = name.lower()
+    return any(word in lowered for word in _SECRET_WORDS)
+
+
+def _is_secret_value(value: Any) -> bool:
+    type_name = type(value).__name__.lower()
+    return "securestring" in type_name or "credential" in type_name
+
+
+def normalize_parameters(
+    parameters: Mapping[str, Any] | Sequence[tuple[str, Any]] | None,
+) -> list[tuple[str, Any]]:
+    """Parameters as an ordered list of (name, value); names lose a leading '-'. ``None`` values are refused."""
+    if parameters is None:
+        return []
+    items = list(parameters.items()) if isinstance(parameters, Mapping) else [tuple(p) for p in parameters]
+    result = []
+    for name, value in items:
+        name = str(name).lstrip("-")
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", name):
+            raise ValueError(f"invalid parameter name {name!r}")
+        if value is None:
+            # Over PSRP a parameter without a value *is* a switch, so $null cannot be told apart from -Switch.
+            raise ValueError(f"parameter {name}: None is ambiguous over PSRP; pass True for a switch")
+        result.append((name, value))
+    return result
+
+
+def redact_parameters(
+    parameters: Mapping[str, Any] | Sequence[tuple[str, Any]] | None,
+) -> dict[str, Any]:
+    """The parameters with secret-looking values (password, credential, SecureString, token, key) replaced."""
+    redacted: dict[str, Any] = {}
+    items = list(parameters.items()) if isinstance(parameters, Mapping) else list(parameters or [])
+    for name, value in items:
+        name = str(name).lstrip("-")
+        redacted[name] = REDACTED if _is_secret_name(name) or _is_secret_value(value) else value
+    return redacted
+
+
+def _secret_strings(params: list[tuple[str, Any]]) -> list[str]:
+    return [
+        str(value)
+        for name, value in params
+        if (_is_secret_name(name) or _is_secret_value(value)) and isinstance(value, str) and len(value) >= 3
+    ]
+
+
+def _scrub(text: str, secrets: list[str]) -> str:
+    # Error messages can echo a bound value ("Cannot bind parameter 'Password' to the target..."): scrub them.
+    for secret in secrets:
+        text = text.replace(secret, REDACTED)
+    return text
+
+
+def is_mutating(cmdlet: str) -> bool:
+    """Whether the cmdlet may change the server (anything whose verb is not a read verb)."""
+    return cmdlet.split("-", 1)[0].capitalize() not in READ_VERBS
+
+
+# --- errors --------------------------------------------------------------------------------------------------------
+
+
+def _error_record(record: Any, secrets: list[str]) -> ErrorRecord:
+    """An ``ErrorRecord`` from pypsrp's deserialized error record (duck-typed on its attributes)."""
+    exception = getattr(record, "exception", None)
+    exception_message = None
+    exception_type = ""
+    if exception is not None:
+        props = getattr(exception, "adapted_properties", {}) or {}
+        exception_message = props.get("Message") or getattr(exception, "extended_properties", {}).get("Message")
+        types = getattr(exception, "types", None) or []
+        if types:
+            exception_type = types[0].removeprefix("Deserialized.")
+    to_string = getattr(record, "_to_string", None)
+    # PowerShell's ErrorRecord.ToString(): ErrorDetails.Message if set, else Exception.Message.
+    message = (
+        getattr(record, "details_message", None)
+        or exception_message
+        or to_string
+        or getattr(record, "message", None)
+        or "unknown error"
+    )
+    category = getattr(record, "category", None)
+    if isinstance(category, int) and 0 <= category < len(_ERROR_CATEGORIES):
+        category_name = _ERROR_CATEGORIES[category]
+    else:
+        category_name = str(category or "")
+    target = getattr(record, "target_name", None) or ""
+    if not target:
+        target_object = getattr(record, "target_object", None)
+        target = "" if target_object is None else str(target_object)
+    return ErrorRecord(
+        message=_scrub(str(message), secrets),
+        error_id=str(getattr(record, "fq_error", "") or ""),
+        category=category_name,
+        target=_scrub(str(target), secrets),
+        exception_type=exception_type or str(getattr(record, "reason", "") or ""),
+    )
+
+
+def _map_error(exc: BaseException, where: str) -> ExchangeSessionError:
+    """Translate a pypsrp/requests failure into the session's typed errors. Messages carry no secrets."""
+    if isinstance(exc, ExchangeSessionError):
+        return exc
+    if isinstance(exc, AuthenticationError):
+        return AuthenticationFailed(f"{where}: the endpoint refused the credentials (HTTP 401)")
+    if isinstance(exc, requests.exceptions.SSLError):
+        return RemotingError(f"{where}: TLS failure ({type(exc).__name__}); check cert_validation")
+    if isinstance(exc, requests.exceptions.ConnectionError | requests.exceptions.Timeout | TimeoutError):
+        return EndpointUnreachable(f"{where}: endpoint unreachable ({type(exc).__name__})")
+    if isinstance(exc, requests.exceptions.ChunkedEncodingError | ConnectionError):
+        return EndpointUnreachable(f"{where}: connection dropped ({type(exc).__name__})")
+    if isinstance(exc, WSManFaultError):
+        code = exc.code if isinstance(exc.code, int) else 0
+        reason = (exc.reason or "").strip()[:300]
+        if code in _WSMAN_SHELL_GONE:
+            return BrokenPool(f"{where}: the remote shell is gone (WSManFault 0x{code:08X}: {reason})")
+        if code in _WSMAN_QUOTA:
+            return ShellQuotaExceeded(f"{where}: concurrent shell quota reached (WSManFault 0x{code:08X}: {reason})")
+        if code in _WSMAN_ACCESS_DENIED:
+            return AuthenticationFailed(f"{where}: access denied (WSManFault 0x{code:08X}: {reason})")
+        return RemotingError(f"{where}: WSManFault 0x{code:08X}: {reason}")
+    if isinstance(exc, WinRMTransportError):
+        if exc.code in (502, 503, 504):
+            return EndpointUnreachable(f"{where}: HTTP {exc.code} from the endpoint")
+        return RemotingError(f"{where}: HTTP {exc.code} from the endpoint")
+    if isinstance(exc, InvalidRunspacePoolStateError | InvalidPipelineStateError):
+        return BrokenPool(f"{where}: runspace pool in an unusable state ({exc})")
+    if isinstance(exc, InvalidPSRPOperation) and "broken" in str(exc).lower():
+        return BrokenPool(f"{where}: the runspace pool broke")
+    if isinstance(exc, WinRMError):
+        return RemotingError(f"{where}: {type(exc).__name__}: {str(exc)[:300]}")
+    return RemotingError(f"{where}: unexpected {type(exc).__name__}")
+
+
+_TRANSPORT_ERRORS = (WinRMError, requests.exceptions.RequestException, OSError)
+
+
+# --- the session ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Pool:
+    pool: RunspacePool
+    wsman: WSMan
+    last_used: float
+
+
+class PypsrpSession:
+    """``ExchangeSession`` for one server over pypsrp. Not for concurrent use from several threads (it serialises)."""
+
+    def __init__(self, server_name: str, endpoints: Mapping[Endpoint, EndpointConfig]) -> None:
+        self.server_name = server_name
+        self.endpoints = dict(endpoints)
+        self._pools: dict[Endpoint, _Pool] = {}
+        # Pools dropped after a connection failure: their shells may still live on the server. They are deleted at
+        # the next successful open or at close(), not at once, so a dead host does not cost a timeout per Delete.
+        self._orphans: list[_Pool] = []
+        self._lock = threading.RLock()
+
+    def __repr__(self) -> str:
+        configured = ", ".join(f"{ep.value}={cfg.display}" for ep, cfg in self.endpoints.items())
+        return f"<PypsrpSession {self.server_name} ({configured}) open={[ep.value for ep in self._pools]}>"
+
+    def __enter__(self) -> PypsrpSession:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @property
+    def open_endpoints(self) -> list[Endpoint]:
+        """Endpoints with an open runspace pool."""
+        return list(self._pools)
+
+    def run(
+        self,
+        cmdlet: str,
+        parameters: Mapping[str, Any] | Sequence[tuple[str, Any]] | None = None,
+        *,
+        endpoint: Endpoint = Endpoint.EXCHANGE,
+    ) -> CommandResult:
+        """Run one cmdlet with parameters. Raises CmdletError on a terminating error, typed errors on transport."""
+        if not _CMDLET_RE.match(cmdlet or ""):
+            raise ValueError(f"not a cmdlet name: {cmdlet!r}")
+        if endpoint not in self.endpoints:
+            raise ValueError(f"{self.server_name}: no configuration for endpoint {endpoint.value}")
+        params = normalize_parameters(parameters)
+        if cmdlet.lower() in CONFIRM_FALSE_CMDLETS and not any(n.lower() == "confirm" for n, _ in params):
+            params.append(("Confirm", False))
+        mutating = is_mutating(cmdlet)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s %s: %s %s", self.server_name, endpoint.value, cmdlet, redact_parameters(params))
+
+        with self._lock:
+            attempts = 1 if mutating else 2
+            for attempt in range(attempts):
+                pool = self._pool_for(endpoint, probe=mutating)
+                try:
+                    return self._invoke(pool, endpoint, cmdlet, params)
+                except _TRANSPORT_ERRORS as exc:
+                    error = _map_error(exc, f"{self.server_name} {endpoint.value} {cmdlet}")
+                    if isinstance(error, BrokenPool):
+                        self._discard(endpoint, delete=False)  # the shell is already gone
+                    elif isinstance(error, EndpointUnreachable):
+                        self._orphan(endpoint)
+                    else:
+                        self._discard(endpoint, delete=True)
+                    if not error.retryable or mutating or attempt == attempts - 1:
+                        if mutating and error.retryable:
+                            error.args = (f"{error.args[0]} (not replayed: {cmdlet} may have changed the server)",)
+                        raise error from None
+                    log.info("%s %s: %s; reconnecting and retrying %s", self.server_name, endpoint.value, error, cmdlet)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def close(self) -> None:
+        """Close every runspace pool (deleting its shell on the server). Safe to call twice; never raises."""
+        with self._lock:
+            for endpoint in list(self._pools):
+                self._discard(endpoint, delete=True)
+            self._reap_orphans()
+
+    # --- internals ---
+
+    def _pool_for(self, endpoint: Endpoint, *, probe: bool) -> _Pool:
+        entry = self._pools.get(endpoint)
+        config = self.endpoints[endpoint]
+        if entry is not None and probe and time.monotonic() - entry.last_used > config.idle_probe_after:
+            # A write must not be replayed, so find out *before* sending it whether the idle shell still exists.
+            try:
+                alive = entry.pool.is_alive(timeout=max(1, min(config.operation_timeout, 10)))
+            except _TRANSPORT_ERRORS:
+                alive = False
+            if not alive:
+                log.info("%s %s: idle shell is gone; reopening", self.server_name, endpoint.value)
+                # is_alive() also says False when only the keep-alive socket was closed while the shell lives on:
+                # delete it anyway so that it does not count against the user's shell quota.
+                self._discard(endpoint, delete=True)
+                entry = None
+        if entry is None:
+            entry = self._open(endpoint, config)
+            self._pools[endpoint] = entry
+            if self._orphans:
+                self._reap_orphans()  # the server answers again: delete the shells left behind
+        return entry
+
+    def _open(self, endpoint: Endpoint, config: EndpointConfig) -> _Pool:
+        extra: dict[str, Any] = {}
+        if config.negotiate_service:
+            extra["negotiate_service"] = config.negotiate_service
+        wsman = WSMan(
+            server=config.host,
+            port=config.effective_port,
+            path=config.path,
+            ssl=config.ssl,
+            auth=config.auth,
+            username=config.username,
+            password=config.password,
+            cert_validation=config.cert_validation,
+            connection_timeout=config.connection_timeout,
+            read_timeout=config.read_timeout,
+            operation_timeout=config.operation_timeout,
+            encryption=config.encryption,
+            **extra,
+        )
+        pool = RunspacePool(wsman, configuration_name=config.configuration_name, idle_timeout=config.idle_timeout)
+        started = time.monotonic()
+        try:
+            pool.open()
+        except _TRANSPORT_ERRORS as exc:
+            self._close_quietly(pool, wsman, delete=getattr(pool.shell, "opened", False))
+            raise _map_error(exc, f"{self.server_name} {endpoint.value} open") from None
+        log.debug(
+            "%s %s: opened runspace pool at %s in %.0f ms",
+            self.server_name, endpoint.value, config.display, (time.monotonic() - started) * 1000,
+        )
+        return _Pool(pool, wsman, time.monotonic())
+
+    def _invoke(self, entry: _Pool, endpoint: Endpoint, cmdlet: str, params: list[tuple[str, Any]]) -> CommandResult:
+        ps = PowerShell(entry.pool)
+        ps.add_cmdlet(cmdlet)
+        for name, value in params:
+            # pypsrp sends a parameter without a value as a switch: True means "-Switch", False stays -Name:$false.
+            ps.add_parameter(name, None if value is True else value)
+        entry.last_used = time.monotonic()
+        output = ps.invoke()
+        entry.last_used = time.monotonic()
+        try:
+            # invoke() never sends Terminate; without it the finished command lingers on the server until the
+            # shell closes (WinRM caps commands per shell).
+            ps.close()
+        except _TRANSPORT_ERRORS as exc:
+            log.warning("%s %s: closing the pipeline failed (%s); dropping the pool",
+                        self.server_name, endpoint.value, type(exc).__name__)
+            self._discard(endpoint, delete=True)
+
+        secrets = _secret_strings(params)
+        records = [_error_record(r, secrets) for r in ps.streams.error]
+        warnings = [_scrub(str(getattr(w, "message", w) or ""), secrets) for w in ps.streams.warning]
+        result = CommandResult(cmdlet=cmdlet, output=[to_plain(o) for o in output], warnings=warnings)
+        if ps.had_errors or ps.state == PSInvocationState.FAILED:
+            # pypsrp appends the pipeline's terminating record (PIPELINE_STATE) after any non-terminating ones.
+            terminating = records[-1] if records else ErrorRecord(message="the pipeline failed without an error record")
+            result.errors = records[:-1]
+            error = CmdletError(cmdlet, terminating)
+            error.result = result  # type: ignore[attr-defined] # what ran before the failure, for the engine's log
+            raise error
+        result.errors = records
+        return result
+
+    def _orphan(self, endpoint: Endpoint) -> None:
+        entry = self._pools.pop(endpoint, None)
+        if entry is not None:
+            self._orphans.append(entry)
+
+    def _reap_orphans(self) -> None:
+        orphans, self._orphans = self._orphans, []
+        for entry in orphans:
+            self._close_quietly(entry.pool, entry.wsman, delete=True)
+
+    def _discard(self, endpoint: Endpoint, *, delete: bool) -> None:
+        entry = self._pools.pop(endpoint, None)
+        if entry is not None:
+            self._close_quietly(entry.pool, entry.wsman, delete=delete)
+
+    def _close_quietly(self, pool: RunspacePool, wsman: WSMan, *, delete: bool) -> None:
+        try:
+            if delete:
+                if pool.state == RunspacePoolState.OPENED or getattr(pool.shell, "opened", False):
+                    # pool.close() is a no-op once is_alive() marked the pool closed; the shell may still exist.
+                    pool.shell.close()
+        except _TRANSPORT_ERRORS as exc:
+            log.warning("%s: could not delete the remote shell (%s)", self.server_name, type(exc).__name__)
+        finally:
+            try:
+                wsman.close()
+            except Exception:  # closing the HTTP session must not mask the caller's error
+                log.debug("%s: closing the HTTP session failed", self.server_name, exc_info=True)

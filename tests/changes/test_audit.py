@@ -1,0 +1,174 @@
+"""The audit trail is an unbroken hash chain; any tampering is found and named."""
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.db import connection, connections, transaction
+from django.db.utils import InternalError, ProgrammingError
+
+from changes import audit
+from changes.models import AuditEvent
+
+
+def fill(n: int = 5) -> list[AuditEvent]:
+    return [audit.append(actor="system:test", action="test.event", object_type="thing", object_id=i,
+                         changes={"n": [i, i + 1]}, reason=f"event {i}") for i in range(n)]
+
+
+@contextmanager
+def trigger_disabled():
+    """Tampering needs the append-only trigger out of the way, as an attacker with DDL rights would do."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cur:
+            cur.execute("ALTER TABLE changes_auditevent DISABLE TRIGGER changes_auditevent_append_only")
+        try:
+            yield
+        finally:
+            with connection.cursor() as cur:
+                cur.execute("ALTER TABLE changes_auditevent ENABLE TRIGGER changes_auditevent_append_only")
+    else:
+        yield
+
+
+def raw(sql: str, params: list) -> None:
+    with trigger_disabled(), connection.cursor() as cur:
+        cur.execute(sql, params)
+
+
+@pytest.mark.django_db
+def test_events_chain_from_genesis() -> None:
+    events = fill(3)
+    assert events[0].prev_hash == audit.GENESIS
+    assert events[1].prev_hash == events[0].hash and events[2].prev_hash == events[1].hash
+    result = audit.verify()
+    assert (result.ok, result.events, result.head) == (True, 3, events[-1].hash)
+
+
+@pytest.mark.django_db
+def test_an_altered_row_is_named() -> None:
+    fill(5)
+    raw("UPDATE changes_auditevent SET reason = %s WHERE seq = %s", ["nothing to see", 3])
+    result = audit.verify()
+    assert not result.ok and result.first_bad_seq == 3 and "altered" in result.problem
+
+
+@pytest.mark.django_db
+def test_a_deleted_row_is_named() -> None:
+    fill(5)
+    raw("DELETE FROM changes_auditevent WHERE seq = %s", [2])
+    result = audit.verify()
+    assert not result.ok and result.first_bad_seq == 3
+
+
+@pytest.mark.django_db
+def test_an_inserted_row_is_named() -> None:
+    events = fill(3)
+    # A forged event appended with a plausible seq but a hash the forger cannot chain correctly.
+    raw("UPDATE changes_auditevent SET seq = seq + 1 WHERE seq = %s", [3])
+    raw("INSERT INTO changes_auditevent (seq, created_at, actor, request_id, action, object_type, object_id, changes, "
+        "reason, prev_hash, hash) VALUES (3, %s, 'user:mallory', '', 'change.approved', 'change', '1', '{}', '', %s, "
+        "%s)", [events[2].created_at, events[1].hash, "f" * 64])
+    result = audit.verify()
+    assert not result.ok and result.first_bad_seq == 3
+
+
+@pytest.mark.django_db
+def test_reordered_rows_are_named() -> None:
+    fill(4)
+    raw("UPDATE changes_auditevent SET seq = 100 WHERE seq = 2", [])
+    raw("UPDATE changes_auditevent SET seq = 2 WHERE seq = 3", [])
+    raw("UPDATE changes_auditevent SET seq = 3 WHERE seq = 100", [])
+    result = audit.verify()
+    assert not result.ok and result.first_bad_seq == 2
+
+
+@pytest.mark.django_db
+def test_verify_audit_command_fails_and_names_the_event_after_tampering() -> None:
+    fill(4)
+    call_command("verify_audit")
+    raw("UPDATE changes_auditevent SET actor = 'user:someone-else' WHERE seq = 2", [])
+    with pytest.raises(CommandError, match="event #2"):
+        call_command("verify_audit")
+
+
+@pytest.mark.django_db
+def test_verify_audit_checks_a_reported_head() -> None:
+    events = fill(3)
+    call_command("verify_audit", "--head", events[1].hash)
+    with pytest.raises(CommandError, match="not on the chain"):
+        call_command("verify_audit", "--head", "0" * 63 + "1")
+
+
+@pytest.mark.django_db
+def test_audit_verify_api_reports_tampering(api, auditor) -> None:
+    fill(3)
+    raw("UPDATE changes_auditevent SET action = 'x' WHERE seq = 1", [])
+    res = api(auditor).get("/api/v1/audit/verify/")
+    assert res.status_code == 409
+    assert res.json()["ok"] is False and res.json()["first_bad_seq"] == 1
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db
+def test_postgres_trigger_refuses_update_and_delete() -> None:
+    fill(1)
+    for sql in ("UPDATE changes_auditevent SET reason = 'x'", "DELETE FROM changes_auditevent"):
+        with pytest.raises((InternalError, ProgrammingError), match="append-only"), transaction.atomic(), \
+                connection.cursor() as cur:
+            cur.execute(sql)
+    assert audit.verify().ok
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_appends_from_many_threads_keep_one_unbroken_chain() -> None:
+    threads, per_thread, errors = 8, 25, []
+    barrier = threading.Barrier(threads)
+
+    def writer(n: int) -> None:
+        try:
+            barrier.wait()
+            for i in range(per_thread):
+                with transaction.atomic():
+                    audit.append(actor=f"system:writer-{n}", action="test.concurrent", object_type="t",
+                                 object_id=f"{n}-{i}")
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    pool = [threading.Thread(target=writer, args=(n,)) for n in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    assert errors == []
+    result = audit.verify()
+    assert result.ok, result.problem
+    assert result.events == threads * per_thread
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_appends_from_several_processes_keep_one_unbroken_chain() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import django, os; os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'config.test_settings'); django.setup()\n"
+        "from django.db import connection\n"
+        "from django.conf import settings\n"
+        "from changes import audit\n"
+        f"settings.DATABASES['default']['NAME'] = {connection.settings_dict['NAME']!r}\n"
+        "connection.settings_dict['NAME'] = settings.DATABASES['default']['NAME']\n"
+        "for i in range(30): audit.append(actor='system:proc', action='test.proc', object_type='t', object_id=i)\n"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(4)]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0, 0, 0]
+    result = audit.verify()
+    assert result.ok, result.problem
+    assert result.events == 120
