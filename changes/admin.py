@@ -112,6 +112,9 @@ class ChangeAdmin(admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # changes come from the ITSM through the API
 
+    def save_model(self, request: HttpRequest, obj: Change, form: forms.ModelForm, change: bool) -> None:
+        pass  # every field is read-only here: decisions go through the actions, edits through the API (audited)
+
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
@@ -194,7 +197,11 @@ class FreezeWindowAdmin(admin.ModelAdmin):
         data = dict(form.cleaned_data)
         data["servers"] = [s.name for s in data.get("servers", [])]
         original = FreezeWindow.objects.get(pk=form.instance.pk) if change else None
-        saved = services.freeze_window_save(original, actor=request.user, data=data)
+        try:
+            saved = services.freeze_window_save(original, actor=request.user, data=data)
+        except DomainError as exc:
+            self.message_user(request, f"Not saved: {exc.detail}", messages.ERROR)
+            return
         form.instance.pk = saved.pk
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:

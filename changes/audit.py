@@ -15,7 +15,7 @@ from typing import Any
 from django.db import connection, transaction
 from django.utils import timezone
 
-from .models import AuditEvent
+from .models import AuditEvent, AuditHead
 from .request_context import current_request_id
 
 GENESIS = "0" * 64
@@ -113,6 +113,7 @@ def append(
         )
         ev.hash = compute_hash(ev.prev_hash, _event_body(ev))
         ev.save(force_insert=True)
+        AuditHead.objects.update_or_create(id=1, defaults={"seq": ev.seq, "hash": ev.hash})
     return ev
 
 
@@ -146,6 +147,11 @@ def verify(expected_head: str | None = None) -> VerifyResult:
         prev = ev.hash
         if expected_head is not None and ev.hash == expected_head:
             head_found = True
+    anchor = AuditHead.objects.filter(id=1).first()
+    if anchor is not None and (anchor.seq != count or anchor.hash != prev):
+        return VerifyResult(False, count, prev, count + 1 if anchor.seq > count else anchor.seq,
+                            f"the chain ends at #{count} but its head anchor says #{anchor.seq}: events were removed "
+                            "from the end or the anchor was altered")
     result = VerifyResult(True, count, prev, head_found=head_found)
     if expected_head is not None and not head_found:
         result.ok = False

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
+from django.db.models.functions import Upper
 
 from . import crypto
 from .states import State
@@ -56,6 +57,7 @@ class Server(models.Model):
 
     class Meta:
         ordering = ["name"]
+        constraints = [models.UniqueConstraint(Upper("name"), name="server_name_unique_any_case")]
 
     def __str__(self) -> str:
         return self.name
@@ -203,7 +205,11 @@ class StepRun(models.Model):
     change = models.ForeignKey(Change, on_delete=models.PROTECT, related_name="steps")
     order = models.PositiveIntegerField()
     phase = models.CharField(max_length=10, choices=Phase.choices)
+    key = models.CharField(max_length=100, blank=True, help_text="The plan's step key, e.g. enter.hub_draining.")
     name = models.CharField(max_length=100)
+    idempotent = models.BooleanField(default=True)
+    skippable = models.BooleanField(default=True, help_text="May an operator skip it after a failure?")
+    mutating = models.BooleanField(default=True)
     server = models.ForeignKey(Server, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.PENDING)
     attempts = models.PositiveSmallIntegerField(default=0)
@@ -211,6 +217,8 @@ class StepRun(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     commands = models.JSONField(default=list, blank=True, help_text="Cmdlets with parameters, secrets redacted.")
     output_summary = models.TextField(blank=True)
+    findings = models.JSONField(default=dict, blank=True, help_text="Structured results (pre-checks, snapshots).")
+    issues = models.JSONField(default=list, blank=True, help_text="Anomalies met: [{summary, resolution, automatic}]")
     error = models.TextField(blank=True)
     decision = models.CharField(max_length=10, blank=True, help_text="Operator decision: retry, skip or abort.")
     decided_by = models.ForeignKey(
@@ -224,6 +232,56 @@ class StepRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.order}. {self.phase}/{self.name}"
+
+
+class WindowRun(models.Model):
+    """The runner's persisted view of one maintenance window: which plan, what it saved (snapshot, activation
+    policy, votes it set), who holds the run, and the operator's reports. One per change."""
+
+    change = models.OneToOneField(Change, on_delete=models.PROTECT, related_name="run")
+    plan = models.CharField(max_length=64)
+    variant = models.CharField(max_length=32, blank=True)
+    options = models.JSONField(default=dict, blank=True)
+    context = models.JSONField(default=dict, blank=True, help_text="Plan state kept between steps (ctx.state).")
+    aborting = models.BooleanField(default=False, help_text="An operator chose abort: run the exit path, then end.")
+    # The lock: one worker runs a change at a time; an expired lease may be taken over (crashed worker).
+    lock_owner = models.CharField(max_length=200, blank=True)
+    lock_expires_at = models.DateTimeField(null=True, blank=True)
+    wake_at = models.DateTimeField(null=True, blank=True, help_text="A held step runs again at this time.")
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    work_done_at = models.DateTimeField(null=True, blank=True)
+    work_done_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    work_notes = models.TextField(blank=True)
+
+    def __str__(self) -> str:
+        return f"run of {self.change.number}"
+
+
+class Alert(models.Model):
+    """Something a person must look at: a window overrunning, a server left in maintenance, a paused window."""
+
+    class Kind(models.TextChoices):
+        OVERRUN = "overrun", "Window still active past its end"
+        LEFT_IN_MAINTENANCE = "left_in_maintenance", "Server in maintenance with no running change"
+        UNREACHABLE = "unreachable", "Server unreachable"
+        PAUSED = "paused", "Window paused for an operator"
+        PRECHECK_BLOCKED = "precheck_blocked", "A pre-check blocked the window"
+
+    kind = models.CharField(max_length=24, choices=Kind.choices)
+    change = models.ForeignKey(Change, on_delete=models.PROTECT, null=True, blank=True, related_name="alerts")
+    server = models.ForeignKey(Server, on_delete=models.PROTECT, null=True, blank=True, related_name="alerts")
+    message = models.TextField()
+    raised_at = models.DateTimeField(auto_now_add=True)
+    cleared_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-raised_at"]
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.message[:60]}"
 
 
 class AuditEvent(models.Model):
@@ -247,3 +305,15 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.seq} {self.action} {self.object_type}:{self.object_id}"
+
+
+class AuditHead(models.Model):
+    """One row: the newest event's seq and hash, written with every append. Deleting events from the end of the chain
+    leaves a valid-looking shorter chain; this anchor (guarded on PostgreSQL: its seq may only grow) exposes it."""
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    seq = models.PositiveBigIntegerField()
+    hash = models.CharField(max_length=64)
+
+    def __str__(self) -> str:
+        return f"head #{self.seq}"

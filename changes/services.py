@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -24,11 +24,14 @@ from .errors import (
     UnknownServers,
 )
 from .models import Approval, Change, FreezeWindow, Role, Server
+from .queue import enqueue_start
 from .roles import has_role, require_role, same_person, source_of
-from .states import EDITABLE, HOLDS_SERVERS, WINDOW_ENDED, State, TransitionNotAllowed, check_transition
+from .states import EDITABLE, HOLDS_SERVERS, TERMINAL, WINDOW_ENDED, State, TransitionNotAllowed, check_transition
 
-# Fields whose change voids approvals (what an approver approved).
-PINNED_FIELDS = ("servers", "plan", "window_start", "window_end")
+# Fields whose change voids approvals: what an approver approved (servers, plan, window — the fingerprint), who asked
+# for it (separation of duties is judged against requested_by) and how much approval it needs.
+PINNED_FIELDS = ("servers", "plan", "window_start", "window_end", "requested_by", "change_type", "risk")
+_SCHEDULE_LOCK_KEY = 0x65786D7363686564  # "exmsched"
 EDITABLE_FIELDS = (
     "title", "description", "change_type", "risk", "impact", "servers", "plan",
     "window_start", "window_end", "requested_by", "notify", "callback_url",
@@ -126,6 +129,8 @@ def _move(change: Change, new: State, *, actor: Any, reason: str = "", **fields:
     change.updated_at = now
     for key, value in fields.items():
         setattr(change, key, value)
+    if new == State.SCHEDULED:
+        enqueue_start(change.pk, change.window_start)
     return change
 
 
@@ -147,18 +152,22 @@ def change_create(*, actor: Any, data: dict[str, Any]) -> tuple[Change, bool]:
     Standard changes are pre-approved and go straight to ``scheduled``.
     """
     require_role(actor, Role.REQUESTER, to="create changes")
+    own_source = source_of(actor)
+    if own_source and data["source"] != own_source:
+        raise NotPermitted(f"this client posts changes for source '{own_source}', not '{data['source']}'")
     digest = _digest(data)
     existing = Change.objects.filter(source=data["source"], external_ref=data["external_ref"]).first()
     if existing is not None:
-        return _idempotent_replay(existing, digest), False
+        return _idempotent_replay(existing, digest, actor), False
     servers = _resolve_servers(data["servers"])
-    freeze_note = check_schedule(
-        change_type=data["change_type"], servers=servers,
-        window_start=data["window_start"], window_end=data["window_end"],
-    )
     fields = {k: v for k, v in data.items() if k != "servers"}
     try:
         with transaction.atomic():
+            _lock_schedule()
+            freeze_note = check_schedule(
+                change_type=data["change_type"], servers=servers,
+                window_start=data["window_start"], window_end=data["window_end"],
+            )
             change = Change.objects.create(
                 **fields,
                 created_by=actor,
@@ -179,11 +188,14 @@ def change_create(*, actor: Any, data: dict[str, Any]) -> tuple[Change, bool]:
         existing = Change.objects.filter(source=data["source"], external_ref=data["external_ref"]).first()
         if existing is None:
             raise
-        return _idempotent_replay(existing, digest), False
+        return _idempotent_replay(existing, digest, actor), False
     return change, True
 
 
-def _idempotent_replay(existing: Change, digest: str) -> Change:
+def _idempotent_replay(existing: Change, digest: str, actor: Any) -> Change:
+    visible = existing.created_by_id == actor.pk or (source_of(actor) and source_of(actor) == existing.source)
+    if not visible:
+        raise IdempotencyConflict(f"{existing.source}/{existing.external_ref} was posted by another client")
     if existing.request_digest != digest:
         raise IdempotencyConflict(
             f"{existing.source}/{existing.external_ref} already exists as {existing.number} with a different "
@@ -191,6 +203,14 @@ def _idempotent_replay(existing: Change, digest: str) -> Change:
             change=existing.number, change_id=existing.pk,
         )
     return existing
+
+
+def _lock_schedule() -> None:
+    """Serialize every check-then-claim of a window, so two requests cannot both take an overlapping slot.
+    PostgreSQL: a transaction-scoped advisory lock. SQLite: BEGIN IMMEDIATE (settings) already serializes writers."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", [_SCHEDULE_LOCK_KEY])
 
 
 def change_update(change: Change, *, actor: Any, data: dict[str, Any], reason: str = "") -> Change:
@@ -201,6 +221,7 @@ def change_update(change: Change, *, actor: Any, data: dict[str, Any], reason: s
     if unknown:
         raise InvalidRequest(f"these fields cannot be edited: {', '.join(sorted(unknown))}")
     with transaction.atomic():
+        _lock_schedule()
         change = Change.objects.select_for_update().get(pk=change.pk)
         if change.state not in EDITABLE:
             raise StateConflict(
@@ -209,7 +230,6 @@ def change_update(change: Change, *, actor: Any, data: dict[str, Any], reason: s
             )
         old_servers = list(change.servers.all())
         new_servers = _resolve_servers(data["servers"]) if "servers" in data else old_servers
-        old_fp = _fingerprint(change, old_servers)
         diff: dict[str, list[Any]] = {}
         for key, value in data.items():
             if key == "servers":
@@ -231,8 +251,7 @@ def change_update(change: Change, *, actor: Any, data: dict[str, Any], reason: s
         if "servers" in diff:
             change.servers.set(new_servers)
         audit.append(actor=actor, action="change.updated", obj=change, changes=diff, reason=reason)
-        pinned_changed = any(k in diff for k in PINNED_FIELDS) and _fingerprint(change, new_servers) != old_fp
-        if pinned_changed:
+        if any(k in diff for k in PINNED_FIELDS):
             voided = change.approvals.filter(voided_at__isnull=True).update(voided_at=timezone.now())
             if voided:
                 audit.append(
@@ -240,9 +259,13 @@ def change_update(change: Change, *, actor: Any, data: dict[str, Any], reason: s
                     changes={"approvals_voided": [voided, 0]},
                     reason=f"{', '.join(k for k in PINNED_FIELDS if k in diff)} changed after approval",
                 )
+            if change.state == State.SCHEDULED:
+                _move(change, State.AWAITING_APPROVAL, actor=actor,
+                      reason="edited after approval: approval required again")
         still_approved = len(_valid_approvers(change, _fingerprint(change, new_servers)))
-        if change.state == State.SCHEDULED and still_approved < change.approvals_required:
-            _move(change, State.AWAITING_APPROVAL, actor=actor, reason="edited after approval: approval required again")
+        if change.state == State.AWAITING_APPROVAL and still_approved >= change.approvals_required:
+            reason = "standard change: pre-approved" if change.approvals_required == 0 else "approvals complete"
+            _move(change, State.SCHEDULED, actor=actor, reason=reason)
     return change
 
 
@@ -263,6 +286,7 @@ def _decide(change: Change, *, actor: Any, comment: str, decision: str) -> Chang
     if not comment or not comment.strip():
         raise InvalidRequest("a comment is required", field="comment")
     with transaction.atomic():
+        _lock_schedule()
         change = Change.objects.select_for_update().get(pk=change.pk)
         target = State.SCHEDULED if decision == Approval.Decision.APPROVED else State.REJECTED
         if change.state != State.AWAITING_APPROVAL:
@@ -350,6 +374,14 @@ def server_save(server: Server | None, *, actor: Any, data: dict[str, Any]) -> S
         if key in data and getattr(server, key) != data[key]:
             diff[key] = [None if created else getattr(server, key), data[key]]
             setattr(server, key, data[key])
+    if not created and {"name", "dag_name"} & set(diff):
+        open_changes = server.changes.exclude(state__in=TERMINAL | WINDOW_ENDED)
+        if open_changes.exists():
+            numbers = ", ".join(c.number for c in open_changes[:5])
+            raise StateConflict(f"{server.name}'s name or DAG cannot change while changes name it ({numbers}): "
+                                "their approvals and conflict checks depend on it")
+    if "name" in diff and Server.objects.filter(name__iexact=server.name).exclude(pk=server.pk).exists():
+        raise StateConflict(f"a server named {server.name} already exists (names are compared without case)")
     if "password" in data:
         server.set_password(data["password"])
         diff["password"] = ["***", "***"]
@@ -365,6 +397,9 @@ def server_delete(server: Server, *, actor: Any) -> None:
     require_role(actor, Role.OPERATOR, to="edit the server inventory")
     if server.changes.exists():
         raise StateConflict(f"{server.name} is named by changes and cannot be deleted")
+    if server.freeze_windows.exists():
+        # Deleting it would silently widen a server-scoped freeze window into a global one.
+        raise StateConflict(f"{server.name} is named by freeze windows; edit or delete them first")
     with transaction.atomic():
         audit.append(actor=actor, action="server.deleted", obj=server, changes={"name": [server.name, None]})
         server.delete()

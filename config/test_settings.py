@@ -1,8 +1,14 @@
 """Settings for the test run: the real settings module with test-only secrets supplied (DEBUG stays off, as in
 production). Everything else — DATABASE_URL, CELERY_BROKER_URL — still comes from the environment."""
 import os
+import tempfile
+import uuid
 
 os.environ.setdefault("SECRET_KEY", "test-only-secret-key-not-for-production")
+# Each test session gets its own var/ (SQLite file, filesystem broker) and its own Celery queue, so messages left
+# behind by one run are never consumed by another run's worker.
+os.environ.setdefault("EXMAINT_VAR_DIR", tempfile.mkdtemp(prefix="exmaint-test-"))
+os.environ.setdefault("EXMAINT_TASK_QUEUE", f"exmaint-test-{uuid.uuid4().hex[:12]}")
 os.environ.setdefault("FIELD_ENCRYPTION_KEY", "dGVzdC1vbmx5LWtleS10ZXN0LW9ubHkta2V5LTMyYiE=")  # test-only Fernet key
 
 from .settings import *  # noqa: E402, F403

@@ -10,3 +10,7 @@ urlpatterns = [
     path("api/v1/", include("changes.api.urls")),
     path("healthz", healthz, name="healthz"),
 ]
+
+handler400 = "changes.api.errors.bad_request"
+handler404 = "changes.api.errors.not_found"
+handler500 = "changes.api.errors.server_error"

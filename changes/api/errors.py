@@ -7,7 +7,8 @@ from typing import Any
 from django.core.exceptions import PermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import DataError, IntegrityError
-from django.http import Http404
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.views import defaults
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -57,6 +58,29 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if isinstance(exc, exceptions.ValidationError):
         body = {"code": "invalid", "detail": _first_message(detail), "errors": detail}
     else:
-        body = {"code": code, "detail": _first_message(detail)}
+        message = detail.get("detail", detail) if isinstance(detail, dict) else detail
+        body = {"code": code, "detail": str(message)}
     response.data = body
     return response
+
+
+def _json_or_default(request: HttpRequest, status_code: int, code: str, detail: str, default: Any) -> HttpResponse:
+    if request.path.startswith("/api/"):
+        return JsonResponse({"code": code, "detail": detail}, status=status_code)
+    return default
+
+
+def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """Unknown URLs under /api/ answer JSON like every other API error."""
+    return _json_or_default(request, 404, "not_found", f"no API resource at {request.path}",
+                            defaults.page_not_found(request, exception))
+
+
+def bad_request(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    return _json_or_default(request, 400, "bad_request", "the request is malformed (check the Host header)",
+                            defaults.bad_request(request, exception))
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    return _json_or_default(request, 500, "server_error", "internal error; it has been logged",
+                            defaults.server_error(request))

@@ -1,6 +1,7 @@
 """Input serializers check shape only (types, lengths, choices); rules live in changes.services."""
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from django.utils.dateparse import parse_datetime
@@ -9,23 +10,35 @@ from rest_framework import serializers
 from changes.models import Approval, AuditEvent, Change, FreezeWindow, Server, StepRun
 from changes.states import next_states
 
+# Far outside any maintenance window, and keeps UTC conversions away from datetime's year 1 / 9999 edges.
+MIN_YEAR, MAX_YEAR = 2000, 2100
+
+
+def parse_aware(value: Any) -> datetime:
+    """ISO 8601 with an offset, between MIN_YEAR and MAX_YEAR; raises ValueError with a readable message."""
+    if not isinstance(value, str):
+        raise ValueError("expected an ISO 8601 date-time string, e.g. 2026-12-05T22:00:00+00:00")
+    try:
+        parsed = parse_datetime(value.strip())
+    except ValueError:
+        parsed = None
+    if parsed is None:
+        raise ValueError(f"'{value[:40]}' is not an ISO 8601 date-time")
+    if parsed.tzinfo is None:
+        raise ValueError("naive time refused: give a UTC offset, e.g. +00:00 or Z")
+    if not MIN_YEAR <= parsed.year <= MAX_YEAR:
+        raise ValueError(f"the year must be between {MIN_YEAR} and {MAX_YEAR}")
+    return parsed.astimezone(UTC)
+
 
 class AwareDateTimeField(serializers.DateTimeField):
     """ISO 8601 with an offset; naive times are refused rather than guessed."""
 
-    def to_internal_value(self, value: Any):  # noqa: ANN201
-        if not isinstance(value, str):
-            self.fail("invalid", format="ISO 8601 with an offset, e.g. 2026-12-05T22:00:00+00:00")
-        parsed = None
+    def to_internal_value(self, value: Any) -> datetime:
         try:
-            parsed = parse_datetime(value.strip())
-        except ValueError:
-            parsed = None
-        if parsed is None:
-            raise serializers.ValidationError(f"'{value[:40]}' is not an ISO 8601 date-time")
-        if parsed.tzinfo is None:
-            raise serializers.ValidationError("naive time refused: give a UTC offset, e.g. +00:00 or Z")
-        return parsed
+            return parse_aware(value)
+        except ValueError as exc:
+            raise serializers.ValidationError(str(exc)) from None
 
 
 class RefusesUnknownFields:

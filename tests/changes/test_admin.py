@@ -111,6 +111,10 @@ def test_server_password_is_write_only_in_the_admin(client, root) -> None:
         "verify_tls": "on", "username": "CORP\\svc", "password": "Adm1n-Secret",
     })
     assert res.status_code == 302, res.content.decode()[:2000]
-    page = client.get("/admin/changes/server/1/change/").content.decode()
-    assert "Adm1n-Secret" not in page
+    from changes.models import Server
+
+    server = Server.objects.get(name="EX09")
+    page = client.get(f"/admin/changes/server/{server.pk}/change/")
+    assert page.status_code == 200
+    assert "Adm1n-Secret" not in page.content.decode() and server.get_password() == "Adm1n-Secret"
     assert AuditEvent.objects.filter(action="server.created", actor="user:root").exists()

@@ -29,6 +29,8 @@ def send(client, body, *, raw: bool = False, url: str = CHANGES, method: str = "
     (payload(window_start="2030-01-05T22:00:00"), "window_start"),
     (payload(window_start=1735689600), "window_start"),
     (payload(window_end="2030-02-30T01:00:00Z"), "window_end"),
+    (payload(window_start="9999-12-31T20:00:00-05:00"), "window_start"),
+    (payload(window_start="0001-01-01T00:30:00+01:00"), "window_start"),
     (payload(notify=["not-an-email"]), "notify"),
     (payload(callback_url="ftp://itsm.example/cb"), "callback_url"),
     (payload(callback_url="javascript:alert(1)"), "callback_url"),
@@ -71,15 +73,23 @@ def test_wrong_content_type_is_415(api, requester, servers) -> None:
 
 
 @pytest.mark.parametrize("query", [
-    {"state": "bogus"}, {"window_after": "yesterday"}, {"limit": "-1"}, {"offset": "abc"}, {"limit": "x" * 5000},
-    {"server": "\x00"},
+    {"state": "bogus"}, {"window_after": "yesterday"}, {"window_after": "2030-01-01T00:00:00"},
+    {"window_before": "9999-12-31T23:59:59-05:00"},
 ])
-def test_bad_query_strings_never_500(api, auditor, query) -> None:
+def test_bad_filters_are_400(api, auditor, query) -> None:
+    res = api(auditor).get(CHANGES, query)
+    assert res.status_code == 400, res.content
+    assert res.json()["code"] == "invalid"
+
+
+@pytest.mark.parametrize("query", [{"limit": "-1"}, {"offset": "abc"}, {"limit": "x" * 5000}, {"server": "\x00"}])
+def test_odd_paging_and_search_values_never_500(api, auditor, query) -> None:
     res = api(auditor).get(CHANGES, query)
     assert res.status_code in (200, 400), res.content
 
 
-@pytest.mark.parametrize("url", [f"{CHANGES}abc/", f"{CHANGES}999999/", f"{CHANGES}99999999999999999999999/"])
+@pytest.mark.parametrize("url", [f"{CHANGES}abc/", f"{CHANGES}999999/", f"{CHANGES}99999999999999999999999/",
+                                 "/api/v1/no-such-thing/"])
 def test_bad_ids_are_404(api, auditor, url) -> None:
     res = api(auditor).get(url)
     assert res.status_code == 404

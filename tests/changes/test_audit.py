@@ -87,6 +87,14 @@ def test_reordered_rows_are_named() -> None:
 
 
 @pytest.mark.django_db
+def test_events_deleted_from_the_end_are_found() -> None:
+    fill(5)
+    raw("DELETE FROM changes_auditevent WHERE seq >= %s", [4])
+    result = audit.verify()
+    assert not result.ok and "removed from the end" in result.problem
+
+
+@pytest.mark.django_db
 def test_verify_audit_command_fails_and_names_the_event_after_tampering() -> None:
     fill(4)
     call_command("verify_audit")
@@ -121,6 +129,16 @@ def test_postgres_trigger_refuses_update_and_delete() -> None:
                 connection.cursor() as cur:
             cur.execute(sql)
     assert audit.verify().ok
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db
+def test_postgres_trigger_keeps_the_head_anchor_moving_forward() -> None:
+    fill(3)
+    for sql in ("UPDATE changes_audithead SET seq = 1", "DELETE FROM changes_audithead"):
+        with pytest.raises((InternalError, ProgrammingError), match="append-only"), transaction.atomic(), \
+                connection.cursor() as cur:
+            cur.execute(sql)
 
 
 @pytest.mark.postgres

@@ -1,0 +1,125 @@
+"""Use cases of a running window: start, operator decisions, work-done, alerts. Same shape as services.py: rules,
+compare-and-set, audit in the same transaction, follow-up work queued on commit (by task name: ``changes`` does not
+import ``runner``)."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from . import audit
+from .errors import InvalidRequest, StateConflict
+from .models import Alert, Change, Role, Server, StepRun, WindowRun
+from .queue import enqueue_run
+from .roles import require_role
+from .services import _fingerprint, _lock_schedule, _move, _valid_approvers, check_schedule
+from .states import State, TransitionNotAllowed
+
+log = logging.getLogger(__name__)
+
+def change_start(change: Change, *, actor: Any, plan: str | None = None, options: dict | None = None) -> Change:
+    """Start a scheduled window (the scheduler at window_start, or an operator once the window has opened).
+
+    Re-checks at start: the window is open, no freeze window now covers it (emergencies excepted), and the approvals
+    still match what is about to run. Creates the run record and queues the engine. Raises StateConflict /
+    TransitionNotAllowed / FreezeConflict / NotPermitted.
+    """
+    if not isinstance(actor, str):
+        require_role(actor, Role.OPERATOR, to="start a window")
+    with transaction.atomic():
+        _lock_schedule()
+        change = Change.objects.select_for_update().get(pk=change.pk)
+        if change.state != State.SCHEDULED:
+            raise TransitionNotAllowed(change.state, State.RUNNING)
+        now = timezone.now()
+        if now < change.window_start:
+            raise StateConflict(f"{change.number}'s window opens at {change.window_start.isoformat()}; "
+                                "it cannot start before", window_start=change.window_start.isoformat())
+        if now >= change.window_end:
+            raise StateConflict(f"{change.number}'s window closed at {change.window_end.isoformat()}; "
+                                "reschedule it (PATCH the window) to run it", window_end=change.window_end.isoformat())
+        servers = list(change.servers.all())
+        check_schedule(change_type=change.change_type, servers=servers, window_start=change.window_start,
+                       window_end=change.window_end, exclude_pk=change.pk)
+        if len(_valid_approvers(change, _fingerprint(change, servers))) < change.approvals_required:
+            raise StateConflict(f"{change.number}'s approvals no longer match its servers, plan and window")
+        WindowRun.objects.update_or_create(change=change, defaults={
+            "plan": plan or change.plan, "options": options or {}, "started_at": now,
+        })
+        _move(change, State.RUNNING, actor=actor, reason="window started")
+        enqueue_run(change.pk)
+    return change
+
+
+def change_resume(change: Change, *, actor: Any, action: str, reason: str) -> Change:
+    """An operator's decision on a paused window: ``retry`` the failed step, ``skip`` it (refused for steps unsafe
+    to skip) or ``abort`` (the exit path runs so the server is left out of maintenance). Audited; it becomes the
+    "how it was resolved" of the report."""
+    require_role(actor, Role.OPERATOR, to="decide on a paused window")
+    if action not in ("retry", "skip", "abort"):
+        raise InvalidRequest("action must be retry, skip or abort", field="action")
+    if not reason or not reason.strip():
+        raise InvalidRequest("a reason is required", field="reason")
+    reason = reason.strip()
+    with transaction.atomic():
+        change = Change.objects.select_for_update().get(pk=change.pk)
+        if change.state != State.PAUSED:
+            raise TransitionNotAllowed(change.state, State.RUNNING)
+        step = change.steps.filter(status=StepRun.Status.FAILED).order_by("-order").first()
+        if action == "skip" and step is not None and not step.skippable:
+            raise StateConflict(f"step {step.order} ({step.name}) is not safe to skip; retry or abort",
+                                step=step.key)
+        if step is not None:
+            step.decision, step.decided_by, step.resolution = action, actor, reason
+            if action == "skip":
+                step.status = StepRun.Status.SKIPPED
+            elif action == "retry":
+                step.status = StepRun.Status.PENDING
+            step.save(update_fields=["decision", "decided_by", "resolution", "status"])
+        if action == "abort":
+            WindowRun.objects.filter(change=change).update(aborting=True)
+        audit.append(actor=actor, action=f"window.{action}", obj=change, reason=reason,
+                     changes={"step": [None, step.key if step else None]})
+        Alert.objects.filter(change=change, kind=Alert.Kind.PAUSED, cleared_at__isnull=True).update(
+            cleared_at=timezone.now())
+        _move(change, State.RUNNING, actor=actor, reason=f"operator decision: {action}")
+        enqueue_run(change.pk)
+    return change
+
+
+def change_work_done(change: Change, *, actor: Any, notes: str) -> Change:
+    """The operator reports the work of the window done; the engine moves on to the exit."""
+    require_role(actor, Role.OPERATOR, to="report the work done")
+    if not notes or not notes.strip():
+        raise InvalidRequest("notes are required: say what was done", field="notes")
+    with transaction.atomic():
+        change = Change.objects.select_for_update().get(pk=change.pk)
+        if change.state != State.RUNNING:
+            raise StateConflict(f"{change.number} is '{change.state}', not running", state=change.state)
+        run = WindowRun.objects.select_for_update().get(change=change)
+        if run.work_done_at is not None:
+            raise StateConflict(f"the work of {change.number} was already reported done")
+        run.work_done_at, run.work_done_by, run.work_notes = timezone.now(), actor, notes.strip()
+        run.save(update_fields=["work_done_at", "work_done_by", "work_notes"])
+        audit.append(actor=actor, action="window.work_done", obj=change, reason=run.work_notes)
+        enqueue_run(change.pk)
+    return change
+
+
+def alert_raise(kind: str, message: str, *, actor: Any, change: Change | None = None,
+                server: Server | None = None) -> Alert:
+    """Raise an alert once (an open alert of the same kind for the same change/server is not repeated): logged,
+    audited and shown on the change."""
+    with transaction.atomic():
+        existing = Alert.objects.filter(kind=kind, change=change, server=server, cleared_at__isnull=True).first()
+        if existing is not None:
+            return existing
+        alert = Alert.objects.create(kind=kind, change=change, server=server, message=message)
+        audit.append(actor=actor, action=f"alert.{kind}", object_type="change" if change else "server",
+                     object_id=(change or server).pk if (change or server) else "", reason=message)
+    log.warning("ALERT %s: %s", kind, message)
+    return alert
+
+

@@ -1,0 +1,163 @@
+"""The execution context a step runs in: sessions, recording of commands, retries of reads, polling. No database:
+the engine persists what the context recorded, so steps can also be run directly against an in-process simulator."""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from runner.exchange.parameters import redact_parameters
+from runner.exchange.session import CommandResult, Endpoint, ExchangeSession, ExchangeSessionError
+from runner.step_types import Clock, Issue, Options, Poll, PollResult, RetryPolicy, ServerInfo
+
+log = logging.getLogger(__name__)
+
+_READ_VERBS = ("Get-", "Test-")
+
+
+def is_read(cmdlet: str) -> bool:
+    return cmdlet.startswith(_READ_VERBS)
+
+
+@dataclass
+class CommandRecord:
+    """One command as sent (parameters redacted) and what came back, for the step's log and the report."""
+
+    cmdlet: str
+    parameters: dict[str, Any]
+    endpoint: str
+    started_at: str
+    duration_ms: int
+    outcome: str  # "ok" | "errors" | "failed: <error>"
+    objects: int = 0
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    attempt: int = 1
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v not in ([], None)}
+
+
+class DryRunViolation(Exception):
+    """A step tried a mutating command during a dry run: a plan bug, never sent."""
+
+
+class ExecutionContext:
+    """Implements ``runner.step_types.StepContext`` over one session per endpoint of the target server."""
+
+    def __init__(
+        self,
+        *,
+        server: ServerInfo,
+        sessions: Mapping[Endpoint, ExchangeSession] | Callable[[Endpoint], ExchangeSession],
+        clock: Clock,
+        options: Options | None = None,
+        state: dict[str, Any] | None = None,
+        dry_run: bool = False,
+    ) -> None:
+        self.server = server
+        self.options = options or Options()
+        self.clock = clock
+        self.state = state if state is not None else {}
+        self.dry_run = dry_run
+        self._sessions = sessions
+        self.commands: list[CommandRecord] = []
+        self.issues: list[Issue] = []
+        # Time spent waiting on purpose (polls, backoff) vs inside commands: the engine's overhead is the rest.
+        self.waited = 0.0
+        self.command_time = 0.0
+
+    def session(self, endpoint: Endpoint) -> ExchangeSession:
+        if callable(self._sessions):
+            return self._sessions(endpoint)
+        return self._sessions[endpoint]
+
+    def run(
+        self,
+        cmdlet: str,
+        parameters: Mapping[str, Any] | Sequence[tuple[str, Any]] | None = None,
+        *,
+        endpoint: Endpoint = Endpoint.EXCHANGE,
+        retry: RetryPolicy | None = None,
+    ) -> CommandResult:
+        """Run one cmdlet; reads are retried on retryable transport errors (recorded as issues), writes never."""
+        if self.dry_run and not is_read(cmdlet):
+            raise DryRunViolation(f"{cmdlet} is not allowed in a dry run")
+        policy = retry or RetryPolicy()
+        attempts = policy.attempts if is_read(cmdlet) else 1
+        delay = policy.backoff
+        for attempt in range(1, attempts + 1):
+            started = self.clock.now()
+            t0 = time.perf_counter()
+            try:
+                result = self.session(endpoint).run(cmdlet, parameters, endpoint=endpoint)
+            except ExchangeSessionError as exc:
+                self.command_time += time.perf_counter() - t0
+                self._record(cmdlet, parameters, endpoint, started, t0, f"failed: {exc}", attempt=attempt)
+                if not exc.retryable or attempt == attempts:
+                    raise
+                self.issues.append(Issue(f"{cmdlet} failed ({exc}); retried", f"retry {attempt + 1} of {attempts}"))
+                self.wait(delay)
+                delay *= 2
+                continue
+            self.command_time += time.perf_counter() - t0
+            record = self._record(cmdlet, parameters, endpoint, started, t0,
+                                  "errors" if result.errors else "ok", attempt=attempt)
+            record.objects = len(result.output)
+            record.errors = [e.message for e in result.errors]
+            record.warnings = list(result.warnings)
+            return result
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _record(self, cmdlet: str, parameters: Any, endpoint: Endpoint, started: Any, t0: float, outcome: str,
+                *, attempt: int) -> CommandRecord:
+        record = CommandRecord(
+            cmdlet=cmdlet, parameters=_jsonable(redact_parameters(parameters)), endpoint=str(endpoint),
+            started_at=started.isoformat(), duration_ms=int((time.perf_counter() - t0) * 1000), outcome=outcome,
+            attempt=attempt,
+        )
+        self.commands.append(record)
+        log.info("%s %s %s → %s", self.server.name, cmdlet, record.parameters, outcome)
+        return record
+
+    def wait(self, seconds: float) -> None:
+        t0 = time.perf_counter()
+        self.clock.sleep(seconds)
+        self.waited += time.perf_counter() - t0
+
+    def poll(self, check: Callable[[], tuple[bool, Any, str]], policy: Poll, *, what: str) -> PollResult:
+        """Run ``check`` until it reports done, no progress for ``no_progress_timeout`` or ``total_timeout``.
+
+        ``check`` returns (done, progress value, description); progress is any comparable value that changes while
+        things move (e.g. the number of queued messages).
+        """
+        start = self.clock.now()
+        polls, last_progress_value, last_progress_at = 0, object(), start
+        while True:
+            polls += 1
+            done, progress, detail = check()
+            now = self.clock.now()
+            elapsed = (now - start).total_seconds()
+            if done:
+                return PollResult(True, polls, elapsed, detail)
+            if progress != last_progress_value:
+                last_progress_value, last_progress_at = progress, now
+            stalled_for = (now - last_progress_at).total_seconds()
+            if policy.no_progress_timeout is not None and stalled_for >= policy.no_progress_timeout:
+                return PollResult(False, polls, elapsed, f"{what}: no progress for {stalled_for:.0f} s; {detail}",
+                                  stalled=True)
+            if elapsed >= policy.total_timeout:
+                return PollResult(False, polls, elapsed, f"{what}: not done after {elapsed:.0f} s; {detail}")
+            self.wait(policy.interval)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return str(value)

@@ -1,0 +1,156 @@
+"""The maintenance plans as data: ordered steps in phases, each with its guard, verification and rollback.
+
+``build_plan("maintenance", server, options)`` picks the variant from the inventory: ``standalone`` when the server
+is in no DAG, else ``dag-member``. The order follows the reference (``exchange-maintenance.md``): §1(a)/§1(b) to
+enter, §2(a)/§2(b) to exit, §2.1 to verify, §3 for the gating pre-checks. Every step function lives in
+``runner.steps`` and is check-then-set, so the exit phase doubles as the abort path from any point of the entry.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from runner.step_types import Options, Phase, Plan, ServerInfo, Step
+from runner.steps import dag, enter, leave, prechecks, transport, verify, work
+
+STANDALONE = "standalone"
+DAG_MEMBER = "dag-member"
+
+P, E, W, X, V = Phase.PRECHECK, Phase.ENTER, Phase.WORK, Phase.EXIT, Phase.VERIFY
+
+
+def _check(key: str, title: str, run: Callable, *, gate: bool = True) -> Step:
+    """A read-only step: never sends a mutating command, so it is idempotent and may run in a dry run."""
+    phase = P if key.startswith("precheck.") else V
+    return Step(key, phase, title, run, idempotent=True, skippable=True, mutating=False, gate=gate)
+
+
+def _prechecks(dag_member: bool) -> list[Step]:
+    steps = [
+        _check("precheck.backups", "Backups are recent and none is in progress", prechecks.backups),
+        _check("precheck.server_state", "The server is fully Active (other requesters' votes reported)",
+               prechecks.server_state),
+        _check("precheck.transport_and_services", "Required services run and the queues answer",
+               prechecks.transport_and_services),
+    ]
+    if dag_member:
+        steps += [
+            _check("precheck.dag_members", "No other DAG member is in maintenance", prechecks.dag_members),
+            _check("precheck.redundancy", "Every database keeps a healthy copy on another server",
+                   prechecks.redundancy),
+        ]
+    return steps
+
+
+def _enter(dag_member: bool) -> list[Step]:
+    steps = [
+        # Read-only, but the exit depends on it: an operator may not skip it.
+        Step("enter.snapshot", E, "Save component votes" + (" and activation settings" if dag_member else ""),
+             enter.snapshot, mutating=False, skippable=False),
+        Step("enter.hubtransport_draining", E, "Set HubTransport to Draining (requester Maintenance)",
+             enter.hubtransport_draining, skippable=False, rollback="exit.hubtransport_active"),
+        # Restarting twice is harmless, so a crash mid-step may replay it; skippable: the operator can restart
+        # transport by hand (it then picks up Draining).
+        Step("enter.restart_transport", E, "Restart MSExchangeTransport and MSExchangeFrontEndTransport; wait "
+             "for Get-Queue", transport.restart_transport_enter, rollback="exit.restart_transport"),
+        Step("enter.umcallrouter_draining", E, "Set UMCallRouter to Draining (2013/2016 with UM only)",
+             enter.umcallrouter_draining, rollback="exit.umcallrouter_active"),
+    ]
+    if dag_member:
+        steps.append(Step("enter.redirect_messages", E, "Redirect queued messages to a healthy peer",
+                          transport.redirect_messages))
+    steps.append(Step("enter.drain_queues", E, "Wait for the local queues to drain", transport.drain_queues,
+                      mutating=False))
+    if dag_member:
+        steps += [
+            Step("enter.suspend_cluster_node", E, "Pause the cluster node", dag.suspend_cluster_node,
+                 rollback="exit.resume_cluster_node"),
+            Step("enter.activation_move_now", E, "Set DatabaseCopyActivationDisabledAndMoveNow $true",
+                 dag.activation_disabled_and_move_now, skippable=False, rollback="exit.restore_move_now"),
+            Step("enter.activation_blocked", E, "Set DatabaseCopyAutoActivationPolicy Blocked",
+                 dag.activation_policy_blocked, skippable=False, rollback="exit.restore_activation_policy"),
+            # Skippable: the operator may accept the outage of a database that will not move (§5.4).
+            Step("enter.databases_moved", E, "No replicated database stays active on the server",
+                 dag.databases_moved),
+        ]
+    steps += [
+        Step("enter.serverwideoffline_inactive", E, "Set ServerWideOffline Inactive (requester Maintenance)",
+             enter.serverwideoffline_inactive, skippable=False, rollback="exit.serverwideoffline_active"),
+        Step("enter.final_gate", E, "Only Monitoring and RecoveryActionsEnabled stay Active"
+             + ("; activation Blocked; node paused" if dag_member else ""), enter.final_gate, mutating=False),
+    ]
+    return steps
+
+
+def _exit(dag_member: bool) -> list[Step]:
+    # Not skippable where skipping would leave the server (or part of it) in maintenance.
+    steps = [Step("exit.serverwideoffline_active", X, "Set ServerWideOffline Active (requester Maintenance)",
+                  leave.serverwideoffline_active, skippable=False),
+             Step("exit.umcallrouter_active", X, "Set UMCallRouter Active (2013/2016 with UM only)",
+                  leave.umcallrouter_active, skippable=False)]
+    if dag_member:
+        steps += [
+            Step("exit.resume_cluster_node", X, "Resume the cluster node", dag.resume_cluster_node, skippable=False),
+            Step("exit.restore_move_now", X, "Restore DatabaseCopyActivationDisabledAndMoveNow",
+                 dag.restore_move_now, skippable=False),
+            Step("exit.restore_activation_policy", X, "Restore the saved DatabaseCopyAutoActivationPolicy",
+                 dag.restore_activation_policy, skippable=False),
+        ]
+    steps += [
+        Step("exit.hubtransport_active", X, "Set HubTransport Active (requester Maintenance)",
+             leave.hubtransport_active, skippable=False),
+        Step("exit.release_votes", X, "Clear this run's remaining votes; report other requesters' votes",
+             leave.release_votes, skippable=False),
+        Step("exit.restart_transport", X, "Restart transport; Submission queue not Suspended",
+             transport.restart_transport_exit),
+    ]
+    return steps
+
+
+def _verify(dag_member: bool) -> list[Step]:
+    steps = [
+        _check("verify.components", "All components Active (except those Inactive by design)", verify.components,
+               gate=False),
+        _check("verify.services", "Test-ServiceHealth is clean", verify.services, gate=False),
+        _check("verify.copies", "Database copies Healthy or Mounted with low queues", verify.copies, gate=False),
+    ]
+    if dag_member:
+        steps += [
+            _check("verify.replication", "Test-ReplicationHealth all Passed", verify.replication, gate=False),
+            _check("verify.cluster_and_activation", "Cluster node Up; activation settings restored",
+                   verify.cluster_and_activation, gate=False),
+        ]
+    steps.append(_check("verify.queues", "Submission queue not Suspended; queues flowing", verify.queues, gate=False))
+    return steps
+
+
+def _maintenance(server: ServerInfo, options: Options) -> Plan:
+    """Microsoft's maintenance procedure for one Mailbox server (options are read by the steps at run time)."""
+    dag_member = server.dag_name is not None
+    steps = [
+        *_prechecks(dag_member),
+        *_enter(dag_member),
+        Step("work.hold", W, "Wait for the operator's work-done report (until the window end)", work.hold,
+             mutating=False),
+        *_exit(dag_member),
+        *_verify(dag_member),
+    ]
+    return Plan("maintenance", DAG_MEMBER if dag_member else STANDALONE, tuple(steps))
+
+
+PLANS: dict[str, Callable[[ServerInfo, Options], Plan]] = {"maintenance": _maintenance}
+
+
+def build_plan(name: str, server: ServerInfo, options: Options) -> Plan:
+    """The plan ``name`` for ``server``. Raises ValueError for an unknown name, listing the known plans."""
+    try:
+        builder = PLANS[name]
+    except KeyError:
+        raise ValueError(f"unknown plan {name!r}; known plans: {', '.join(sorted(PLANS))}") from None
+    return builder(server, options)
+
+
+def describe(plan: Plan) -> list[dict[str, Any]]:
+    """The plan as rows for a dry run or the API: what would run, in order, and how each step may be handled."""
+    return [{"key": s.key, "phase": str(s.phase), "title": s.title, "mutating": s.mutating,
+             "idempotent": s.idempotent, "skippable": s.skippable, "gate": s.gate} for s in plan.steps]

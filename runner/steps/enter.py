@@ -1,0 +1,112 @@
+"""Entering maintenance: the snapshot, the component votes and the final gate (reference §1, §7.1, §7.4)."""
+from __future__ import annotations
+
+from typing import Any
+
+from runner.exchange.session import CmdletError
+from runner.step_types import Issue, StepContext, StepFailed, StepOutcome
+
+from .base import call, first, now_iso
+from .components import (
+    HUB_TRANSPORT,
+    SERVER_WIDE_OFFLINE,
+    STAY_ACTIVE,
+    UM_CALL_ROUTER,
+    enter_vote,
+    holders,
+    read_components,
+    table,
+)
+from .dag import active_here, cluster_state, copies_on, read_mailbox_server, replicated_databases
+from .transport import pending_queues
+
+
+def snapshot(ctx: StepContext) -> StepOutcome:
+    """Record every component's votes (and, in a DAG, the activation settings and the cluster node) before acting.
+
+    §7.1: snapshot first, then act; on exit restore only what changed. Taken once: a resumed or retried run keeps
+    the first snapshot, which shows the server as it was before this run touched it.
+    """
+    if ctx.state.get("snapshot"):
+        return StepOutcome("skipped", f"snapshot already taken at {ctx.state['snapshot']['taken_at']}")
+    snap: dict[str, Any] = {"taken_at": now_iso(ctx), "components": table(read_components(ctx))}
+    if ctx.server.dag_name:
+        snap["mailbox_server"] = read_mailbox_server(ctx)
+        snap["cluster_node"] = cluster_state(ctx)
+    ctx.state["snapshot"] = snap
+    findings = {k: v for k, v in snap.items() if k != "components"}
+    findings["components"] = {name: c["state"] for name, c in snap["components"].items()}
+    return StepOutcome("passed", "snapshot of component votes"
+                       + (" and activation settings" if ctx.server.dag_name else "") + " saved", findings=findings)
+
+
+def hubtransport_draining(ctx: StepContext) -> StepOutcome:
+    """Set-ServerComponentState -Component HubTransport -State Draining -Requester Maintenance (§1 step 1)."""
+    return enter_vote(ctx, HUB_TRANSPORT, "Draining", skip_when=frozenset({"Draining", "Inactive"}))
+
+
+def umcallrouter_draining(ctx: StepContext) -> StepOutcome:
+    """2013/2016 with Unified Messaging: UMCallRouter Draining (requester Maintenance) (§1 step 3).
+
+    The component exists only on builds with UM (it is absent on 2019+, where this step skips). Waiting for
+    ``Get-UMActiveCalls`` to return nothing is not done here (not available in the simulator; see the report).
+    """
+    if UM_CALL_ROUTER not in read_components(ctx):
+        return StepOutcome("skipped", "no UMCallRouter component on this build")
+    return enter_vote(ctx, UM_CALL_ROUTER, "Draining", skip_when=frozenset({"Draining", "Inactive"}))
+
+
+def serverwideoffline_inactive(ctx: StepContext) -> StepOutcome:
+    """Set-ServerComponentState -Component ServerWideOffline -State Inactive -Requester Maintenance (§1 step 5)."""
+    outcome = enter_vote(ctx, SERVER_WIDE_OFFLINE, "Inactive")
+    rows = read_components(ctx)
+    if rows[SERVER_WIDE_OFFLINE].state != "Inactive":
+        raise StepFailed("ServerWideOffline is not Inactive", findings={"components": table(rows)})
+    return outcome
+
+
+def _components_offline(rows: dict) -> tuple[list[str], list[Issue]]:
+    """Microsoft's check after ServerWideOffline Inactive: only Monitoring and RecoveryActionsEnabled Active."""
+    failures = [f"{name} is {row.state}" for name, row in rows.items()
+                if name not in STAY_ACTIVE and row.state != "Inactive"]
+    issues = [Issue(f"{name} is {rows[name].state} during maintenance (held by "
+                    f"{', '.join(h['requester'] for h in holders(rows, name)) or 'nobody'})",
+                    "noted; Managed Availability is reduced for the window", automatic=False)
+              for name in sorted(STAY_ACTIVE) if name in rows and rows[name].state != "Active"]
+    return failures, issues
+
+
+def final_gate(ctx: StepContext) -> StepOutcome:
+    """The maintenance-complete predicate (§1(b) step 7, DSC Test-TargetResource; §1(a) step 5 for standalone)."""
+    rows = read_components(ctx)
+    failures, issues = _components_offline(rows)
+    findings: dict[str, Any] = {"components": {n: r.state for n, r in rows.items()}}
+    try:
+        queued = pending_queues(ctx)
+    except (CmdletError, StepFailed) as exc:  # reported here, never gates: the drain step owned the queues
+        queued, findings["queues_error"] = [], str(exc)
+    if queued:
+        # The drain step already paused on these and an operator chose to go on: record, do not pause twice.
+        issues.append(Issue(f"{sum(q['message_count'] for q in queued)} message(s) still queued on entering "
+                            "maintenance", "recorded; they resume after maintenance", automatic=False))
+    findings["queues"] = queued
+    if ctx.server.dag_name:
+        settings = read_mailbox_server(ctx)
+        node = cluster_state(ctx)
+        dag = first(call(ctx, "Get-DatabaseAvailabilityGroup", {"Identity": ctx.server.dag_name, "Status": True}),
+                    "Get-DatabaseAvailabilityGroup")
+        pam = str(dag.get("PrimaryActiveManager") or "")
+        active = active_here(copies_on(ctx), replicated_databases(ctx))
+        findings.update(activation=settings, cluster_node=node, primary_active_manager=pam, active_databases=active)
+        if settings["policy"] != "Blocked":
+            failures.append(f"DatabaseCopyAutoActivationPolicy is {settings['policy']}")
+        if node == "Up":
+            failures.append("cluster node is Up")
+        if pam.lower() == ctx.server.name.lower():
+            failures.append("server is still the Primary Active Manager")
+        if active:
+            issues.append(Issue(f"{len(active)} replicated database(s) still active on the server",
+                                "recorded; an operator went on past the database move", automatic=False))
+    if failures:
+        raise StepFailed("server is not fully in maintenance: " + "; ".join(failures), findings=findings)
+    return StepOutcome("passed", "server is in maintenance", issues=issues, findings=findings)

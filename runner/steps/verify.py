@@ -1,0 +1,135 @@
+"""Post-exit verification, read-only (reference §2.1 and the out-of-maintenance predicate, §7.5)."""
+from __future__ import annotations
+
+from typing import Any
+
+from runner.exchange.parsing import service_health
+from runner.step_types import Issue, Poll, StepContext, StepFailed, StepOutcome
+
+from .base import call, first
+from .components import SERVER_WIDE_OFFLINE, holders, not_active, read_components, snapshot_vote, votes
+from .dag import cluster_state, copies_on, read_mailbox_server
+from .prechecks import MAX_COPY_QUEUE, MAX_REPLAY_QUEUE
+from .transport import is_own_mail, queue_row
+
+# Copies pass through Initializing after service starts and monitors need minutes: poll rather than judge once.
+SETTLE = Poll(interval=15, total_timeout=300)
+
+
+def components(ctx: StepContext) -> StepOutcome:
+    """Every component Active except ForwardSyncDaemon and ProvisioningRps; otherwise name who holds it (§5.3).
+
+    A component held only by another requester's vote that the pre-run snapshot already showed was reported
+    before the window and is left alone: an issue, not a failure. ServerWideOffline not Active always fails.
+    """
+    rows = read_components(ctx)
+    down = not_active(rows)
+    findings: dict[str, Any] = {"not_active": {n: holders(rows, n) for n in down}}
+    failures, issues = [], []
+    for name in down:
+        held = holders(rows, name)
+        pre_existing = held and all(h["requester"] != "Maintenance"
+                                    and snapshot_vote(ctx, h["component"], h["requester"]) == h["state"]
+                                    for h in held)
+        label = ", ".join(f"{h['requester']} on {h['component']}" for h in held) or "no vote (unknown cause)"
+        if pre_existing and name != SERVER_WIDE_OFFLINE and rows[SERVER_WIDE_OFFLINE].state == "Active":
+            issues.append(Issue(f"{name} is {rows[name].state}, held by {label} since before the window",
+                                "left in place; reported (held-by-other-requester)", automatic=False))
+        else:
+            failures.append(f"{name} is {rows[name].state} (held by {label})")
+    if failures:
+        findings["votes"] = {n: votes(rows[n]) for n in down}
+        raise StepFailed("components not Active: " + "; ".join(failures), findings=findings)
+    return StepOutcome("passed", "all components Active (except those Inactive by design)", issues=issues,
+                       findings=findings)
+
+
+def services(ctx: StepContext) -> StepOutcome:
+    """Test-ServiceHealth -Server X: every role has RequiredServicesRunning and nothing in ServicesNotRunning."""
+    def check() -> tuple[bool, Any, str]:
+        health = service_health(call(ctx, "Test-ServiceHealth", {"Server": ctx.server.name}).output)
+        missing = sorted({s for h in health for s in h.services_not_running}
+                         | {h.role for h in health if not h.required_services_running and not h.services_not_running})
+        return not missing, tuple(missing), "not running: " + (", ".join(missing) or "none")
+
+    result = ctx.poll(check, SETTLE, what="Test-ServiceHealth")
+    if not result.done:
+        raise StepFailed(f"required services not running: {result.detail}")
+    return StepOutcome("passed", "required services running", findings={"polls": result.polls})
+
+
+def _copy_problem(copy: dict[str, Any]) -> str:
+    status = str(copy.get("Status"))
+    if status not in ("Healthy", "Mounted"):
+        return f"status {status}"
+    if int(copy.get("CopyQueueLength") or 0) > MAX_COPY_QUEUE:
+        return f"copy queue {copy.get('CopyQueueLength')}"
+    lagged = "enabled:true" in str(copy.get("ReplayLagStatus") or "").replace(" ", "").lower()
+    if not lagged and int(copy.get("ReplayQueueLength") or 0) > MAX_REPLAY_QUEUE:
+        return f"replay queue {copy.get('ReplayQueueLength')}"
+    if str(copy.get("ContentIndexState") or "Healthy") not in ("Healthy", "NotApplicable"):
+        return f"content index {copy.get('ContentIndexState')}"
+    return ""
+
+
+def copies(ctx: StepContext) -> StepOutcome:
+    """Get-MailboxDatabaseCopyStatus -Server X: Healthy or Mounted, low queues, content index Healthy."""
+    seen: dict[str, Any] = {}
+
+    def check() -> tuple[bool, Any, str]:
+        problems = {str(c.get("Name")): p for c in copies_on(ctx) if (p := _copy_problem(c))}
+        seen["problems"] = problems
+        return not problems, tuple(sorted(problems.items())), f"{len(problems)} unhealthy copies"
+
+    result = ctx.poll(check, SETTLE, what="database copies")
+    if not result.done:
+        raise StepFailed(f"database copies not healthy: {result.detail}", findings={"copies": seen["problems"]})
+    return StepOutcome("passed", "database copies healthy")
+
+
+def replication(ctx: StepContext) -> StepOutcome:
+    """Test-ReplicationHealth -Identity X: every check Passed."""
+    seen: dict[str, Any] = {}
+
+    def check() -> tuple[bool, Any, str]:
+        rows = call(ctx, "Test-ReplicationHealth", {"Identity": ctx.server.name}).output
+        failed = {str(r.get("Check")): f"{r.get('Result')}: {r.get('Error')}" for r in rows
+                  if str(r.get("Result")) != "Passed"}
+        seen["failed"] = failed
+        return not failed, tuple(sorted(failed)), f"{len(failed)} check(s) not Passed"
+
+    result = ctx.poll(check, SETTLE, what="Test-ReplicationHealth")
+    if not result.done:
+        raise StepFailed(f"replication health: {result.detail}", findings={"checks": seen["failed"]})
+    return StepOutcome("passed", "all replication checks Passed")
+
+
+def cluster_and_activation(ctx: StepContext) -> StepOutcome:
+    """Get-ClusterNode Up; Get-MailboxServer MoveNow False and the policy restored to the saved value (§2.1)."""
+    node = cluster_state(ctx)
+    settings = read_mailbox_server(ctx)
+    saved = (ctx.state.get("snapshot") or {}).get("mailbox_server") or {"policy": "Unrestricted", "move_now": False}
+    findings = {"cluster_node": node, "activation": settings, "saved": saved}
+    problems = []
+    if node != "Up":
+        problems.append(f"cluster node is {node}")
+    if settings["move_now"]:
+        problems.append("DatabaseCopyActivationDisabledAndMoveNow is True")
+    if settings["policy"] != saved["policy"]:
+        problems.append(f"DatabaseCopyAutoActivationPolicy is {settings['policy']}, saved {saved['policy']}")
+    if problems:
+        raise StepFailed("; ".join(problems), findings=findings)
+    return StepOutcome("passed", f"cluster node Up; activation policy {settings['policy']}", findings=findings)
+
+
+def queues(ctx: StepContext) -> StepOutcome:
+    """Submission not Suspended; queues in Retry are reported (they resume on their own, §1(a) step 4)."""
+    rows = [queue_row(q) | {"own": is_own_mail(q)} for q in call(ctx, "Get-Queue", {"Server": ctx.server.name}).output]
+    submission = first(call(ctx, "Get-Queue", {"Identity": f"{ctx.server.name}\\Submission"}), "Submission queue")
+    findings = {"queues": [q for q in rows if q["message_count"] or q["status"] not in ("Ready", "Active")]}
+    if str(submission.get("Status")) == "Suspended":
+        raise StepFailed("the Submission queue is Suspended", findings=findings)
+    issues = [Issue(f"queue {q['identity']} to {q['next_hop']} is {q['status']} with {q['message_count']} "
+                    f"message(s): {q['last_error']}", "reported; transport retries it", automatic=False)
+              for q in rows if q["own"] and q["status"] in ("Retry", "Suspended")]
+    return StepOutcome("passed", "Submission queue flowing", issues=issues, findings=findings)
