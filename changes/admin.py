@@ -2,17 +2,19 @@
 as the API), approvals and step runs inline. Audit events are read-only to everyone."""
 from __future__ import annotations
 
+from datetime import UTC
 from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, OuterRef, Q, QuerySet, Subquery, Value
+from django.db.models.functions import Concat
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
 from . import services
 from .errors import DomainError
-from .models import Approval, AuditEvent, Change, FreezeWindow, Server, StepRun
+from .models import Alert, Approval, AuditEvent, Change, FreezeWindow, Server, StepRun
 from .roles import has_role
 from .states import State, TransitionNotAllowed
 
@@ -63,6 +65,12 @@ class StepRunInline(ReadOnlyInline):
     readonly_fields = fields
 
 
+class AlertInline(ReadOnlyInline):
+    model = Alert
+    fields = ["kind", "message", "raised_at", "cleared_at"]
+    readonly_fields = fields
+
+
 class DecisionForm(forms.Form):
     comment = forms.CharField(widget=forms.Textarea(attrs={"rows": 4, "cols": 80}), max_length=5000,
                               help_text="Required: it is recorded with your decision and shown in the report.")
@@ -70,13 +78,13 @@ class DecisionForm(forms.Form):
 
 @admin.register(Change)
 class ChangeAdmin(admin.ModelAdmin):
-    list_display = ["number_display", "title", "state", "change_type", "risk", "server_names", "window_start",
-                    "window_end", "approvals_display", "requested_by", "business_hours_warning"]
+    list_display = ["number_display", "title", "state", "current_step", "change_type", "risk", "server_names",
+                    "window_display", "approvals_display", "requested_by"]
     list_filter = [AwaitingMyApprovalFilter, "state", "change_type", "risk", "source"]
     search_fields = ["title", "external_ref", "requested_by"]
     date_hierarchy = "window_start"
     ordering = ["-id"]
-    inlines = [ApprovalInline, StepRunInline]
+    inlines = [AlertInline, ApprovalInline, StepRunInline]
     actions = ["approve_selected", "reject_selected"]
     readonly_fields = [
         "number_display", "source", "external_ref", "title", "description", "change_type", "risk", "impact",
@@ -91,15 +99,35 @@ class ChangeAdmin(admin.ModelAdmin):
             super().get_queryset(request)
             .select_related("created_by")
             .prefetch_related("servers")
-            .annotate(approvals_count=Count(
-                "approvals__approver", distinct=True,
-                filter=Q(approvals__decision=Approval.Decision.APPROVED, approvals__voided_at__isnull=True),
-            ))
+            .annotate(
+                approvals_count=Count(
+                    "approvals__approver", distinct=True,
+                    filter=Q(approvals__decision=Approval.Decision.APPROVED, approvals__voided_at__isnull=True),
+                ),
+                # Live progress in the list without a query per row: the step running or awaiting a decision.
+                current_step_label=Subquery(
+                    StepRun.objects.filter(change=OuterRef("pk"), status__in=["running", "failed"])
+                    .order_by("-order")
+                    .annotate(label=Concat("name", Value(" ("), "status", Value(")")))
+                    .values("label")[:1]
+                ),
+            )
         )
+
+    @admin.display(description="Current step")
+    def current_step(self, obj: Change) -> str:
+        return obj.current_step_label or "—"
 
     @admin.display(description="Number", ordering="id")
     def number_display(self, obj: Change) -> str:
         return obj.number
+
+    @admin.display(description="Window (UTC)", ordering="window_start")
+    def window_display(self, obj: Change) -> str:
+        start, end = obj.window_start.astimezone(UTC), obj.window_end.astimezone(UTC)
+        tail = f"{end:%H:%M}" if end.date() == start.date() else f"{end:%Y-%m-%d %H:%M}"
+        warn = " ⚠ business hours" if obj.business_hours_warning else ""
+        return f"{start:%Y-%m-%d %H:%M} → {tail}{warn}"
 
     @admin.display(description="Servers")
     def server_names(self, obj: Change) -> str:

@@ -129,6 +129,7 @@ class Change(models.Model):
 
     class Meta:
         ordering = ["-id"]
+        verbose_name = "change request"
         constraints = [
             models.UniqueConstraint(fields=["source", "external_ref"], name="change_unique_external_ref"),
             models.CheckConstraint(condition=models.Q(window_end__gt=models.F("window_start")), name="window_ordered"),

@@ -7,7 +7,7 @@ from typing import Any
 from django.utils.dateparse import parse_datetime
 from rest_framework import serializers
 
-from changes.models import Approval, AuditEvent, Change, FreezeWindow, Server, StepRun
+from changes.models import Alert, Approval, AuditEvent, Change, FreezeWindow, Server, StepRun
 from changes.states import next_states
 
 # Far outside any maintenance window, and keeps UTC conversions away from datetime's year 1 / 9999 edges.
@@ -109,6 +109,15 @@ class ReasonSerializer(StrictSerializer):
     reason = serializers.CharField(max_length=5000)
 
 
+class ResumeSerializer(StrictSerializer):
+    action = serializers.ChoiceField(["retry", "skip", "abort"])
+    reason = serializers.CharField(max_length=5000)
+
+
+class WorkDoneSerializer(StrictSerializer):
+    notes = serializers.CharField(max_length=20000)
+
+
 class CloseSerializer(StrictSerializer):
     close_code = serializers.ChoiceField(Change.CloseCode.choices)
     close_notes = serializers.CharField(max_length=20000)
@@ -156,12 +165,30 @@ class ChangeSerializer(serializers.ModelSerializer):
         return obj.approvals.filter(decision="approved", voided_at__isnull=True).values("approver").distinct().count()
 
 
+class AlertSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Alert
+        fields = ["id", "kind", "message", "raised_at", "cleared_at"]
+        read_only_fields = fields
+
+
 class ChangeDetailSerializer(ChangeSerializer):
     approvals = ApprovalSerializer(many=True, read_only=True)
+    alerts = AlertSerializer(many=True, read_only=True)
+    current_step = serializers.SerializerMethodField()
+    work_done_at = serializers.DateTimeField(source="run.work_done_at", default=None, read_only=True)
 
     class Meta(ChangeSerializer.Meta):
-        fields = [*ChangeSerializer.Meta.fields, "approvals"]
+        fields = [*ChangeSerializer.Meta.fields, "current_step", "work_done_at", "alerts", "approvals"]
         read_only_fields = fields
+
+    def get_current_step(self, obj: Change) -> dict[str, Any] | None:
+        """The step running or waiting for a decision, for live progress."""
+        step = obj.steps.exclude(status__in=["passed", "skipped", "pending"]).order_by("-order").first()
+        if step is None:
+            return None
+        return {"order": step.order, "key": step.key, "phase": step.phase, "name": step.name, "status": step.status,
+                "summary": step.output_summary, "error": step.error}
 
 
 class StepRunSerializer(serializers.ModelSerializer):

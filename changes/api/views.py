@@ -3,13 +3,14 @@ from __future__ import annotations
 
 from django.db import connection
 from django.http import JsonResponse
+from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action, api_view, permission_classes
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from changes import audit, services
+from changes import audit, run_services, services
 from changes.models import FreezeWindow, Role, Server
 from changes.roles import has_role
 from changes.selectors import audit_events_for, change_list
@@ -27,8 +28,10 @@ from .serializers import (
     CommentSerializer,
     FreezeWindowSerializer,
     ReasonSerializer,
+    ResumeSerializer,
     ServerSerializer,
     StepRunSerializer,
+    WorkDoneSerializer,
 )
 
 
@@ -52,7 +55,7 @@ class ChangeViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
         return ChangeDetailSerializer if self.action == "retrieve" else ChangeSerializer
 
     def _respond(self, change, code: int = status.HTTP_200_OK) -> Response:  # noqa: ANN001
-        change = self.get_queryset().get(pk=change.pk)
+        change = get_object_or_404(self.get_queryset(), pk=change.pk)
         return Response(ChangeDetailSerializer(change).data, status=code)
 
     @extend_schema(request=ChangeCreateSerializer, responses={201: ChangeDetailSerializer, 200: ChangeDetailSerializer})
@@ -84,6 +87,26 @@ class ChangeViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
     def cancel(self, request: Request, pk: str | None = None) -> Response:
         data = _parse(ReasonSerializer, request)
         return self._respond(services.change_cancel(self.get_object(), actor=request.user, **data))
+
+    @extend_schema(request=None, responses=ChangeDetailSerializer)
+    @action(detail=True, methods=["post"])
+    def start(self, request: Request, pk: str | None = None) -> Response:
+        """Start a scheduled window now that it is open (the scheduler does it at window_start anyway)."""
+        return self._respond(run_services.change_start(self.get_object(), actor=request.user))
+
+    @extend_schema(request=ResumeSerializer, responses=ChangeDetailSerializer)
+    @action(detail=True, methods=["post"])
+    def resume(self, request: Request, pk: str | None = None) -> Response:
+        """An operator's decision on a paused window: retry, skip or abort, with a reason."""
+        data = _parse(ResumeSerializer, request)
+        return self._respond(run_services.change_resume(self.get_object(), actor=request.user, **data))
+
+    @extend_schema(request=WorkDoneSerializer, responses=ChangeDetailSerializer)
+    @action(detail=True, methods=["post"], url_path="work-done")
+    def work_done(self, request: Request, pk: str | None = None) -> Response:
+        """The operator reports the work done; the exit runs next."""
+        data = _parse(WorkDoneSerializer, request)
+        return self._respond(run_services.change_work_done(self.get_object(), actor=request.user, **data))
 
     @extend_schema(request=CloseSerializer, responses=ChangeDetailSerializer)
     @action(detail=True, methods=["post"])

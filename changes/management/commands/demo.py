@@ -36,7 +36,7 @@ class Command(BaseCommand):
         operator = get_user_model().objects.get(username="olga")
         self._inventory(operator)
         # Earlier demo runs hold the same window: cancel them so this run can schedule its own.
-        for old in Change.objects.filter(source="demo", state__in=HOLDS_SERVERS):
+        for old in Change.objects.filter(external_ref__startswith="DEMO-", state__in=HOLDS_SERVERS):
             services.change_cancel(old, actor=operator, reason="superseded by a new demo run")
 
         def client(name: str) -> APIClient:
@@ -46,7 +46,7 @@ class Command(BaseCommand):
 
         start = (datetime.now(UTC) + timedelta(days=1)).replace(minute=0, second=0, microsecond=0)
         body = {
-            "source": "demo", "external_ref": f"CHG{datetime.now(UTC):%Y%m%d%H%M%S}",
+            "source": "servicenow", "external_ref": f"DEMO-{datetime.now(UTC):%Y%m%d%H%M%S%f}",
             "title": "Install Exchange 2019 CU15 on EX01", "change_type": "normal", "risk": "medium",
             "impact": "medium", "servers": ["EX01"], "window_start": start.isoformat(),
             "window_end": (start + timedelta(hours=2)).isoformat(), "requested_by": "carol@example.com",
@@ -59,9 +59,9 @@ class Command(BaseCommand):
             res = self._call(client(approver).post(f"/api/v1/changes/{created['id']}/approve/",
                                                    {"comment": f"Reviewed by {approver}"}, format="json"), 200)
             self.stdout.write(f"{approver} approves → {res['state']}")
-        listing = self._call(client("audrey").get("/api/v1/changes/", {"source": "demo", "state": "scheduled"}), 200)
+        listing = self._call(client("audrey").get("/api/v1/changes/", {"external_ref": body["external_ref"]}), 200)
         verify = self._call(client("audrey").get("/api/v1/audit/verify/"), 200)
-        self.stdout.write(f"auditor lists {listing['count']} scheduled demo change(s); audit chain ok={verify['ok']} "
+        self.stdout.write(f"auditor lists {listing['count']} change with that reference; audit chain ok={verify['ok']} "
                           f"events={verify['events']} head={verify['head']}")
         self.stdout.write("\nTokens for `make serve` (http://127.0.0.1:8000/api/v1/docs/):")
         for name, token in tokens.items():
