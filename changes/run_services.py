@@ -82,8 +82,10 @@ def change_resume(change: Change, *, actor: Any, action: str, reason: str) -> Ch
             WindowRun.objects.filter(change=change).update(aborting=True)
         audit.append(actor=actor, action=f"window.{action}", obj=change, reason=reason,
                      changes={"step": [None, step.key if step else None]})
-        Alert.objects.filter(change=change, kind=Alert.Kind.PAUSED, cleared_at__isnull=True).update(
-            cleared_at=timezone.now())
+        Alert.objects.filter(
+            change=change, kind__in=[Alert.Kind.PAUSED, Alert.Kind.UNREACHABLE, Alert.Kind.PRECHECK_BLOCKED],
+            cleared_at__isnull=True,
+        ).update(cleared_at=timezone.now())
         _move(change, State.RUNNING, actor=actor, reason=f"operator decision: {action}")
         enqueue_run(change.pk)
     return change

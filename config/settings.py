@@ -117,7 +117,18 @@ if CELERY_BROKER_URL == "filesystem://":
     }
 elif not CELERY_BROKER_URL.startswith(("redis://", "rediss://", "amqp://", "memory://")):
     raise ImproperlyConfigured(f"CELERY_BROKER_URL={CELERY_BROKER_URL!r} has an unsupported scheme")
+if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    # A held window waits for its window end in an ETA message; Redis would redeliver it after the default one-hour
+    # visibility timeout (harmless thanks to the lease, but noisy).
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 43200}
 CELERY_TASK_DEFAULT_QUEUE = env_str("EXMAINT_TASK_QUEUE", "exmaint")
+CELERY_BEAT_SCHEDULE = {
+    # Starts windows whose start message was lost, wakes held windows, recovers runs of dead workers.
+    "start-due-windows": {"task": "runner.tasks.start_due_windows", "schedule": 60.0},
+    "resume-held-windows": {"task": "runner.tasks.resume_held_windows", "schedule": 60.0},
+    # A server must never silently stay in maintenance.
+    "watchdog": {"task": "runner.tasks.watchdog", "schedule": 300.0},
+}
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
@@ -135,9 +146,21 @@ EXMAINT = {
     "BUSINESS_HOURS_END": env_time("EXMAINT_BUSINESS_HOURS_END", "18:00"),
     "BUSINESS_DAYS": env_weekdays("EXMAINT_BUSINESS_DAYS", "1,2,3,4,5"),
     "BUSINESS_TIME_ZONE": env_str("EXMAINT_BUSINESS_TIME_ZONE", "UTC"),
+    # The runner.
+    "LEASE_SECONDS": env_int("EXMAINT_LEASE_SECONDS", 300, minimum=5, maximum=3600),
+    "WATCHDOG_GRACE_MINUTES": env_int("EXMAINT_WATCHDOG_GRACE_MINUTES", 30, minimum=0, maximum=1440),
+    "EXIT_RETRY_ATTEMPTS": env_int("EXMAINT_EXIT_RETRY_ATTEMPTS", 4, minimum=1, maximum=20),
+    "ALLOW_UNENCRYPTED_BASIC": env_bool("EXMAINT_ALLOW_UNENCRYPTED_BASIC", False),
+    "RUNNER_CLOCK": env_str("EXMAINT_RUNNER_CLOCK", "real"),  # "real" | "scaled:<speed>" (demo)
 }
 if EXMAINT["BUSINESS_HOURS_END"] <= EXMAINT["BUSINESS_HOURS_START"]:
     raise ImproperlyConfigured("EXMAINT_BUSINESS_HOURS_END must be after EXMAINT_BUSINESS_HOURS_START")
+try:
+    from runner.clock import parse_clock
+
+    parse_clock(EXMAINT["RUNNER_CLOCK"])
+except ValueError as exc:
+    raise ImproperlyConfigured(str(exc)) from None
 try:
     import zoneinfo
 

@@ -46,3 +46,16 @@ class SimulatedClock:
     def sleep(self, seconds: float) -> None:
         if seconds > 0:
             self.sim.clock.advance(seconds)
+
+
+def parse_clock(spec: str) -> RealClock | ScaledClock:
+    spec = (spec or "real").strip().lower()
+    if spec == "real":
+        return RealClock()
+    kind, _, speed = spec.partition(":")
+    if kind == "scaled":
+        try:
+            return ScaledClock(float(speed))
+        except ValueError:
+            pass
+    raise ValueError(f"EXMAINT_RUNNER_CLOCK={spec!r}: expected 'real' or 'scaled:<speed>'")

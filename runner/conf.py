@@ -1,0 +1,31 @@
+"""The runner's settings, read from ``settings.EXMAINT`` (config/settings.py parses and checks them at start-up)."""
+from __future__ import annotations
+
+from django.conf import settings
+
+from .clock import RealClock, ScaledClock, parse_clock
+
+
+def lease_seconds() -> int:
+    """How long a worker's lease on a window lasts without renewal; a crashed worker's run is taken over after it."""
+    return settings.EXMAINT["LEASE_SECONDS"]
+
+
+def watchdog_grace_minutes() -> int:
+    """How long past window_end a running/paused change may stay before the watchdog raises an overrun alert."""
+    return settings.EXMAINT["WATCHDOG_GRACE_MINUTES"]
+
+
+def allow_unencrypted_basic() -> bool:
+    """Basic auth over plain HTTP to a non-loopback host sends the password readable on the wire: off by default."""
+    return settings.EXMAINT["ALLOW_UNENCRYPTED_BASIC"]
+
+
+def exit_retry_attempts() -> int:
+    """How many times an exit step is tried while the server is unreachable (backoff doubles from 30 s)."""
+    return settings.EXMAINT["EXIT_RETRY_ATTEMPTS"]
+
+
+def make_clock() -> RealClock | ScaledClock:
+    """``real`` (default) or ``scaled:<speed>`` (demo: a 60 s poll sleeps 60/speed s)."""
+    return parse_clock(settings.EXMAINT["RUNNER_CLOCK"])

@@ -1,0 +1,501 @@
+"""The engine: runs a change's plan one step at a time, every step persisted, resumable on any worker.
+
+Rules it keeps (docs: /work/shared/style.md, issue 4 "Execution"):
+
+- One worker runs a change: a lease on ``WindowRun`` (compare-and-set on ``lock_owner``/``lock_expires_at``),
+  renewed by a heartbeat while a step runs; an expired lease (a dead worker) may be taken over.
+- No database transaction is open while PowerShell runs. A step is marked ``running`` in one short transaction, runs,
+  and its result (status, commands, findings, issues, summary) plus the plan state (``WindowRun.context``) are
+  written in another. A failure later in the plan never loses what earlier steps did.
+- StepFailed, or a session error left after the context's read retries, pauses the window for an operator. During
+  the exit an unreachable server is retried with backoff first: leaving it in maintenance is the worst outcome.
+- ``Hold`` parks the run (the change stays ``running``) until the operator's work-done report or ``until``.
+- After a crash a step found ``running`` is re-run when idempotent (check-then-set re-verifies); otherwise it is
+  failed as half-done and the window pauses.
+- ``WindowRun.aborting`` (an operator's abort) skips what is left of pre-check/enter/work and runs exit + verify.
+
+``WindowRun.context`` holds one plan state per server: ``{"EX01": {...ctx.state...}}``.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import connection, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from changes.models import Alert, Change, Server, StepRun, WindowRun
+from changes.queue import enqueue_run
+from changes.run_services import alert_raise
+from changes.services import change_transition
+from changes.states import State
+
+from . import conf
+from .context import ExecutionContext
+from .exchange.session import Endpoint, ExchangeSession, ExchangeSessionError
+from .step_types import Hold, Issue, Options, Phase, Plan, Poll, ServerInfo, Step, StepFailed, StepOutcome
+
+log = logging.getLogger(__name__)
+
+ACTOR = "system:runner"
+S = StepRun.Status
+PlanBuilder = Callable[[str, ServerInfo, Options], Plan]
+SessionsFactory = Callable[[Server], Any]  # returns callable(Endpoint) -> ExchangeSession with .close()
+
+HALF_DONE = "found half-done after a worker crash; check the server"
+_ABORTABLE = (Phase.PRECHECK, Phase.ENTER, Phase.WORK)
+_TOUCHING = (Phase.ENTER, Phase.WORK, Phase.EXIT, Phase.VERIFY)
+
+
+# --- public -------------------------------------------------------------------------------------------------------
+
+
+def default_plan_builder(name: str, server: ServerInfo, options: Options) -> Plan:
+    from runner.plans import build_plan  # the plans module is loaded lazily: it is large and optional in tests
+
+    return build_plan(name, server, options)
+
+
+def default_sessions_factory(server: Server) -> Any:
+    from .sessions import open_sessions
+
+    return open_sessions(server)
+
+
+def options_from(data: dict[str, Any] | None) -> Options:
+    """``WindowRun.options`` (JSON) as ``Options``; unknown keys are ignored."""
+    data = data or {}
+    kwargs: dict[str, Any] = {}
+    if "clear_setup_leftovers" in data:
+        kwargs["clear_setup_leftovers"] = bool(data["clear_setup_leftovers"])
+    if "backup_max_age_hours" in data:
+        kwargs["backup_max_age_hours"] = int(data["backup_max_age_hours"])
+    if isinstance(data.get("queue_drain"), dict):
+        kwargs["queue_drain"] = Poll(**data["queue_drain"])
+    return Options(**kwargs)
+
+
+def describe_plan(plan: Plan) -> dict[str, Any]:
+    """A plan as JSON: what would run, in order, and how each step may be handled."""
+    return {
+        "name": plan.name,
+        "variant": plan.variant,
+        "steps": [
+            {"key": s.key, "phase": str(s.phase), "title": s.title, "idempotent": s.idempotent,
+             "skippable": s.skippable, "mutating": s.mutating, "gate": s.gate, "rollback": s.rollback}
+            for s in plan.steps
+        ],
+    }
+
+
+def run_window(
+    change_id: int,
+    *,
+    worker: str,
+    clock: Any = None,
+    sessions_factory: SessionsFactory | None = None,
+    plan_builder: PlanBuilder | None = None,
+    on_step: Callable[[str, ExecutionContext], None] | None = None,
+) -> str:
+    """Run (or continue) the window of ``change_id`` as far as it can go now. Returns what happened:
+    ``completed``, ``aborted``, ``paused``, ``held``, ``busy`` (another worker holds the lease), ``lost lease``,
+    or ``idle: <state>`` (nothing to do). ``on_step(key, ctx)`` is called after each step ran (the benchmark reads
+    the context's command and wait times)."""
+    change = Change.objects.filter(pk=change_id).only("state").first()
+    if change is None:
+        return "idle: no such change"
+    if change.state != State.RUNNING:
+        return f"idle: {change.state}"
+    lease = Lease.acquire(change_id, worker)
+    if lease is None:
+        return "busy"
+    try:
+        with lease.heartbeat():
+            engine = _Engine(change_id, lease, clock=clock or conf.make_clock(),
+                             sessions_factory=sessions_factory or default_sessions_factory,
+                             plan_builder=plan_builder or default_plan_builder, on_step=on_step)
+            try:
+                return engine.run()
+            except LeaseLost:
+                log.warning("change %s: %s lost its lease; another worker took over", change_id, worker)
+                return "lost lease"
+            finally:
+                engine.close()
+    finally:
+        lease.release()
+
+
+# --- the lease ------------------------------------------------------------------------------------------------------
+
+
+class LeaseLost(Exception):
+    """Another worker took the run over (this one stalled past its lease): stop without writing anything."""
+
+
+@dataclass
+class Lease:
+    run_id: int
+    token: str
+    seconds: int
+
+    @classmethod
+    def acquire(cls, change_id: int, worker: str) -> Lease | None:
+        """Take the run's lease if it is free or expired (compare-and-set). The token is unique per call, so two
+        threads of one process never share a lease."""
+        run = WindowRun.objects.filter(change_id=change_id).only("pk").first()
+        if run is None:
+            return None
+        seconds = conf.lease_seconds()
+        token = f"{worker}#{uuid.uuid4().hex[:8]}"[:200]
+        now = timezone.now()
+        taken = WindowRun.objects.filter(pk=run.pk).filter(
+            Q(lock_owner="") | Q(lock_expires_at__isnull=True) | Q(lock_expires_at__lt=now)
+        ).update(lock_owner=token, lock_expires_at=now + timedelta(seconds=seconds))
+        return cls(run.pk, token, seconds) if taken else None
+
+    def mine(self) -> Any:
+        return WindowRun.objects.filter(pk=self.run_id, lock_owner=self.token)
+
+    def renew(self) -> bool:
+        return bool(self.mine().update(lock_expires_at=timezone.now() + timedelta(seconds=self.seconds)))
+
+    def release(self) -> None:
+        self.mine().update(lock_owner="", lock_expires_at=None)
+
+    @contextlib.contextmanager
+    def heartbeat(self) -> Iterator[threading.Event]:
+        """Renew the lease every third of its length while the engine works (a step may poll for many minutes)."""
+        stop, lost = threading.Event(), threading.Event()
+
+        def beat() -> None:
+            try:
+                while not stop.wait(max(1.0, self.seconds / 3)):
+                    if not self.renew():
+                        lost.set()
+                        return
+            except Exception:  # a database hiccup: the main thread renews between steps anyway
+                log.exception("lease heartbeat failed")
+            finally:
+                connection.close()  # this thread's own connection
+
+        thread = threading.Thread(target=beat, name=f"lease-{self.run_id}", daemon=True)
+        thread.start()
+        try:
+            yield lost
+        finally:
+            stop.set()
+            thread.join(timeout=10)
+
+
+# --- the engine -----------------------------------------------------------------------------------------------------
+
+
+class _Engine:
+    def __init__(self, change_id: int, lease: Lease, *, clock: Any, sessions_factory: SessionsFactory,
+                 plan_builder: PlanBuilder, on_step: Callable[[str, ExecutionContext], None] | None = None) -> None:
+        self.change_id = change_id
+        self.on_step = on_step
+        self.lease = lease
+        self.clock = clock
+        self.sessions_factory = sessions_factory
+        self.plan_builder = plan_builder
+        self._sessions: dict[int, Any] = {}
+        self.plans: dict[int, Plan] = {}
+        self.infos: dict[int, ServerInfo] = {}
+        self.servers: dict[int, Server] = {}
+
+    def close(self) -> None:
+        for sessions in self._sessions.values():
+            try:
+                sessions.close()
+            except Exception:  # closing must not hide the run's outcome
+                log.exception("closing sessions failed")
+        self._sessions.clear()
+
+    def sessions(self, server_id: int) -> Callable[[Endpoint], ExchangeSession]:
+        if server_id not in self._sessions:
+            self._sessions[server_id] = self.sessions_factory(self.servers[server_id])
+        return self._sessions[server_id]
+
+    # -- setup ---------------------------------------------------------------------------------------------------
+
+    def run(self) -> str:
+        change = Change.objects.get(pk=self.change_id)
+        if change.state != State.RUNNING:  # finished by the worker that held the lease before us
+            return f"idle: {change.state}"
+        self.change = change
+        run = WindowRun.objects.get(pk=self.lease.run_id)
+        # Blocking alerts are answered by the operator's decision that set the change running again.
+        Alert.objects.filter(change_id=self.change_id, cleared_at__isnull=True,
+                             kind__in=[Alert.Kind.UNREACHABLE, Alert.Kind.PRECHECK_BLOCKED]).update(
+            cleared_at=timezone.now())
+        from .sessions import server_info
+
+        options = options_from(run.options)
+        for server in change.servers.order_by("name"):
+            self.servers[server.pk] = server
+            self.infos[server.pk] = server_info(server)
+            try:
+                self.plans[server.pk] = self.plan_builder(run.plan, self.infos[server.pk], options)
+            except Exception as exc:
+                log.exception("change %s: cannot build plan %r for %s", self.change_id, run.plan, server.name)
+                if run.aborting and not StepRun.objects.filter(change_id=self.change_id, attempts__gt=0).exists():
+                    return self._finish(run)
+                return self._pause(None, f"cannot build plan {run.plan!r} for {server.name}: {exc}",
+                                   Alert.Kind.PAUSED, server)
+        self.options = options
+        self._create_steps(run)
+        self.rows: list[StepRun] | None = None
+        self.states: dict[str, dict[str, Any]] = dict(run.context or {})
+        while True:
+            outcome = self._next(change)
+            if outcome is not None:
+                return outcome
+
+    def _create_steps(self, run: WindowRun) -> None:
+        if StepRun.objects.filter(change_id=self.change_id).exists():
+            return
+        rows, order = [], 0
+        for server_id, plan in self.plans.items():
+            for step in plan.steps:
+                order += 1
+                rows.append(StepRun(
+                    change_id=self.change_id, order=order, phase=str(step.phase), key=step.key,
+                    name=step.title[:100], idempotent=step.idempotent, skippable=step.skippable,
+                    mutating=step.mutating, server_id=server_id,
+                ))
+        variants = sorted({p.variant for p in self.plans.values()})
+        with transaction.atomic():
+            StepRun.objects.bulk_create(rows)
+            self.lease.mine().update(variant=",".join(variants)[:32])
+
+    # -- one iteration ---------------------------------------------------------------------------------------------
+
+    def _next(self, change: Change) -> str | None:
+        # The plan state (context) lives in memory while this worker holds the lease: not re-read every step.
+        run = WindowRun.objects.defer("context", "options").get(pk=self.lease.run_id)
+        if run.lock_owner != self.lease.token:
+            raise LeaseLost
+        if self.rows is None:
+            # Read once, then kept in step with what this worker writes: while the change runs, only the lease
+            # holder writes its steps (operators decide only on a paused change, i.e. between runs).
+            self.rows = list(StepRun.objects.filter(change_id=self.change_id).defer("findings", "output_summary")
+                             .order_by("order"))
+        rows = self.rows
+        if run.aborting and self._apply_abort(rows):
+            self.rows = None
+            return None  # re-read after the skips
+        row = next((r for r in rows if r.status in (S.PENDING, S.RUNNING)
+                    or (r.status == S.FAILED and not (run.aborting and r.phase in _ABORTABLE))), None)
+        if row is None:
+            return self._finish(run)
+        step = self._step_for(row)
+        if row.status == S.FAILED:
+            if run.aborting and row.phase in (Phase.EXIT, Phase.VERIFY):
+                # Abort after an exit step failed: the exit is exactly what abort must finish, so try it again.
+                StepRun.objects.filter(pk=row.pk, status=S.FAILED).update(status=S.PENDING)
+                row.status = S.PENDING
+                return None
+            return self._pause(row, f"step {row.order} ({row.name}) is failed and awaits an operator decision",
+                               Alert.Kind.PAUSED)
+        if step is None:
+            return self._fail_and_pause(row, f"the plan no longer has a step {row.key!r}", [], [], {})
+        resumed_issue: Issue | None = None
+        if row.status == S.RUNNING:
+            if run.wake_at is not None:
+                pass  # a held step: it runs again (it checks the work-done report or the time)
+            elif step.idempotent:
+                resumed_issue = Issue("found running after a worker crash",
+                                      "re-run: the step is idempotent and re-verifies the server", True)
+            else:
+                return self._fail_and_pause(row, HALF_DONE, [], [], {})
+        self._mark_running(row)
+        return self._execute(change, run, row, step, resumed_issue)
+
+    def _step_for(self, row: StepRun) -> Step | None:
+        plan = self.plans.get(row.server_id)
+        if plan is None:
+            return None
+        try:
+            return plan.step(row.key)
+        except KeyError:
+            return None
+
+    def _apply_abort(self, rows: list[StepRun]) -> bool:
+        """Skip what abort leaves out: pre-check/enter/work still to do, and everything on servers the run never
+        touched. Returns whether anything changed."""
+        reason = next((r.resolution for r in reversed(rows) if r.decision == "abort" and r.resolution), "")
+        note = f"aborted by operator: {reason}" if reason else "aborted by operator"
+        touched = {r.server_id for r in rows if r.phase in _TOUCHING and r.attempts > 0}
+        now = timezone.now()
+        changed = 0
+        with transaction.atomic():
+            for r in rows:
+                if r.status not in (S.PENDING, S.RUNNING):
+                    continue
+                if r.phase in _ABORTABLE or r.server_id not in touched:
+                    changed += StepRun.objects.filter(pk=r.pk, status=r.status).update(
+                        status=S.SKIPPED, output_summary=note, finished_at=now)
+            if changed:
+                self.lease.mine().update(wake_at=None)
+        return bool(changed)
+
+    def _mark_running(self, row: StepRun) -> None:
+        now = timezone.now()
+        with transaction.atomic():
+            if not self.lease.mine().update(lock_expires_at=now + timedelta(seconds=self.lease.seconds), wake_at=None):
+                raise LeaseLost
+            StepRun.objects.filter(pk=row.pk, status=row.status).update(
+                status=S.RUNNING, attempts=F("attempts") + 1, started_at=now, finished_at=None, error="")
+        row.attempts += 1
+        row.status = S.RUNNING
+
+    # -- running a step ----------------------------------------------------------------------------------------------
+
+    def _state_for(self, row: StepRun, run: WindowRun) -> dict[str, Any]:
+        server = self.servers[row.server_id]
+        state = self.states.setdefault(server.name, {})
+        state["window_end"] = self.change.window_end.isoformat()
+        state["work_done"] = run.work_done_at is not None
+        state["work_notes"] = run.work_notes
+        if run.work_done_at is not None:
+            state["work_done_at"] = run.work_done_at.isoformat()
+        return state
+
+    def _execute(self, change: Change, run: WindowRun, row: StepRun, step: Step,
+                 resumed_issue: Issue | None) -> str | None:
+        ctx = ExecutionContext(server=self.infos[row.server_id], sessions=self.sessions(row.server_id),
+                               clock=self.clock, options=self.options, state=self._state_for(row, run))
+        if resumed_issue is not None:
+            ctx.issues.append(resumed_issue)
+        attempts = conf.exit_retry_attempts() if step.phase == Phase.EXIT and step.idempotent else 1
+        try:
+            return self._attempts(row, step, ctx, attempts)
+        finally:
+            if self.on_step is not None:
+                self.on_step(step.key, ctx)
+
+    def _attempts(self, row: StepRun, step: Step, ctx: ExecutionContext, attempts: int) -> str | None:
+        delay = 30.0
+        for attempt in range(1, attempts + 1):
+            try:
+                outcome = step.run(ctx)
+            except Hold as hold:
+                return self._hold(row, ctx, hold)
+            except StepFailed as exc:
+                kind = Alert.Kind.PRECHECK_BLOCKED if step.gate else Alert.Kind.PAUSED
+                return self._fail_and_pause(row, str(exc), ctx.commands, ctx.issues, exc.findings, kind=kind)
+            except ExchangeSessionError as exc:
+                if exc.retryable and attempt < attempts:
+                    # The exit must happen: a server left in maintenance is the worst outcome of a window.
+                    ctx.issues.append(Issue(f"server unreachable during the exit ({exc})",
+                                            f"retried after {delay:.0f} s (attempt {attempt + 1} of {attempts})"))
+                    ctx.wait(delay)
+                    delay *= 2
+                    StepRun.objects.filter(pk=row.pk).update(attempts=F("attempts") + 1)
+                    row.attempts += 1
+                    continue
+                kind = Alert.Kind.UNREACHABLE if exc.retryable else Alert.Kind.PAUSED
+                if step.gate and not exc.retryable:
+                    kind = Alert.Kind.PRECHECK_BLOCKED
+                message = f"{type(exc).__name__}: {exc}"
+                if attempts > 1:
+                    message += f" (after {attempts} attempts)"
+                return self._fail_and_pause(row, message, ctx.commands, ctx.issues, {}, kind=kind)
+            except Exception as exc:  # a bug in a step must pause the window, never leave it "running"
+                log.exception("change %s: step %s raised", self.change_id, step.key)
+                return self._fail_and_pause(row, f"internal error in the step: {type(exc).__name__}: {exc}",
+                                            ctx.commands, ctx.issues, {})
+            return self._passed(row, ctx, outcome)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _commands(self, row: StepRun, ctx_commands: list) -> list[dict[str, Any]]:
+        # Earlier attempts stay in the log: the report shows what was sent before a retry or a crash. ``row`` was
+        # read at the start of this iteration, and only the lease holder writes a running step.
+        return list(row.commands or []) + [dict(c.as_dict(), step_attempt=row.attempts) for c in ctx_commands]
+
+    def _issues(self, row: StepRun, issues: list[Issue]) -> list[dict[str, Any]]:
+        return list(row.issues or []) + [{"summary": i.summary, "resolution": i.resolution, "automatic": i.automatic}
+                                         for i in issues]
+
+    def _save_context(self, **extra: Any) -> None:
+        fields = {"context": _jsonable(self.states),
+                  "lock_expires_at": timezone.now() + timedelta(seconds=self.lease.seconds), **extra}
+        if not self.lease.mine().update(**fields):
+            raise LeaseLost
+
+    def _passed(self, row: StepRun, ctx: ExecutionContext, outcome: StepOutcome) -> None:
+        status = S.SKIPPED if outcome.status == "skipped" else S.PASSED
+        commands, issues = self._commands(row, ctx.commands), self._issues(row, ctx.issues + list(outcome.issues))
+        with transaction.atomic():
+            self._save_context()
+            StepRun.objects.filter(pk=row.pk).update(
+                status=status, finished_at=timezone.now(), commands=commands, issues=issues,
+                findings=_jsonable(outcome.findings), output_summary=outcome.summary, error="")
+        row.status, row.commands, row.issues = status, commands, issues
+        log.info("change %s step %s %s: %s", self.change_id, row.order, status, outcome.summary)
+        return None
+
+    def _hold(self, row: StepRun, ctx: ExecutionContext, hold: Hold) -> str:
+        remaining = (hold.until - self.clock.now()).total_seconds()
+        if remaining <= 0:
+            # A hold that is already due would wake at once and hold again: a plan bug, not something to spin on.
+            return self._fail_and_pause(row, f"the step held past its time ({hold})", ctx.commands, ctx.issues, {})
+        delay = remaining / float(getattr(self.clock, "speed", 1.0))
+        wake_at = timezone.now() + timedelta(seconds=delay)
+        commands, issues = self._commands(row, ctx.commands), self._issues(row, ctx.issues)
+        with transaction.atomic():
+            self._save_context(wake_at=wake_at, lock_owner="", lock_expires_at=None)
+            StepRun.objects.filter(pk=row.pk).update(output_summary=f"waiting… {hold}", commands=commands,
+                                                     issues=issues)
+            enqueue_run(self.change_id, eta=wake_at)
+        log.info("change %s step %s holds until %s: %s", self.change_id, row.order, wake_at.isoformat(), hold)
+        return "held"
+
+    def _fail_and_pause(self, row: StepRun, message: str, ctx_commands: list, ctx_issues: list[Issue],
+                        findings: dict[str, Any], *, kind: str = Alert.Kind.PAUSED) -> str:
+        commands, issues = self._commands(row, ctx_commands), self._issues(row, ctx_issues)
+        with transaction.atomic():
+            self._save_context()
+            StepRun.objects.filter(pk=row.pk).update(
+                status=S.FAILED, finished_at=timezone.now(), commands=commands, issues=issues,
+                findings=_jsonable(findings), output_summary=message[:2000], error=message)
+            return self._pause(row, f"step {row.order} ({row.name}) failed: {message}", kind)
+
+    def _pause(self, row: StepRun | None, message: str, kind: str, server: Server | None = None) -> str:
+        server = server or (self.servers.get(row.server_id) if row is not None else None)
+        with transaction.atomic():
+            change_transition(self.change_id, State.PAUSED, actor=ACTOR, reason=message[:1000])
+            alert_raise(kind, f"{self.change.number}: {message}", actor=ACTOR, change=self.change, server=server)
+        log.warning("change %s paused: %s", self.change_id, message)
+        return "paused"
+
+    def _finish(self, run: WindowRun) -> str:
+        final = State.ABORTED if run.aborting else State.COMPLETED
+        with transaction.atomic():
+            if not self.lease.mine().update(finished_at=timezone.now(), wake_at=None):
+                raise LeaseLost
+            change_transition(self.change_id, final, actor=ACTOR,
+                              reason="exit and verification done after an abort" if run.aborting
+                              else "all steps done")
+        log.info("change %s %s", self.change_id, final)
+        return str(final)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return str(value)

@@ -1,0 +1,113 @@
+"""Sessions and server descriptions built from the inventory (``changes.models.Server``).
+
+``open_sessions(server)`` returns a ``ServerSessions``: call it with an ``Endpoint`` to get that endpoint's session
+(opened lazily, one ``PypsrpSession`` per endpoint, reused), and ``close()`` it when the window's work on the server
+is done — Exchange throttles concurrent shells per user, and leaked ones count until they expire.
+"""
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+from changes.models import Server
+
+from . import conf
+from .exchange.pypsrp_session import EndpointConfig, PypsrpSession
+from .exchange.session import Endpoint, ExchangeSession, ExchangeSessionError
+from .step_types import ServerInfo
+
+
+class InventoryError(ExchangeSessionError):
+    """The inventory entry cannot be turned into a safe connection (bad URL, basic auth in clear text, ...)."""
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def endpoint_config(server: Server, endpoint: Endpoint) -> EndpointConfig:
+    """How to reach one endpoint of ``server``: the Exchange endpoint (``/PowerShell``, Microsoft.Exchange) or the
+    default WinRM endpoint (Microsoft.PowerShell). Raises InventoryError for unusable or unsafe entries."""
+    url = server.effective_endpoint_url if endpoint == Endpoint.EXCHANGE else server.effective_winrm_url
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    encryption = "auto"
+    if server.auth_method == Server.AuthMethod.BASIC and parts.scheme == "http":
+        # Basic auth cannot wrap messages (only Kerberos/NTLM/Negotiate encrypt over HTTP), so the password and
+        # every command would cross the network readable. Acceptable only on loopback (the simulator, an SSH
+        # tunnel) or when an operator explicitly allows it for a trusted link.
+        if not (_is_loopback(host) or conf.allow_unencrypted_basic()):
+            raise InventoryError(
+                f"{server.name}: basic authentication over plain HTTP to {host} would send the password in clear "
+                "text; use https, Kerberos/NTLM, or set EXMAINT_ALLOW_UNENCRYPTED_BASIC=true for a trusted link"
+            )
+        encryption = "never"
+    timeout = int(server.operation_timeout or 30)
+    try:
+        return EndpointConfig(
+            url=url,
+            configuration_name=endpoint.value,
+            auth=server.auth_method,
+            username=server.username or None,
+            password=server.get_password() or None,
+            cert_validation=bool(server.verify_tls),
+            operation_timeout=timeout,
+            # A WinRM Receive long-polls for the operation timeout: the HTTP read must outlast it.
+            read_timeout=timeout + 15,
+            encryption=encryption,
+        )
+    except ValueError as exc:
+        raise InventoryError(f"{server.name} {endpoint.value}: {exc}") from None
+
+
+class ServerSessions:
+    """Lazy sessions to one server, one per endpoint; ``close()`` closes every one that was opened."""
+
+    def __init__(self, server: Server, *, factory: Callable[[str, dict], ExchangeSession] | None = None) -> None:
+        self.server = server
+        self._factory = factory or PypsrpSession
+        self._sessions: dict[Endpoint, ExchangeSession] = {}
+
+    def __call__(self, endpoint: Endpoint) -> ExchangeSession:
+        endpoint = Endpoint(endpoint)
+        session = self._sessions.get(endpoint)
+        if session is None:
+            session = self._factory(self.server.name, {endpoint: endpoint_config(self.server, endpoint)})
+            self._sessions[endpoint] = session
+        return session
+
+    def close(self) -> None:
+        sessions, self._sessions = list(self._sessions.values()), {}
+        for session in sessions:
+            session.close()
+
+    def __enter__(self) -> ServerSessions:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+
+def open_sessions(server: Server) -> ServerSessions:
+    return ServerSessions(server)
+
+
+def _info(server: Server, peers: tuple[ServerInfo, ...] = ()) -> ServerInfo:
+    return ServerInfo(name=server.name, fqdn=server.fqdn, dag_name=server.dag_name or None, peers=peers,
+                      version=server.version)
+
+
+def server_info(server: Server) -> ServerInfo:
+    """The plan's view of ``server``: name, FQDN, DAG and the other members of its DAG from the inventory."""
+    peers: tuple[ServerInfo, ...] = ()
+    if server.dag_name:
+        others = Server.objects.filter(dag_name=server.dag_name).exclude(pk=server.pk).order_by("name")
+        peers = tuple(_info(peer) for peer in others)
+    return _info(server, peers)

@@ -1,0 +1,201 @@
+"""The dry run over HTTP, and sessions built from the inventory (through the real pypsrp client where it matters)."""
+from __future__ import annotations
+
+import socket
+from datetime import timedelta
+
+import pytest
+from django.test import override_settings
+
+from changes import services
+from changes.models import Server
+from runner.api import DryRunView
+from runner.exchange.session import AuthenticationFailed, Endpoint
+from runner.sessions import InventoryError, endpoint_config, open_sessions, server_info
+from runner.simulator.endpoint import start_endpoint
+from tests.conftest import SATURDAY_NIGHT
+
+from .support import build_test_plan, mutating_commands, sim_factory
+
+pytestmark = [pytest.mark.django_db, pytest.mark.urls("tests.runner.engine.urls")]
+
+USER, PASSWORD = "exmaint-svc", "Sim-Passw0rd-for-tests"
+
+
+def awaiting_change(requester):
+    change, _ = services.change_create(actor=requester, data={
+        "source": "servicenow", "external_ref": "CHG-DRY", "title": "Patch", "description": "",
+        "change_type": "normal", "risk": "medium", "impact": "low", "servers": ["EX01"], "plan": "maintenance",
+        "window_start": SATURDAY_NIGHT, "window_end": SATURDAY_NIGHT + timedelta(hours=2),
+        "requested_by": "carol@example.com", "notify": [], "callback_url": "",
+    })
+    return change
+
+
+@pytest.fixture
+def dry_run_seams(monkeypatch, sim, hooks):
+    monkeypatch.setattr(DryRunView, "sessions_factory", sim_factory(sim))
+    monkeypatch.setattr(DryRunView, "plan_builder", build_test_plan(hooks))
+
+
+def test_a_dry_run_before_approval_returns_the_plan_and_what_the_prechecks_found(
+        api, requester, servers, operator, alice, sim, dry_run_seams) -> None:
+    change = awaiting_change(requester)
+    for user in (operator, alice, requester):
+        response = api(user).post(f"/api/v1/changes/{change.pk}/dry-run/")
+        assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["plan"]["name"] == "maintenance"
+    assert [s["key"] for s in body["plan"]["steps"]][:3] == ["precheck.active", "enter.snapshot",
+                                                            "enter.hub_draining"]
+    assert body["prechecks"] == [{
+        "server": "EX01", "key": "precheck.active", "title": "Server fully Active", "gate": True, "status": "passed",
+        "summary": "server fully Active", "findings": {"ServerWideOffline": "Active"}, "issues": [], "error": "",
+    }]
+    assert mutating_commands(sim) == []
+    change.refresh_from_db()
+    assert change.state == "awaiting_approval"
+
+
+def test_a_dry_run_shows_a_failing_gate_without_pausing_anything(api, requester, servers, operator, sim,
+                                                                 dry_run_seams) -> None:
+    sim.inject("already-in-maintenance", "EX01")
+    change = awaiting_change(requester)
+    body = api(operator).post(f"/api/v1/changes/{change.pk}/dry-run/").json()
+    assert body["prechecks"][0]["status"] == "failed"
+    assert body["prechecks"][0]["error"] == "ServerWideOffline is Inactive"
+
+
+def test_a_dry_run_is_refused_to_identities_with_no_part_in_the_change(api, requester, servers, auditor,
+                                                                       outsider, dry_run_seams) -> None:
+    change = awaiting_change(requester)
+    assert api(auditor).post(f"/api/v1/changes/{change.pk}/dry-run/").status_code == 403
+    assert api(outsider).post(f"/api/v1/changes/{change.pk}/dry-run/").status_code == 403
+    assert api(None).post(f"/api/v1/changes/{change.pk}/dry-run/").status_code in (401, 403)
+
+
+def test_an_unreachable_server_answers_503_with_a_message(api, requester, servers, operator, sim,
+                                                          dry_run_seams) -> None:
+    sim.inject("unreachable", "EX01", times=100)
+    change = awaiting_change(requester)
+    response = api(operator).post(f"/api/v1/changes/{change.pk}/dry-run/")
+    assert response.status_code == 503
+    assert response.json()["code"] == "server_unreachable" and "EX01" in response.json()["detail"]
+
+
+def test_refused_credentials_answer_502(api, requester, servers, operator, monkeypatch, dry_run_seams) -> None:
+    class Refusing:
+        def __call__(self, endpoint):
+            return self
+
+        def run(self, *args, **kwargs):
+            raise AuthenticationFailed("EX01: the endpoint refused the credentials")
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(DryRunView, "sessions_factory", lambda server: Refusing())
+    change = awaiting_change(requester)
+    response = api(operator).post(f"/api/v1/changes/{change.pk}/dry-run/")
+    assert (response.status_code, response.json()["code"]) == (502, "remoting_failed")
+
+
+def test_an_unknown_plan_answers_422(api, requester, servers, operator, monkeypatch, dry_run_seams) -> None:
+    def broken(name, server, options):
+        raise ValueError(f"no plan named {name!r}")
+
+    monkeypatch.setattr(DryRunView, "plan_builder", broken)
+    change = awaiting_change(requester)
+    response = api(operator).post(f"/api/v1/changes/{change.pk}/dry-run/")
+    assert (response.status_code, response.json()["code"]) == (422, "plan_unavailable")
+
+
+# --- sessions from the inventory ------------------------------------------------------------------------------------
+
+
+def simulated_inventory(endpoint, name: str = "EX01") -> Server:
+    server = Server.objects.get(name=name)
+    server.endpoint_url = endpoint.url_for(name, Endpoint.EXCHANGE.value)
+    server.winrm_url = endpoint.url_for(name, Endpoint.DEFAULT.value)
+    server.auth_method, server.username = "basic", USER
+    server.set_password(PASSWORD)
+    server.save()
+    return server
+
+
+def test_the_dry_run_goes_through_pypsrp_to_the_server_of_the_inventory(api, requester, servers, operator, sim,
+                                                                        hooks, monkeypatch) -> None:
+    monkeypatch.setattr(DryRunView, "plan_builder", build_test_plan(hooks))
+    with start_endpoint(sim, users={USER: PASSWORD}, auth=("basic",)) as endpoint:
+        simulated_inventory(endpoint)
+        change = awaiting_change(requester)
+        response = api(operator).post(f"/api/v1/changes/{change.pk}/dry-run/")
+        assert response.status_code == 200, response.content
+        assert response.json()["prechecks"][0]["status"] == "passed"
+        assert endpoint.open_shells() == []  # the session was closed
+    assert [c.cmdlet for c in sim.commands] == ["Get-ServerComponentState"]
+
+
+def test_a_closed_port_answers_503(api, requester, servers, operator, hooks, monkeypatch) -> None:
+    monkeypatch.setattr(DryRunView, "plan_builder", build_test_plan(hooks))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = servers["EX01"]
+    server.endpoint_url = f"http://127.0.0.1:{port}/EX01/PowerShell"
+    server.auth_method, server.username = "basic", USER
+    server.set_password(PASSWORD)
+    server.save()
+    change = awaiting_change(requester)
+    response = api(operator).post(f"/api/v1/changes/{change.pk}/dry-run/")
+    assert response.status_code == 503, response.content
+
+
+def test_endpoint_configs_come_from_the_inventory_with_the_password_decrypted(servers) -> None:
+    server = servers["EX01"]
+    server.auth_method, server.username, server.operation_timeout = "ntlm", "CORP\\svc-exmaint", 45
+    server.verify_tls = False
+    server.set_password("S3cret!pass")
+    exchange = endpoint_config(server, Endpoint.EXCHANGE)
+    assert (exchange.host, exchange.port, exchange.path, exchange.configuration_name) == (
+        "ex01.corp.example", 80, "PowerShell", "Microsoft.Exchange")
+    assert (exchange.auth, exchange.username, exchange.password, exchange.cert_validation) == (
+        "ntlm", "CORP\\svc-exmaint", "S3cret!pass", False)
+    assert exchange.operation_timeout == 45 and exchange.read_timeout > 45
+    assert "S3cret" not in repr(exchange)
+    default = endpoint_config(server, Endpoint.DEFAULT)
+    assert (default.port, default.path, default.configuration_name) == (5985, "wsman", "Microsoft.PowerShell")
+
+
+def test_basic_auth_in_clear_text_is_refused_except_on_loopback_or_when_allowed(servers) -> None:
+    server = servers["EX01"]
+    server.auth_method = "basic"
+    with pytest.raises(InventoryError, match="clear text"):
+        endpoint_config(server, Endpoint.EXCHANGE)
+    with override_settings(EXMAINT={"ALLOW_UNENCRYPTED_BASIC": True}):
+        assert endpoint_config(server, Endpoint.EXCHANGE).encryption == "never"
+    server.endpoint_url = "http://127.0.0.1:5985/EX01/PowerShell"
+    assert endpoint_config(server, Endpoint.EXCHANGE).encryption == "never"
+    server.endpoint_url = "https://ex01.corp.example/PowerShell"
+    assert endpoint_config(server, Endpoint.EXCHANGE).encryption == "auto"
+
+
+def test_sessions_open_lazily_one_per_endpoint_and_close_together(servers, sim) -> None:
+    with start_endpoint(sim, users={USER: PASSWORD}, auth=("basic",)) as endpoint:
+        server = simulated_inventory(endpoint)
+        sessions = open_sessions(server)
+        assert endpoint.stats.total_creates() == 0
+        exchange = sessions(Endpoint.EXCHANGE)
+        assert sessions(Endpoint.EXCHANGE) is exchange
+        result = exchange.run("Get-ServerComponentState", {"Identity": "EX01", "Component": "HubTransport"})
+        assert result.output[0]["State"] == "Active"
+        sessions(Endpoint.DEFAULT).run("Get-Service", {"Name": "MSExchangeTransport"}, endpoint=Endpoint.DEFAULT)
+        assert len(endpoint.open_shells()) == 2
+        sessions.close()
+        assert endpoint.open_shells() == []
+
+
+def test_server_info_names_the_dag_peers_from_the_inventory(servers) -> None:
+    info = server_info(servers["EX03"])
+    assert (info.name, info.dag_name, [p.name for p in info.peers]) == ("EX03", "DAG1", ["EX02", "EX04"])
+    assert server_info(servers["EX01"]).peers == ()

@@ -1,0 +1,99 @@
+"""The real maintenance plan (runner.plans) through the real pypsrp client and the WinRM/PSRP endpoint serving the
+simulator: a standalone server from scheduled to completed, and a stuck queue that pauses, is skipped and completes
+with its issue recorded."""
+from __future__ import annotations
+
+from collections import Counter
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from changes import services
+from changes.models import Server, StepRun, WindowRun
+from changes.run_services import change_resume, change_work_done
+from changes.states import State
+from runner.clock import SimulatedClock
+from runner.engine import run_window
+from runner.scheduler import start_due_windows
+from runner.simulator.endpoint import start_endpoint
+from runner.simulator.model import SimulatedExchange
+
+from .support import mutating_commands
+
+pytestmark = pytest.mark.django_db
+
+USER, PASSWORD = "exmaint-svc", "Sim-Passw0rd-for-tests"
+
+
+@pytest.fixture
+def served(servers):
+    sim = SimulatedExchange(start=timezone.now())
+    sim.add_standalone("EX01", fqdn="ex01.corp.example")
+    with start_endpoint(sim, users={USER: PASSWORD}, auth=("basic",)) as endpoint:
+        server = Server.objects.get(name="EX01")
+        server.endpoint_url = endpoint.url_for("EX01", "Microsoft.Exchange")
+        server.winrm_url = endpoint.url_for("EX01", "Microsoft.PowerShell")
+        server.auth_method, server.username = "basic", USER
+        server.set_password(PASSWORD)
+        server.save()
+        yield sim, endpoint
+
+
+def scheduled(requester):
+    now = timezone.now()
+    change, _ = services.change_create(actor=requester, data={
+        "source": "servicenow", "external_ref": "CHG-FULL", "title": "CU15", "description": "",
+        "change_type": "standard", "risk": "low", "impact": "low", "servers": ["EX01"], "plan": "maintenance",
+        "window_start": now - timedelta(minutes=1), "window_end": now + timedelta(hours=4),
+        "requested_by": "carol@example.com", "notify": [], "callback_url": "",
+    })
+    assert change.state == State.SCHEDULED
+    return change
+
+
+def statuses(change):
+    return dict(StepRun.objects.filter(change=change).order_by("order").values_list("key", "status"))
+
+
+def test_a_standalone_window_runs_from_scheduled_to_completed_through_pypsrp(requester, operator, served) -> None:
+    sim, endpoint = served
+    change = scheduled(requester)
+    assert start_due_windows() == [change.pk]
+    clock = SimulatedClock(sim)
+    assert run_window(change.pk, worker="w1", clock=clock) == "held"
+    assert statuses(change)["work.hold"] == StepRun.Status.RUNNING
+    assert sim.servers["EX01"].components.effective("ServerWideOffline") == "Inactive"
+    change_work_done(change, actor=operator, notes="CU15 installed, rebooted")
+    assert run_window(change.pk, worker="w2", clock=clock) == "completed"
+    change.refresh_from_db()
+    assert change.state == State.COMPLETED
+    assert set(statuses(change).values()) <= {StepRun.Status.PASSED, StepRun.Status.SKIPPED}
+    sent = Counter(mutating_commands(sim))
+    # Transport is restarted on the way in (to pick up Draining) and on the way out; everything else goes once.
+    assert {count for (cmdlet, _), count in sent.items() if cmdlet != "Restart-Service"} == {1}, sent
+    assert {count for (cmdlet, _), count in sent.items() if cmdlet == "Restart-Service"} == {2}, sent
+    assert [c.cmdlet for c in sim.commands if c.cmdlet.startswith("Set-")][0] == "Set-ServerComponentState"
+    assert sim.servers["EX01"].components.effective("ServerWideOffline") == "Active"
+    assert sim.servers["EX01"].components.effective("HubTransport") == "Active"
+    assert endpoint.open_shells() == []
+    assert WindowRun.objects.get(change=change).context["EX01"]
+
+
+def test_a_stuck_queue_pauses_takes_a_skip_and_completes_with_the_issue_recorded(requester, operator,
+                                                                                  served) -> None:
+    sim, _ = served
+    sim.inject("queue-stuck", "EX01")
+    change = scheduled(requester)
+    start_due_windows()
+    clock = SimulatedClock(sim)
+    assert run_window(change.pk, worker="w1", clock=clock) == "paused"
+    failed = StepRun.objects.get(change=change, status=StepRun.Status.FAILED)
+    assert failed.key == "enter.drain_queues"
+    change_resume(change, actor=operator, action="skip", reason="external queue to fabrikam.com: accepted")
+    assert run_window(change.pk, worker="w1", clock=clock) == "held"
+    change_work_done(change, actor=operator, notes="done")
+    assert run_window(change.pk, worker="w1", clock=clock) == "completed"
+    failed.refresh_from_db()
+    assert (failed.status, failed.resolution) == (StepRun.Status.SKIPPED, "external queue to fabrikam.com: accepted")
+    assert failed.error or failed.issues
