@@ -198,8 +198,9 @@ class StepRunSerializer(serializers.ModelSerializer):
     class Meta:
         model = StepRun
         fields = [
-            "id", "order", "phase", "name", "server", "status", "attempts", "started_at", "finished_at", "commands",
-            "output_summary", "error", "decision", "decided_by", "resolution",
+            "id", "order", "phase", "key", "name", "server", "status", "attempts", "started_at", "finished_at",
+            "commands", "output_summary", "findings", "issues", "error", "decision", "decided_by", "resolution",
+            "idempotent", "skippable", "mutating",
         ]
         read_only_fields = fields
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from . import errors
 from .binding import DEFAULT, EXCHANGE, REGISTRY, bind
-from .clock import DEFAULT_START, SimClock
+from .clock import DEFAULT_START, RunningSimClock, SimClock
 from .databases import Dag, Database, Mailbox
 from .faults import FAULTS, FaultSpec, parse_fault
 from .objects import SimError, SimObject, SimResult, SimTerminatingError
@@ -99,9 +99,11 @@ class SimulatedExchange:
     parse_fault = staticmethod(parse_fault)
 
     def __init__(self, *, start: datetime = DEFAULT_START, auto_advance_seconds: float = 0.0,
-                 domain: str = "contoso.com") -> None:
+                 domain: str = "contoso.com", speed: float | None = None) -> None:
         self.lock = threading.RLock()
-        self.clock = SimClock(start, lock=self.lock)
+        # speed: the clock runs on its own (serving a real engine); None: time moves only when told (tests).
+        self.clock = SimClock(start, lock=self.lock) if speed is None else RunningSimClock(start, speed=speed,
+                                                                                          lock=self.lock)
         self.domain = domain
         self.auto_advance_seconds = auto_advance_seconds
         self.servers: dict[str, Server] = {}

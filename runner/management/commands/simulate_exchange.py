@@ -12,6 +12,7 @@ import secrets
 import signal
 import threading
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +33,13 @@ def parse_dag(spec: str) -> tuple[str, list[str]]:
     return name.strip(), servers
 
 
-def build_simulation(standalone: Sequence[str], dags: Sequence[str], faults: Sequence[str] = ()) -> Any:
-    """A SimulatedExchange with these servers and faults (``NAME@SERVER[:N]``)."""
+def build_simulation(standalone: Sequence[str], dags: Sequence[str], faults: Sequence[str] = (),
+                     speed: float | None = None) -> Any:
+    """A SimulatedExchange with these servers and faults (``NAME@SERVER[:N]``); with ``speed``, its clock runs on its
+    own from now, ``speed`` times faster than the wall clock."""
     from runner.simulator import model
 
-    sim = model.SimulatedExchange()
+    sim = model.SimulatedExchange() if speed is None else model.SimulatedExchange(start=datetime.now(UTC), speed=speed)
     for name in standalone:
         sim.add_standalone(name)
     for spec in dags:
@@ -90,13 +93,16 @@ class Command(BaseCommand):
         parser.add_argument("--user", default="exmaint-svc")
         parser.add_argument("--password-file", default=None, help="first line is the password (default: random)")
         parser.add_argument("--shell-quota", type=int, default=18, help="concurrent shells per user and server")
+        parser.add_argument("--speed", type=float, default=None,
+                            help="run the simulated clock on its own, N times faster than real time (for a real "
+                                 "engine, with EXMAINT_RUNNER_CLOCK=scaled:N); default: time moves per command only")
 
     def handle(self, *args: Any, **options: Any) -> None:
         standalone, dags = options["standalone"], options["dag"]
         if not standalone and not dags:
             standalone, dags = DEMO_STANDALONE, DEMO_DAGS
         try:
-            sim = build_simulation(standalone, dags, options["fault"])
+            sim = build_simulation(standalone, dags, options["fault"], speed=options["speed"])
             password, generated = read_password(options["password_file"])
         except (ValueError, KeyError, OSError) as exc:
             raise CommandError(str(exc)) from exc

@@ -167,3 +167,19 @@ def test_resume_queue_resumes_a_suspended_submission_queue(sim: SimulatedExchang
     sim.invoke("EX02", EX, "Resume-Queue", [("Identity", "EX01\\Submission"), ("Confirm", False)])
     (queue,) = sim.invoke("EX02", EX, "Get-Queue", [("Identity", "EX01\\Submission")]).output
     assert queue.props["Status"].name == "Ready"
+
+
+def test_a_running_clock_moves_on_its_own_and_still_jumps_ahead() -> None:
+    """Served to a real engine (the demo), simulated time runs on its own, faster than the wall clock."""
+    import time as _time
+    from datetime import UTC, datetime
+
+    from runner.simulator.model import SimulatedExchange
+
+    sim = SimulatedExchange(start=datetime.now(UTC), speed=600)
+    sim.add_standalone("EX01")
+    before = sim.clock.now()
+    _time.sleep(0.05)
+    assert (sim.clock.now() - before).total_seconds() >= 25
+    sim.clock.advance(100)
+    assert (sim.clock.now() - before).total_seconds() >= 125
