@@ -24,7 +24,7 @@ from .errors import (
     UnknownServers,
 )
 from .models import Approval, Change, FreezeWindow, Role, Server
-from .queue import enqueue_start
+from .queue import enqueue_report, enqueue_start
 from .roles import has_role, require_role, same_person, source_of
 from .states import EDITABLE, HOLDS_SERVERS, TERMINAL, WINDOW_ENDED, State, TransitionNotAllowed, check_transition
 
@@ -131,6 +131,8 @@ def _move(change: Change, new: State, *, actor: Any, reason: str = "", **fields:
         setattr(change, key, value)
     if new == State.SCHEDULED:
         enqueue_start(change.pk, change.window_start)
+    elif new in WINDOW_ENDED:
+        enqueue_report(change.pk)
     return change
 
 

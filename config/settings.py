@@ -198,9 +198,10 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-    # At DEBUG these libraries log whole WS-Man messages, parameter values (credentials) included.
+    # At DEBUG these libraries log whole WS-Man messages, parameter values (credentials) included; at INFO they log
+    # every pipeline. Our own runner logs each command, redacted.
     "loggers": {
-        name: {"level": "INFO", "handlers": ["console"], "propagate": False}
+        name: {"level": "WARNING", "handlers": ["console"], "propagate": False}
         for name in ("pypsrp", "psrpcore", "spnego", "requests_ntlm", "urllib3")
     },
 }
