@@ -25,7 +25,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-os.environ.setdefault("EXMAINT_VAR_DIR", tempfile.mkdtemp(prefix="exmaint-bench-report-"))
+if "EXMAINT_VAR_DIR" not in os.environ:  # the child processes inherit it
+    os.environ["EXMAINT_VAR_DIR"] = tempfile.mkdtemp(prefix="exmaint-bench-report-")
 
 STEPS, FAILURES, ANOMALIES, COMMANDS_PER_STEP = 500, 15, 35, 10
 GOAL_RATIO, GOAL_MB = 1.3, 400
@@ -71,8 +72,8 @@ def build_window() -> int:
         services.change_approve(change, actor=approver, comment="approved for the benchmark")
     services.change_transition(change.pk, State.RUNNING, actor="system:scheduler", reason="window started")
     phases = ["precheck"] * 20 + ["enter"] * 200 + ["work"] * 10 + ["exit"] * 200 + ["verify"] * 70
-    failing = set(range(30, STEPS, STEPS // FAILURES))
-    anomalous = set(range(5, STEPS, STEPS // ANOMALIES))
+    failing = set(list(range(30, STEPS, STEPS // FAILURES))[:FAILURES])
+    anomalous = set(list(range(5, STEPS, STEPS // ANOMALIES))[:ANOMALIES])
     rows = []
     for i in range(STEPS):
         at = start + timedelta(seconds=40 * i)

@@ -4,12 +4,14 @@ from django.contrib import admin
 from django.urls import include, path
 
 from changes.api.views import healthz
+from reports.api import change_report
 from runner.api import DryRunView
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     # Before the changes router, which would otherwise own every /changes/<id>/… path.
     path("api/v1/changes/<int:pk>/dry-run/", DryRunView.as_view(), name="change-dry-run"),
+    path("api/v1/changes/<int:pk>/report/", change_report, name="change-report"),
     path("api/v1/", include("changes.api.urls")),
     path("healthz", healthz, name="healthz"),
 ]

@@ -24,7 +24,9 @@ def components(ctx: StepContext) -> StepOutcome:
     """
     rows = read_components(ctx)
     down = not_active(rows)
-    findings: dict[str, Any] = {"not_active": {n: holders(rows, n) for n in down}}
+    # Every component's state after the window, for the report's before/after table.
+    findings: dict[str, Any] = {"not_active": {n: holders(rows, n) for n in down},
+                                "components": {n: row.state for n, row in rows.items()}}
     failures, issues = [], []
     for name in down:
         held = holders(rows, name)

@@ -1,0 +1,91 @@
+"""Display formatting shared by the report's data object: times in UTC, durations, truncation with a note, and
+recorded commands as PowerShell lines."""
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+REDACTED = "***"
+MAX_COMMAND_CHARS = 400
+MAX_TEXT_CHARS = 1500
+
+
+def fmt_dt(value: datetime | str | None) -> str:
+    if value is None or value == "":
+        return "—"
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            return value
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def fmt_time(value: datetime | str | None) -> str:
+    """The time of day only (the command log lists it under its step, whose date is in the timeline)."""
+    text = fmt_dt(value)
+    return text[11:19] if text.endswith(" UTC") else text
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    total = round(seconds)
+    h, rest = divmod(total, 3600)
+    m, s = divmod(rest, 60)
+    if h:
+        return f"{h} h {m:02d} min {s:02d} s"
+    return f"{m} min {s:02d} s" if m else f"{s} s"
+
+
+def span(start: datetime | None, end: datetime | None) -> str:
+    return fmt_duration((end - start).total_seconds()) if start and end else "—"
+
+
+def clip(text: Any, limit: int = MAX_TEXT_CHARS) -> str:
+    text = "" if text is None else str(text)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… [{len(text) - limit} more characters not shown]"
+
+
+def show(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, dict | list):
+        return clip(json.dumps(value, sort_keys=True, ensure_ascii=False), 300)
+    return clip(value, 300)
+
+
+def command_text(cmdlet: str, parameters: dict[str, Any] | None) -> str:
+    """A recorded command as a PowerShell line (for reading; it is sent as cmdlet + parameters, never as text)."""
+    parts = [cmdlet]
+    for name, value in (parameters or {}).items():
+        if value is True:
+            parts.append(f"-{name}")
+        elif value is False:
+            parts.append(f"-{name}:$false")
+        elif isinstance(value, int | float):
+            parts.append(f"-{name} {value}")
+        elif isinstance(value, list):
+            parts.append(f"-{name} " + ",".join(_quote(v) for v in value))
+        elif isinstance(value, dict):
+            parts.append(f"-{name} " + json.dumps(value, sort_keys=True))
+        else:
+            parts.append(f"-{name} {_quote(value)}")
+    return clip(" ".join(parts), MAX_COMMAND_CHARS)
+
+
+def _quote(value: Any) -> str:
+    text = str(value)
+    if text == REDACTED or re.fullmatch(r"[A-Za-z0-9_.\\:@/-]+", text):
+        return text
+    return "'" + text.replace("'", "''") + "'"

@@ -1,0 +1,58 @@
+"""The report's HTML (a Django template with print CSS) and its PDF (WeasyPrint), both deterministic.
+
+Same ``ReportData`` → same HTML → same PDF bytes. WeasyPrint would otherwise vary the output only through metadata:
+the creation/modification dates are taken from the HTML's ``dcterms.created``/``dcterms.modified`` meta elements
+(set to the window's end), and the file identifier from ``pdf_identifier`` (derived from the change and the chain
+head). Fonts come from the system's fontconfig, so the bytes are stable on one installation (a different font
+package may change them; ``report_verify`` then says so rather than guessing).
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.template.loader import render_to_string
+
+from .context import ReportData
+
+# WeasyPrint logs every layout step and page at INFO; the project's root logger is at INFO.
+logging.getLogger("weasyprint.progress").setLevel(logging.WARNING)
+
+TEMPLATE = "reports/report.html"
+CSS_PATH = Path(__file__).resolve().parent / "templates" / "reports" / "report.css"
+
+
+@dataclass(frozen=True)
+class RenderedPdf:
+    pdf: bytes
+    pages: int
+    sha256: str
+
+
+def render_html(data: ReportData) -> str:
+    """The report as a self-contained HTML document (the print CSS inlined)."""
+    return render_to_string(TEMPLATE, {"r": data, "css": CSS_PATH.read_text(encoding="utf-8")})
+
+
+def pdf_identifier(data: ReportData) -> bytes:
+    return hashlib.sha256(f"{data.number}\n{data.head_hash}".encode()).hexdigest()[:32].encode()
+
+
+def render_pdf(html: str, *, identifier: bytes) -> RenderedPdf:
+    """HTML → PDF with WeasyPrint. Nothing is fetched: the document has no external resources."""
+    from weasyprint import HTML  # imported here: it loads Pango/fonts, which only report generation needs
+
+    document = HTML(string=html, base_url=None, url_fetcher=_no_fetch).render()
+    pdf = document.write_pdf(pdf_identifier=identifier)
+    return RenderedPdf(pdf=pdf, pages=len(document.pages), sha256=hashlib.sha256(pdf).hexdigest())
+
+
+def render_report(data: ReportData) -> RenderedPdf:
+    return render_pdf(render_html(data), identifier=pdf_identifier(data))
+
+
+def _no_fetch(url: str, *args: object, **kwargs: object) -> dict:
+    # The report embeds everything; any URL in it is a mistake (or data trying to make the worker fetch something).
+    raise ValueError(f"the report fetches no external resource ({url[:80]})")

@@ -1,0 +1,21 @@
+"""Fixtures of the report tests: finished windows (see support.py) and the report's URL wired as the lead will."""
+from __future__ import annotations
+
+import pytest
+
+from .support import ended_window
+
+
+@pytest.fixture
+def completed(requester, alice, bob, operator, servers):
+    return ended_window(requester, [alice, bob], operator, outcome="completed")
+
+
+@pytest.fixture
+def failed(requester, alice, bob, operator, servers):
+    return ended_window(requester, [alice, bob], operator, outcome="failed")
+
+
+@pytest.fixture
+def aborted(requester, alice, bob, operator, servers):
+    return ended_window(requester, [alice, bob], operator, outcome="aborted")

@@ -1,0 +1,143 @@
+"""The report's data object for completed, failed and aborted windows: what it says, and what it never shows."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from changes import audit
+from changes.models import AuditEvent, AuditHead
+from reports.context import build_report_data, command_text, fmt_duration
+
+from .support import ABORT_REASON, DRAIN_FAILURE, SECRET, SKIP_REASON
+
+pytestmark = pytest.mark.django_db
+
+
+def data_of(change):
+    head = AuditHead.objects.get(id=1)
+    return build_report_data(change.pk, head_seq=head.seq, head_hash=head.hash)
+
+
+def all_text(obj) -> str:
+    """Every string in the data object, joined (what the template can show)."""
+    if isinstance(obj, str):
+        return obj
+    if isinstance(obj, list):
+        return "\n".join(all_text(i) for i in obj)
+    if dataclasses.is_dataclass(obj):
+        return "\n".join(all_text(getattr(obj, f.name)) for f in dataclasses.fields(obj))
+    return str(obj)
+
+
+def test_a_completed_window_has_its_summary_approvals_and_counts(completed) -> None:
+    data = data_of(completed)
+    assert (data.number, data.external_ref, data.server_names) == (completed.number, "CHG0030012", "EX01")
+    assert data.outcome == "completed"
+    assert data.planned_start == "2030-01-05 22:00:00 UTC" and data.planned_duration == "4 h 00 min 00 s"
+    assert data.actual_start == "2030-01-05 22:01:00 UTC"
+    assert [a.approver for a in data.approvals] == ["alice", "bob"]
+    assert all(len(a.fingerprint) == 64 and a.status == "valid" for a in data.approvals)
+    assert data.step_count == len(data.timeline) == 14
+    assert data.decision_count == 1
+    assert "CU15 installed" in data.work_done
+
+
+def test_a_completed_window_lists_the_skipped_step_with_the_operators_name_and_reason(completed) -> None:
+    data = data_of(completed)
+    failure = next(i for i in data.issues if i.kind == "failure")
+    assert DRAIN_FAILURE in failure.seen
+    assert failure.decision == f"skip by olga: {SKIP_REASON}"
+    assert failure.operator == "olga"
+    assert failure.outcome == "step skipped"
+    drain = next(s for s in data.timeline if s.key == "enter.drain_queues")
+    assert drain.outcome == f"skipped by olga: {SKIP_REASON}"
+
+
+def test_anomalies_say_whether_the_engine_resolved_them_itself(completed) -> None:
+    anomalies = {i.seen: i for i in data_of(completed).issues if i.kind == "anomaly"}
+    restart = anomalies["Get-Queue did not answer for 20 s after the restart"]
+    assert (restart.decision, restart.outcome) == ("automatic", "answered on the 3rd poll")
+    foreign = anomalies["OwaProxy is held Inactive by requester Sidelined (held-by-other-requester)"]
+    assert foreign.decision.startswith("none needed") and "will not be cleared" in foreign.outcome
+
+
+def test_pre_checks_keep_the_backup_ages_and_component_states_found_before_the_window(completed) -> None:
+    prechecks = {p.key: p for p in data_of(completed).prechecks}
+    backups = prechecks["precheck.backups"].tables[0]
+    assert backups.columns[:3] == ["Database", "Newest backup", "Age (h)"]
+    assert [row[0] for row in backups.rows] == ["DB01", "DB02"] and backups.rows[1][2] == "7.2"
+    states = {row[0]: row for row in prechecks["precheck.server_state"].tables[0].rows}
+    assert states["OwaProxy"][1:] == ["Inactive", "Sidelined (Inactive)"]
+
+
+def test_server_state_compares_the_snapshot_with_the_verification(completed) -> None:
+    state = data_of(completed).server_states[0]
+    rows = {row[0]: row for row in state.components.rows}
+    assert rows["HubTransport"][1] == "Active" and rows["HubTransport"][3] == "Active"
+    assert rows["OwaProxy"][2] == "Sidelined: Inactive"
+    assert "Sidelined on OwaProxy" in rows["OwaProxy"][4]
+
+
+def test_a_failed_window_shows_the_failure_without_a_decision_and_the_alert(failed) -> None:
+    data = data_of(failed)
+    assert data.outcome == "failed"
+    kinds = [i.kind for i in data.issues]
+    assert kinds.count("failure") == 2 and "alert" in kinds
+    exit_failure = [i for i in data.issues if i.kind == "failure"][-1]
+    assert "WinRM timeout" in exit_failure.seen
+    assert exit_failure.decision == "no decision: the window ended failed"
+    assert any("still open" in i.outcome for i in data.issues if i.kind == "alert")
+    assert "not verified" in data.server_states[0].note
+
+
+def test_an_aborted_window_records_the_abort_and_the_steps_it_left_out(aborted) -> None:
+    data = data_of(aborted)
+    assert data.outcome == "aborted"
+    failure = next(i for i in data.issues if i.kind == "failure")
+    assert failure.decision == f"abort by olga: {ABORT_REASON}"
+    assert "exit path ran" in failure.outcome
+    skipped = [s for s in data.timeline if s.status == "skipped"]
+    assert [s.key for s in skipped] == ["enter.restart_transport", "enter.drain_queues"]
+    assert all("aborted" in s.outcome for s in skipped)
+
+
+@pytest.mark.parametrize("window", ["completed", "failed", "aborted"])
+def test_the_server_password_appears_nowhere_in_the_data(window, request) -> None:
+    text = all_text(data_of(request.getfixturevalue(window)))
+    assert SECRET not in text
+    assert "***" in text
+
+
+def test_events_after_the_head_are_left_out_and_the_state_is_read_as_of_the_head(completed, operator) -> None:
+    head = AuditHead.objects.get(id=1)
+    audit.append(actor=operator, action="report.downloaded", obj=completed)
+    data = build_report_data(completed.pk, head_seq=head.seq, head_hash=head.hash)
+    assert "report.downloaded" not in [e.action for e in data.audit_events]
+    assert data.audit_events[-1].seq == head.seq
+    assert data.verify_command == f"python manage.py verify_audit --head {head.hash}"
+    assert data.ended_at == AuditEvent.objects.get(seq=head.seq).created_at
+
+
+def test_long_command_logs_are_truncated_with_a_note(completed) -> None:
+    from changes.models import StepRun
+
+    step = StepRun.objects.get(change=completed, key="enter.snapshot")
+    step.commands = [{"cmdlet": "Get-Queue", "parameters": {"Server": "EX01", "Filter": "x" * 2000},
+                      "outcome": "ok"}] * 80
+    step.save()
+    block = next(b for b in data_of(completed).commands if "Save component votes" in b.step)
+    assert len(block.lines) == 50 and "30 more command(s)" in block.note
+    assert "more characters not shown" in block.lines[0].text
+
+
+def test_commands_read_as_powershell_lines() -> None:
+    assert command_text("Set-ServerComponentState", {"Identity": "EX01", "State": "Draining", "Confirm": False}) \
+        == "Set-ServerComponentState -Identity EX01 -State Draining -Confirm:$false"
+    assert command_text("Get-MailboxDatabase", {"Server": "EX01", "Status": True, "Credential": "***"}) \
+        == "Get-MailboxDatabase -Server EX01 -Status -Credential ***"
+    assert command_text("Get-Queue", {"Filter": "Status -eq 'Retry'"}) == "Get-Queue -Filter 'Status -eq ''Retry'''"
+
+
+def test_durations_read_as_people_write_them() -> None:
+    assert [fmt_duration(s) for s in (0.2, 5, 65, 3725)] == ["200 ms", "5 s", "1 min 05 s", "1 h 02 min 05 s"]

@@ -1,0 +1,129 @@
+"""The PDF as a reader gets it (its text), stored once with its SHA-256, and byte-identical when regenerated."""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+
+import pytest
+from pypdf import PdfReader
+
+from changes.models import AuditEvent, AuditHead
+from reports import services
+from reports.models import Report
+from reports.tasks import generate_report
+
+from .support import DRAIN_FAILURE, SECRET, SKIP_REASON
+
+pytestmark = pytest.mark.django_db
+
+
+def pdf_text(pdf: bytes) -> str:
+    reader = PdfReader(io.BytesIO(pdf))
+    # Table cells wrap anywhere: compare without line breaks and spaces.
+    return "".join(page.extract_text() for page in reader.pages)
+
+
+def squash(text: str) -> str:
+    return "".join(text.split())
+
+
+def stored_bytes(report: Report) -> bytes:
+    return (services.reports_dir() / report.file_name).read_bytes()
+
+
+def test_the_pdf_shows_the_steps_the_resolutions_and_the_chain_head(completed) -> None:
+    report = services.report_generate(completed.pk)
+    text = pdf_text(stored_bytes(report))
+    flat = squash(text)
+    for heading in ("1. Summary", "2. Approvals", "3. Pre-check results", "4. Timeline",
+                    "5. Issues hit and how they were resolved", "6. Server state before and after",
+                    "7. Notifications sent", "Appendix A. Audit trail", "Appendix B. Commands and outputs"):
+        assert squash(heading) in flat, heading
+    assert text.index("1. Summary") < text.index("4. Timeline") < text.index("Appendix A")
+    for step in ("Backups are recent and none is in progress", "Wait for the local queues to drain",
+                 "Test-ServiceHealth is clean"):
+        assert squash(step) in flat
+    assert squash(SKIP_REASON) in flat and squash(DRAIN_FAILURE) in flat
+    assert report.head_hash in flat
+    assert squash(f"python manage.py verify_audit --head {report.head_hash}") in flat
+
+
+def test_every_page_has_the_header_and_page_x_of_y(completed) -> None:
+    reader = PdfReader(io.BytesIO(stored_bytes(services.report_generate(completed.pk))))
+    total = len(reader.pages)
+    assert total > 1
+    for number, page in enumerate(reader.pages, 1):
+        text = page.extract_text()
+        assert completed.number in text and "CHG0030012" in text and "EX01" in text
+        assert f"Page {number} of {total}" in text
+
+
+@pytest.mark.parametrize("window", ["completed", "failed", "aborted"])
+def test_the_pdf_never_shows_the_server_password(window, request) -> None:
+    change = request.getfixturevalue(window)
+    pdf = stored_bytes(services.report_generate(change.pk))
+    assert SECRET not in pdf_text(pdf)
+    assert SECRET.encode() not in pdf
+
+
+def test_regenerating_from_the_same_records_gives_the_same_bytes(completed, auditor) -> None:
+    report = services.report_generate(completed.pk)
+    # Later events (a download, the review closing the change) are after the report's head: no effect.
+    services.report_download(completed, actor=auditor)
+    again = services.render_for(completed.pk, report.head_seq, report.head_hash)
+    assert again.sha256 == report.sha256 == hashlib.sha256(stored_bytes(report)).hexdigest()
+    assert services.report_verify(report).ok
+
+
+def test_the_pdf_dates_come_from_the_window_end_not_the_clock(completed) -> None:
+    report = services.report_generate(completed.pk)
+    info = PdfReader(io.BytesIO(stored_bytes(report))).metadata
+    ended = report.window_ended_at
+    assert info["/CreationDate"] == info["/ModDate"]
+    assert info["/CreationDate"].startswith(f"D:{ended:%Y%m%d%H%M%S}")
+
+
+def test_the_report_is_stored_once_read_only_with_its_sha256_and_head(completed) -> None:
+    head = AuditHead.objects.get(id=1)
+    report = services.report_generate(completed.pk)
+    path = services.reports_dir() / report.file_name
+    assert (report.head_seq, report.head_hash) == (head.seq, head.hash)
+    assert report.size == path.stat().st_size and report.pages > 1
+    assert not os.access(path, os.W_OK) or os.geteuid() == 0
+    assert path.stat().st_mode & 0o222 == 0
+    assert services.report_generate(completed.pk) == report
+    assert Report.objects.count() == 1
+    event = AuditEvent.objects.get(action="report.generated")
+    assert event.seq == head.seq + 1 and event.changes["sha256"] == [None, report.sha256]
+
+
+def test_a_file_in_the_way_with_other_bytes_is_never_overwritten(completed, tmp_path) -> None:
+    report = services.report_generate(completed.pk)
+    path = services.reports_dir() / report.file_name
+    with pytest.raises(FileExistsError):
+        services._write_once(path, b"something else")
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == report.sha256
+
+
+def test_an_altered_file_fails_verification(completed) -> None:
+    report = services.report_generate(completed.pk)
+    path = services.reports_dir() / report.file_name
+    path.chmod(0o644)
+    path.write_bytes(path.read_bytes() + b"%tampered")
+    outcome = services.report_verify(report)
+    assert not outcome.ok and outcome.problem == "the stored file does not match its recorded SHA-256"
+
+
+def test_the_task_generates_the_report_of_an_ended_window(failed) -> None:
+    sha = generate_report(failed.pk)
+    assert Report.objects.get(change=failed).sha256 == sha
+
+
+def test_no_report_before_the_window_has_ended(requester, servers) -> None:
+    from tests.changes.test_services import create
+
+    change, _ = create(requester)
+    with pytest.raises(services.ReportNotReady):
+        services.report_generate(change.pk)
+    assert not Report.objects.exists()
