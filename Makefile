@@ -30,8 +30,11 @@ test: lint
 serve: migrate
 	$(LOCAL_ENV) $(PY) manage.py serve --port $(PORT)
 
-demo: migrate
-	$(LOCAL_ENV) $(PY) manage.py demo
+# The demo keeps its own var/demo (SQLite, filesystem broker, reports), fresh each run.
+demo: install
+	rm -rf var/demo
+	$(LOCAL_ENV) EXMAINT_VAR_DIR=var/demo $(PY) manage.py migrate --noinput -v 0
+	$(LOCAL_ENV) EXMAINT_VAR_DIR=var/demo $(PY) manage.py demo
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache
