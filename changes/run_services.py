@@ -9,7 +9,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from . import audit
+from . import audit, events
 from .errors import InvalidRequest, StateConflict
 from .models import Alert, Change, Role, Server, StepRun, WindowRun
 from .queue import enqueue_run
@@ -119,6 +119,7 @@ def alert_raise(kind: str, message: str, *, actor: Any, change: Change | None = 
         if existing is not None:
             return existing
         alert = Alert.objects.create(kind=kind, change=change, server=server, message=message)
+        events.emit(events.ALERT_RAISED, change=change, alert=alert)
         audit.append(actor=actor, action=f"alert.{kind}", object_type="change" if change else "server",
                      object_id=(change or server).pk if (change or server) else "", reason=message)
     log.warning("ALERT %s: %s", kind, message)

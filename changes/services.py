@@ -11,7 +11,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from . import audit, policy
+from . import audit, events, policy
 from .errors import (
     AlreadyDecided,
     FreezeConflict,
@@ -129,6 +129,7 @@ def _move(change: Change, new: State, *, actor: Any, reason: str = "", **fields:
     change.updated_at = now
     for key, value in fields.items():
         setattr(change, key, value)
+    events.emit(events.CHANGE_TRANSITION, change=change, old=old, new=str(new), actor=actor, reason=reason)
     if new == State.SCHEDULED:
         enqueue_start(change.pk, change.window_start)
     elif new in WINDOW_ENDED:
@@ -183,6 +184,7 @@ def change_create(*, actor: Any, data: dict[str, Any]) -> tuple[Change, bool]:
                 actor=actor, action="change.created", obj=change, reason=freeze_note,
                 changes={k: [None, v] for k, v in {**fields, "servers": [s.name for s in servers]}.items()},
             )
+            events.emit(events.CHANGE_CREATED, change=change)
             if change.approvals_required == 0:
                 _move(change, State.SCHEDULED, actor=actor, reason="standard change: pre-approved")
     except IntegrityError:
@@ -253,6 +255,7 @@ def change_update(change: Change, *, actor: Any, data: dict[str, Any], reason: s
         if "servers" in diff:
             change.servers.set(new_servers)
         audit.append(actor=actor, action="change.updated", obj=change, changes=diff, reason=reason)
+        events.emit(events.CHANGE_UPDATED, change=change, diff=diff)
         if any(k in diff for k in PINNED_FIELDS):
             voided = change.approvals.filter(voided_at__isnull=True).update(voided_at=timezone.now())
             if voided:
