@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
+from xml.etree import ElementTree
 
 import requests
 from pypsrp.complex_objects import PSInvocationState, RunspacePoolState
@@ -420,10 +421,19 @@ class PypsrpSession:
         ps = PowerShell(entry.pool)
         ps.add_cmdlet(cmdlet)
         for name, value in params:
-            # pypsrp sends a parameter without a value as a switch: True means "-Switch", False stays -Name:$false.
-            ps.add_parameter(name, None if value is True else value)
+            # Booleans go as values (-Name:$true / -Name:$false): that binds a [switch] and a [bool] parameter alike,
+            # whereas a value-less switch would fail on Boolean parameters such as
+            # Set-MailboxServer -DatabaseCopyActivationDisabledAndMoveNow ("Cannot convert value None").
+            ps.add_parameter(name, value)
         entry.last_used = time.monotonic()
-        output = ps.invoke()
+        try:
+            output = ps.invoke()
+        except (KeyError, ElementTree.ParseError) as exc:
+            # pypsrp could not read the reply (it keeps lists of unknown types as raw XML, so a type name defined
+            # inside one and referenced later is unknown to it): a clear error rather than a crash in the step.
+            self._discard(endpoint, delete=True)
+            raise RemotingError(f"{self.server_name} {endpoint.value} {cmdlet}: the reply could not be deserialized "
+                                f"by pypsrp ({type(exc).__name__}: {exc})") from None
         entry.last_used = time.monotonic()
         try:
             # invoke() never sends Terminate; without it the finished command lingers on the server until the

@@ -41,6 +41,35 @@ from psrpcore.types._enum import PSEnumMeta
 
 from runner.simulator.objects import SimEnum, SimError, SimList, SimObject, SimResult, SimTerminatingError
 
+
+class _NeverReferenced(list):
+    """A type-name list that never reports a type as already written, so every object carries its full <TN>."""
+
+    def __contains__(self, item: object) -> bool:
+        return False
+
+
+def _write_full_type_names() -> None:
+    """pypsrp 0.9.1 keeps lists of unknown .NET types as raw <LST> XML without registering the type names defined
+    inside them, so a later <TNRef> to such a type (e.g. Get-DatabaseAvailabilityGroup: the ADObjectId type first
+    written inside ``Servers``, then referenced by ``PrimaryActiveManager``) raises KeyError in the client. <TNRef> is
+    only an optimisation in MS-PSRP, so the endpoint writes full type names every time."""
+    from psrpcore.types import _serializer
+
+    original_init = _serializer._Serializer.__init__
+    if getattr(original_init, "_exmaint_patched", False):
+        return
+
+    def init(self: Any, *args: Any, **kwargs: Any) -> None:
+        original_init(self, *args, **kwargs)
+        self._tn_ref_list = _NeverReferenced()
+
+    init._exmaint_patched = True  # type: ignore[attr-defined]
+    _serializer._Serializer.__init__ = init
+
+
+_write_full_type_names()
+
 log = logging.getLogger(__name__)
 
 # Objects cross remoting as serialized copies; the brief asks for the type names as a PowerShell client sees them.

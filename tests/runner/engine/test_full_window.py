@@ -97,3 +97,67 @@ def test_a_stuck_queue_pauses_takes_a_skip_and_completes_with_the_issue_recorded
     failed.refresh_from_db()
     assert (failed.status, failed.resolution) == (StepRun.Status.SKIPPED, "external queue to fabrikam.com: accepted")
     assert failed.error or failed.issues
+
+
+@pytest.fixture
+def served_dag(servers):
+    sim = SimulatedExchange(start=timezone.now())
+    sim.add_dag("DAG1", ["EX02", "EX03", "EX04"], fqdns={n: f"{n.lower()}.corp.example" for n in ("EX02", "EX03",
+                                                                                                  "EX04")})
+    with start_endpoint(sim, users={USER: PASSWORD}, auth=("basic",)) as endpoint:
+        for server in Server.objects.filter(name__in=["EX02", "EX03", "EX04"]):
+            server.endpoint_url = endpoint.url_for(server.name, "Microsoft.Exchange")
+            server.winrm_url = endpoint.url_for(server.name, "Microsoft.PowerShell")
+            server.auth_method, server.username = "basic", USER
+            server.set_password(PASSWORD)
+            server.save()
+        yield sim, endpoint
+
+
+def test_a_dag_member_window_sends_the_documented_commands_in_order_through_pypsrp(requester, operator,
+                                                                                   served_dag) -> None:
+    sim, endpoint = served_dag
+    # The policy before the window is IntrasiteOnly: the exit must restore it, not set Unrestricted blindly.
+    sim.invoke("EX02", "Microsoft.Exchange", "Set-MailboxServer",
+               [("Identity", "EX02"), ("DatabaseCopyAutoActivationPolicy", "IntrasiteOnly")])
+    first_command = len(sim.commands)
+    now = timezone.now()
+    change, _ = services.change_create(actor=requester, data={
+        "source": "servicenow", "external_ref": "CHG-DAG", "title": "CU15 on EX02", "description": "",
+        "change_type": "standard", "risk": "low", "impact": "low", "servers": ["EX02"], "plan": "maintenance",
+        "window_start": now - timedelta(minutes=1), "window_end": now + timedelta(hours=4),
+        "requested_by": "carol@example.com", "notify": [], "callback_url": "",
+    })
+    assert start_due_windows() == [change.pk]
+    clock = SimulatedClock(sim)
+    assert run_window(change.pk, worker="w1", clock=clock) == "held"
+    change_work_done(change, actor=operator, notes="done")
+    assert run_window(change.pk, worker="w1", clock=clock) == "completed"
+    sent = [(c.cmdlet, dict((str(n), str(v)) for n, v in c.parameters)) for c in sim.commands[first_command:]
+            if c.server == "EX02" and not c.cmdlet.startswith(("Get-", "Test-"))]
+    ordered = [(cmdlet, params.get("Component") or params.get("Name") or params.get("Target")
+                or next((k for k in params if k.startswith("DatabaseCopy")), ""), params.get("State", ""))
+               for cmdlet, params in sent]
+    assert ordered == [
+        ("Set-ServerComponentState", "HubTransport", "Draining"),
+        ("Restart-Service", "MSExchangeTransport", ""),
+        ("Restart-Service", "MSExchangeFrontEndTransport", ""),
+        ("Redirect-Message", "['ex03.corp.example']", ""),  # -Target takes an array of FQDNs
+        ("Suspend-ClusterNode", "EX02", ""),
+        ("Set-MailboxServer", "DatabaseCopyActivationDisabledAndMoveNow", ""),
+        ("Set-MailboxServer", "DatabaseCopyAutoActivationPolicy", ""),
+        ("Set-ServerComponentState", "ServerWideOffline", "Inactive"),
+        ("Set-ServerComponentState", "ServerWideOffline", "Active"),
+        ("Resume-ClusterNode", "EX02", ""),
+        ("Set-MailboxServer", "DatabaseCopyActivationDisabledAndMoveNow", ""),
+        ("Set-MailboxServer", "DatabaseCopyAutoActivationPolicy", ""),
+        ("Set-ServerComponentState", "HubTransport", "Active"),
+        ("Restart-Service", "MSExchangeTransport", ""),
+        ("Restart-Service", "MSExchangeFrontEndTransport", ""),
+    ]
+    assert [p.get("DatabaseCopyActivationDisabledAndMoveNow") for c, p in sent if c == "Set-MailboxServer"
+            and "DatabaseCopyActivationDisabledAndMoveNow" in p] == ["True", "False"]
+    assert [p.get("DatabaseCopyAutoActivationPolicy") for c, p in sent if c == "Set-MailboxServer"
+            and "DatabaseCopyAutoActivationPolicy" in p] == ["Blocked", "IntrasiteOnly"]
+    assert sim.servers["EX02"].components.effective("ServerWideOffline") == "Active"
+    assert endpoint.open_shells() == []

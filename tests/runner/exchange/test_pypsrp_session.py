@@ -128,9 +128,10 @@ def test_a_terminating_error_leaves_the_pool_usable(session, endpoint):
     assert endpoint.stats.total_creates() == 1
 
 
-def test_true_is_sent_as_a_switch_and_false_as_false(session, sim):
+def test_booleans_are_sent_as_values_so_switch_and_boolean_parameters_both_bind(session, sim):
+    # -Status:$true binds a [switch]; -DatabaseCopyActivationDisabledAndMoveNow needs a real [bool] value.
     session.run("Get-Other", {"Status": True, "IncludePreExchange2013": False, "Server": ["EX01", "EX02"]})
-    assert sim.invoked("Get-Other") == [[("Status", None), ("IncludePreExchange2013", False),
+    assert sim.invoked("Get-Other") == [[("Status", True), ("IncludePreExchange2013", False),
                                          ("Server", ["EX01", "EX02"])]]
 
 
@@ -154,7 +155,7 @@ def test_cmdlets_that_prompt_get_confirm_false_and_others_do_not(session, sim):
     assert ("Confirm", False) in sim.invoked("Move-ActiveMailboxDatabase")[0]
     assert ("Confirm", False) in sim.invoked("Redirect-Message")[0]
     assert all(name != "Confirm" for name, _ in sim.invoked("Set-ServerComponentState")[0])
-    assert sim.invoked("Resume-Queue") == [[("Identity", "EX02\\Submission"), ("Confirm", None)]]  # caller wins
+    assert sim.invoked("Resume-Queue") == [[("Identity", "EX02\\Submission"), ("Confirm", True)]]  # caller wins
 
 
 def test_each_endpoint_reaches_its_own_configuration(session, sim):
@@ -452,3 +453,16 @@ def test_a_wrong_ntlm_password_is_authentication_failed(sim):
                                 username=USER, password="not-the-password", operation_timeout=5, read_timeout=10)
         with PypsrpSession("EX01", {Endpoint.EXCHANGE: config}) as session, pytest.raises(AuthenticationFailed):
             session.run("Get-Thing")
+
+
+def test_a_reply_pypsrp_cannot_deserialize_is_a_clear_remoting_error(session, sim, monkeypatch):
+    from pypsrp.powershell import PowerShell
+
+    from runner.exchange.pypsrp_session import RemotingError
+
+    def broken_invoke(self, *args, **kwargs):
+        raise KeyError("2")  # what pypsrp 0.9.1 raises for a <TNRef> to a type it never registered
+
+    monkeypatch.setattr(PowerShell, "invoke", broken_invoke)
+    with pytest.raises(RemotingError, match="could not be deserialized"):
+        session.run("Get-ExchangeServer", {"Identity": "EX01"})
