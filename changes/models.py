@@ -113,6 +113,8 @@ class Change(models.Model):
     requested_by = models.CharField(max_length=254, help_text="The person named by the ITSM.")
     notify = models.JSONField(default=list, blank=True)
     callback_url = models.URLField(max_length=500, blank=True)
+    notify_affected_mailboxes = models.BooleanField(
+        default=False, help_text="Also notify the users of the mailboxes on the servers (read from Exchange).")
     state = models.CharField(max_length=20, choices=State.choices, default=State.AWAITING_APPROVAL, editable=False)
     approvals_required = models.PositiveSmallIntegerField(default=0, editable=False)
     business_hours_warning = models.BooleanField(default=False, editable=False)

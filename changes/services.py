@@ -12,6 +12,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from . import audit, events, policy
+from .callback_urls import check_callback_url
 from .errors import (
     AlreadyDecided,
     FreezeConflict,
@@ -34,7 +35,7 @@ PINNED_FIELDS = ("servers", "plan", "window_start", "window_end", "requested_by"
 _SCHEDULE_LOCK_KEY = 0x65786D7363686564  # "exmsched"
 EDITABLE_FIELDS = (
     "title", "description", "change_type", "risk", "impact", "servers", "plan",
-    "window_start", "window_end", "requested_by", "notify", "callback_url",
+    "window_start", "window_end", "requested_by", "notify", "notify_affected_mailboxes", "callback_url",
 )
 
 
@@ -162,6 +163,8 @@ def change_create(*, actor: Any, data: dict[str, Any]) -> tuple[Change, bool]:
     existing = Change.objects.filter(source=data["source"], external_ref=data["external_ref"]).first()
     if existing is not None:
         return _idempotent_replay(existing, digest, actor), False
+    if data.get("callback_url"):
+        check_callback_url(data["callback_url"])  # DNS: before the transaction, never inside it
     servers = _resolve_servers(data["servers"])
     fields = {k: v for k, v in data.items() if k != "servers"}
     try:
@@ -224,6 +227,8 @@ def change_update(change: Change, *, actor: Any, data: dict[str, Any], reason: s
     unknown = set(data) - set(EDITABLE_FIELDS)
     if unknown:
         raise InvalidRequest(f"these fields cannot be edited: {', '.join(sorted(unknown))}")
+    if data.get("callback_url"):
+        check_callback_url(data["callback_url"])  # DNS: before the transaction, never inside it
     with transaction.atomic():
         _lock_schedule()
         change = Change.objects.select_for_update().get(pk=change.pk)

@@ -47,6 +47,7 @@ INSTALLED_APPS = [
     "changes",
     "runner",
     "reports",
+    "notifications",
 ]
 
 MIDDLEWARE = [
@@ -89,6 +90,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Audit appends take a write lock up front; wait for it rather than failing with "database is locked".
     DATABASES["default"]["OPTIONS"] = {"timeout": 20, "transaction_mode": "IMMEDIATE"}
     DATABASES["default"]["CONN_MAX_AGE"] = 0
+    # Tests use a file too: an in-memory shared-cache database fails concurrent writers at once ("table is locked")
+    # instead of waiting for the lock as the real file does, which is what the concurrency tests must exercise.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-exmaint.sqlite3")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -128,6 +132,8 @@ CELERY_BEAT_SCHEDULE = {
     "resume-held-windows": {"task": "runner.tasks.resume_held_windows", "schedule": 60.0},
     # A server must never silently stay in maintenance.
     "watchdog": {"task": "runner.tasks.watchdog", "schedule": 300.0},
+    # Sends due notifications: reminders, retries, rows queued while the broker was down, rows of dead workers.
+    "notifications-dispatch-due": {"task": "notifications.tasks.dispatch_due", "schedule": 60.0},
 }
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
@@ -167,6 +173,46 @@ try:
     zoneinfo.ZoneInfo(EXMAINT["BUSINESS_TIME_ZONE"])
 except (zoneinfo.ZoneInfoNotFoundError, ValueError):
     raise ImproperlyConfigured(f"EXMAINT_BUSINESS_TIME_ZONE={EXMAINT['BUSINESS_TIME_ZONE']!r} is unknown") from None
+
+# --- Notifications: e-mail (SMTP), calendar invites, signed ITSM callbacks -----------------------------------------
+EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1, maximum=65535)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env_secret("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)
+if EMAIL_USE_TLS and EMAIL_USE_SSL:
+    raise ImproperlyConfigured("EMAIL_USE_TLS and EMAIL_USE_SSL are mutually exclusive")
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 30, minimum=1, maximum=600)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "exmaint <exmaint@localhost>")
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
+EXMAINT_NOTIFICATIONS = {
+    "PUBLIC_URL": env_str("EXMAINT_PUBLIC_URL", "http://localhost:8000"),
+    "BATCH_SIZE": env_int("EXMAINT_NOTIFY_BATCH_SIZE", 50, minimum=1, maximum=500),
+    "REMINDER_MINUTES": env_list("EXMAINT_NOTIFY_REMINDER_MINUTES", ["1440", "60"]),
+    "EMAIL_RETRY_HOURS": env_int("EXMAINT_NOTIFY_RETRY_HOURS", 24, minimum=1, maximum=168),
+    "CALLBACK_RETRY_HOURS": env_int("EXMAINT_CALLBACK_RETRY_HOURS", 24, minimum=1, maximum=168),
+    "BACKOFF_SECONDS": env_int("EXMAINT_NOTIFY_BACKOFF_SECONDS", 30, minimum=1, maximum=3600),
+    "BACKOFF_MAX_SECONDS": env_int("EXMAINT_NOTIFY_BACKOFF_MAX_SECONDS", 3600, minimum=1, maximum=86400),
+    "LEASE_SECONDS": env_int("EXMAINT_NOTIFY_LEASE_SECONDS", 300, minimum=30, maximum=3600),
+    "CALLBACK_TIMEOUT_SECONDS": env_int("EXMAINT_CALLBACK_TIMEOUT_SECONDS", 10, minimum=1, maximum=120),
+    "CALLBACK_ALLOWED_NETWORKS": env_list("EXMAINT_CALLBACK_ALLOWED_NETWORKS", []),
+    "MAILBOX_LIMIT": env_int("EXMAINT_NOTIFY_MAILBOX_LIMIT", 5000, minimum=1, maximum=100000),
+}
+try:
+    import ipaddress as _ipaddress
+
+    EXMAINT_NOTIFICATIONS["REMINDER_MINUTES"] = [int(m) for m in EXMAINT_NOTIFICATIONS["REMINDER_MINUTES"]]
+    if any(m <= 0 for m in EXMAINT_NOTIFICATIONS["REMINDER_MINUTES"]):
+        raise ValueError("EXMAINT_NOTIFY_REMINDER_MINUTES must be positive minutes, e.g. 1440,60")
+    for _net in EXMAINT_NOTIFICATIONS["CALLBACK_ALLOWED_NETWORKS"]:
+        _ipaddress.ip_network(_net, strict=False)
+except ValueError as exc:
+    raise ImproperlyConfigured(f"notification settings: {exc}") from None
+if EXMAINT_NOTIFICATIONS["LEASE_SECONDS"] <= 2 * EMAIL_TIMEOUT:
+    # A live worker blocked in SMTP must never lose its lease to a second worker (that could send a batch twice).
+    raise ImproperlyConfigured("EXMAINT_NOTIFY_LEASE_SECONDS must be more than twice EMAIL_TIMEOUT")
 
 # --- REST framework -------------------------------------------------------------------------------------------------
 REST_FRAMEWORK = {

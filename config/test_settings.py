@@ -11,4 +11,7 @@ os.environ.setdefault("EXMAINT_VAR_DIR", tempfile.mkdtemp(prefix="exmaint-test-"
 os.environ.setdefault("EXMAINT_TASK_QUEUE", f"exmaint-test-{uuid.uuid4().hex[:12]}")
 os.environ.setdefault("FIELD_ENCRYPTION_KEY", "dGVzdC1vbmx5LWtleS10ZXN0LW9ubHkta2V5LTMyYiE=")  # test-only Fernet key
 
+# The callback tests run a receiver on 127.0.0.1.
+os.environ.setdefault("EXMAINT_CALLBACK_ALLOWED_NETWORKS", "127.0.0.1/32")
+
 from .settings import *  # noqa: E402, F403

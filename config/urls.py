@@ -12,6 +12,8 @@ urlpatterns = [
     # Before the changes router, which would otherwise own every /changes/<id>/… path.
     path("api/v1/changes/<int:pk>/dry-run/", DryRunView.as_view(), name="change-dry-run"),
     path("api/v1/changes/<int:pk>/report/", change_report, name="change-report"),
+    # Before the changes router: /changes/<id>/deliveries/ and the calendar feed.
+    path("api/v1/", include("notifications.urls")),
     path("api/v1/", include("changes.api.urls")),
     path("healthz", healthz, name="healthz"),
 ]

@@ -171,7 +171,7 @@ class ReportData:
     issues: list[IssueRow]
     server_states: list[ServerState]
     notify: list[str]
-    notifications: list[str]
+    notifications: list[NotificationRow]
     audit_events: list[AuditRow]
     head_seq: int
     head_hash: str
@@ -180,6 +180,18 @@ class ReportData:
     commands: list[CommandBlock]
     ended_at: datetime  # the window's end: also the PDF's fixed creation date
     ended_at_text: str
+
+
+@dataclass
+class NotificationRow:
+    """One notification sent (or given up) for the change, from its ``notification.*`` audit event."""
+
+    time: str
+    kind: str
+    channel: str
+    recipients: str
+    message_id: str
+    status: str
 
 
 # --- small helpers ------------------------------------------------------------------------------------------------
@@ -498,6 +510,35 @@ def _scrub(obj: Any, secrets: list[str]) -> Any:
     return obj
 
 
+_NOTIFICATION_KINDS = {
+    "announcement": "Announcement (invite)", "cancellation": "Cancellation (invite)", "reminder": "Reminder",
+    "start": "Window started", "end": "Window ended", "approval_request": "Approval request",
+    "alert": "Operator alert", "state_change": "State change",
+}
+
+
+def _notifications(events: list[AuditEvent]) -> list[NotificationRow]:
+    """What was sent, from the audit trail up to the report's head (so a regenerated report is identical)."""
+    rows = []
+    for ev in events:
+        if ev.action not in ("notification.sent", "notification.failed"):
+            continue
+        after = {k: (v[1] if isinstance(v, list) and len(v) == 2 else v) for k, v in (ev.changes or {}).items()}
+        channel = after.get("channel", "")
+        batch = after.get("batch", "")
+        count = str(after.get("recipients", ""))
+        if channel == "callback":
+            count = f"ITSM (HTTP {after['http_status']})" if after.get("http_status") else "ITSM"
+        elif batch and batch != "1/1":
+            count = f"{count} (batch {batch})"
+        rows.append(NotificationRow(
+            time=fmt_dt(ev.created_at), kind=_NOTIFICATION_KINDS.get(after.get("kind", ""), after.get("kind", "")),
+            channel="callback" if channel == "callback" else "e-mail", recipients=count,
+            message_id=str(after.get("message_id", "")),
+            status="sent" if ev.action == "notification.sent" else f"failed: {clip(ev.reason, 200)}"))
+    return rows
+
+
 # --- the builder ----------------------------------------------------------------------------------------------------
 
 
@@ -548,7 +589,8 @@ def build_report_data(change_id: int, *, head_seq: int, head_hash: str) -> Repor
                    for s in steps if s.phase == StepRun.Phase.PRECHECK],
         timeline=[StepRow(s.order, s.phase, s.key, s.name, s.server.name if s.server_id else "", fmt_dt(s.started_at),
                           span(s.started_at, s.finished_at), s.attempts, s.status, _outcome(s)) for s in steps],
-        issues=issues, server_states=states, notify=list(change.notify or []), notifications=[],
+        issues=issues, server_states=states, notify=list(change.notify or []),
+        notifications=_notifications(events),
         audit_events=_audit_rows(events), head_seq=head_seq, head_hash=head_hash,
         verify_command=f"python manage.py verify_audit --head {head_hash}",
         verify_api=f"GET /api/v1/audit/verify/?head={head_hash}",

@@ -87,6 +87,7 @@ class ChangeCreateSerializer(StrictSerializer):
     notify = serializers.ListField(child=serializers.EmailField(max_length=254), max_length=200, required=False,
                                    default=list)
     callback_url = HttpUrlField(max_length=500, required=False, allow_blank=True, default="")
+    notify_affected_mailboxes = serializers.BooleanField(required=False, default=False)
 
 
 class ChangeUpdateSerializer(ChangeCreateSerializer):
@@ -146,7 +147,8 @@ class ChangeSerializer(serializers.ModelSerializer):
         model = Change
         fields = [
             "id", "number", "source", "external_ref", "title", "description", "change_type", "risk", "impact",
-            "servers", "plan", "window_start", "window_end", "requested_by", "notify", "callback_url", "state",
+            "servers", "plan", "window_start", "window_end", "requested_by", "notify", "notify_affected_mailboxes",
+            "callback_url", "state",
             "next_states", "approvals_required", "approvals_received", "business_hours_warning",
             "freeze_override_reason", "close_code", "close_notes", "created_by", "created_at", "updated_at",
         ]

@@ -10,7 +10,7 @@ from reports.models import Report
 from tests.changes.test_services import create
 from tests.conftest import make_user
 
-pytestmark = [pytest.mark.django_db, pytest.mark.urls("tests.reports.urls")]
+pytestmark = pytest.mark.django_db
 
 
 def url(change) -> str:

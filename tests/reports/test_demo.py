@@ -23,6 +23,10 @@ def test_the_demo_completes_a_window_and_verifies_its_report(tmp_path) -> None:
     assert "paused at step" in demo.stdout and "olga skips the drain" in demo.stdout
     assert "EXM-000001 completed" in demo.stdout
     assert "matches the X-Report-SHA256 header" in demo.stdout and "audit chain: ok=True" in demo.stdout
+    # Notifications reached the demo's SMTP sink and its ITSM receiver, which verified every signature.
+    assert "Approval requested" in demo.stdout and "+ calendar invite" in demo.stdout
+    assert "ITSM callbacks (signature verified): 5 (scheduled → running → paused → running → completed); refused: 0" \
+        in demo.stdout
     pdf = tmp_path / "EXM-000001-report.pdf"
     assert pdf.read_bytes().startswith(b"%PDF")
     # The demo's password for the simulated servers never reaches the report.
@@ -31,3 +35,4 @@ def test_the_demo_completes_a_window_and_verifies_its_report(tmp_path) -> None:
 
     text = "".join(page.extract_text() or "" for page in PdfReader(pdf).pages)
     assert password not in text and "queue drain" in text
+    assert "Notifications sent" in text and "Approval request" in text

@@ -9,6 +9,7 @@ from rest_framework.authtoken.models import Token
 
 from changes import audit
 from changes.models import ApiClient, Role
+from notifications.secrets import callback_secret_rotate
 
 
 class Command(BaseCommand):
@@ -28,11 +29,14 @@ class Command(BaseCommand):
         with transaction.atomic():
             user = User.objects.create_user(username=name, email=email, is_staff=staff)
             user.groups.set(Group.objects.filter(name__in=roles))
-            ApiClient.objects.create(user=user, source=source)
+            client = ApiClient.objects.create(user=user, source=source)
             token = Token.objects.create(user=user)
+            secret = callback_secret_rotate(client, actor="system:create_api_client")
             audit.append(
                 actor="system:create_api_client", action="identity.created", object_type="user", object_id=user.pk,
                 changes={"username": [None, name], "roles": [None, sorted(roles)], "source": [None, source]},
             )
         self.stdout.write(f"Created {name} with role(s) {', '.join(sorted(roles))}.")
+        # Shown once: only its encrypted form is stored (rotate with `manage.py rotate_callback_secret NAME`).
+        self.stdout.write(f"Callback signing secret (X-Exmaint-Signature): {secret}")
         self.stdout.write(token.key)

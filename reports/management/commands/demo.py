@@ -8,12 +8,17 @@ Celery worker, the web service — and the real users, through the HTTP API:
 4. the operator reports the work done; the exit and the verification run;
 5. an auditor downloads the PDF, checks its SHA-256 and verifies the audit chain head printed in it.
 
+Along the way exmaint notifies people — approval requests, the announcement with a calendar invite, the start, the
+pause alert, the end — into a local SMTP sink the demo starts, and POSTs each state change, signed, to a local ITSM
+callback receiver that checks the signature.
+
 Exit code 0 only if the window completed and the report verifies. Everything started is stopped at the end.
 """
 from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
 import re
 import secrets
@@ -35,6 +40,8 @@ from django.core.management.base import BaseCommand, CommandError
 from rest_framework.authtoken.models import Token
 
 from changes.models import ApiClient
+from notifications.secrets import callback_secret_rotate
+from reports.demo_sinks import CallbackReceiver, MailSink
 
 SPEED = 60  # the simulated Exchange and the engine both run 60× faster than real time
 FAULT = "queue-stuck@EX01"
@@ -73,12 +80,22 @@ class Command(BaseCommand):
     # --- orchestration ----------------------------------------------------------------------------------------------
 
     def _run(self) -> bool:
-        sim_port, web_port = free_port(), free_port()
+        sim_port, web_port, smtp_port, itsm_port = free_port(), free_port(), free_port(), free_port()
+        logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every SMTP line at INFO
+        self.mail = MailSink(smtp_port)
+        self.mail.start()
+        self.itsm = CallbackReceiver(itsm_port)
+        self.itsm.start()
         password = secrets.token_urlsafe(16)
         password_file = self.var / "simulator-password"
         password_file.write_text(password + "\n")
         password_file.chmod(0o600)
-        env = {**os.environ, "EXMAINT_RUNNER_CLOCK": f"scaled:{SPEED}"}
+        env = {**os.environ, "EXMAINT_RUNNER_CLOCK": f"scaled:{SPEED}", "EMAIL_HOST": "127.0.0.1",
+               "EMAIL_PORT": str(smtp_port), "DEFAULT_FROM_EMAIL": "exmaint <exmaint@contoso.com>",
+               "EXMAINT_PUBLIC_URL": f"http://127.0.0.1:{web_port}",
+               # The demo's ITSM receiver listens on loopback, which callbacks may not reach by default.
+               "EXMAINT_CALLBACK_ALLOWED_NETWORKS": "127.0.0.1/32"}
+        os.environ["EXMAINT_CALLBACK_ALLOWED_NETWORKS"] = env["EXMAINT_CALLBACK_ALLOWED_NETWORKS"]
         self._say(f"starting the simulated Exchange (EX01 standalone; DAG1: EX02, EX03, EX04; fault {FAULT}) "
                   f"on 127.0.0.1:{sim_port}")
         self._spawn("simulator", [sys.executable, "manage.py", "simulate_exchange", "--port", str(sim_port),
@@ -92,6 +109,9 @@ class Command(BaseCommand):
                             f"127.0.0.1:{web_port}", "--workers", "2", "--log-level", "warning"], env)
         self.api = f"http://127.0.0.1:{web_port}/api/v1"
         tokens = {name: self._identity(name, *spec) for name, spec in IDENTITIES.items()}
+        # Shown once at creation, as create_api_client prints it; the ITSM keeps it to verify our callbacks.
+        self.itsm.secret = callback_secret_rotate(get_user_model().objects.get(username="servicenow").api_client,
+                                                  actor="system:demo")
         self.http = {name: requests.Session() for name in tokens}
         for name, session in self.http.items():
             session.headers["Authorization"] = f"Token {tokens[name]}"
@@ -115,13 +135,19 @@ class Command(BaseCommand):
             "title": "Install Exchange 2019 CU15 on EX01", "description": "Quarterly cumulative update.",
             "change_type": "normal", "risk": "medium", "impact": "medium", "servers": ["EX01"],
             "window_start": start.isoformat(), "window_end": (start + timedelta(hours=4)).isoformat(),
-            "requested_by": "carol@contoso.com", "notify": ["exchange-team@contoso.com"],
+            "requested_by": "carol@contoso.com", "notify": ["exchange-team@contoso.com", "helpdesk@contoso.com"],
+            "callback_url": f"http://127.0.0.1:{itsm_port}/api/now/exmaint/callback",
         })
         cid, number = change["id"], change["number"]
         self._say(f"   {number}: {change['state']}, needs {change['approvals_required']} approvals")
         dry = self._call("olga", "post", f"/changes/{cid}/dry-run/", 200)
         self._say(f"   dry run: {len(dry['plan']['steps'])} steps planned; pre-checks: "
                   + ", ".join(f"{p['key']}={p['status']}" for p in dry["prechecks"]))
+        self._wait("the approval requests", lambda: any("Approval requested" in self._subject(m)
+                                                        for _, m in self.mail.messages), timeout=60)
+        asked = sorted({r for rcpts, m in self.mail.messages if "Approval requested" in self._subject(m)
+                        for r in rcpts})
+        self._say(f"   approval requested by mail from {', '.join(asked)} (never from the requester)")
         for approver, comment in (("alice", "CU15 tested in the lab; rollback plan reviewed"),
                                   ("bob", "OK for tonight's window")):
             state = self._call(approver, "post", f"/changes/{cid}/approve/", 200, json={"comment": comment})["state"]
@@ -164,8 +190,27 @@ class Command(BaseCommand):
         self._say(f"   chain head printed in the report: {head}")
         self._say(f"   audit chain: ok={verify['ok']}, {verify['events']} events, head {verify['head'][:16]}…; "
                   f"offline: python manage.py verify_audit --head {head}")
+        self._notifications_summary(cid)
         self._say(f"\nReport: {pdf_path}")
         return bool(sha_ok and verify["ok"])
+
+    def _notifications_summary(self, cid: int) -> None:
+        # Callbacks and mails of the last transitions may still be on their way: wait for the outbox to empty.
+        def settled() -> bool:
+            rows = self._call("audrey", "get", f"/changes/{cid}/deliveries/", 200)
+            rows = rows["results"] if isinstance(rows, dict) else rows
+            return all(r["status"] in ("sent", "failed", "cancelled") for r in rows)
+
+        self._wait("the notifications to be delivered", settled, timeout=60)
+        self._say("== notifications")
+        for rcpts, message in self.mail.messages:
+            invite = next((p.get_content_type() for p in message.walk() if p.get_content_type() == "text/calendar"),
+                          "")
+            self._say(f"   mail: {self._subject(message)} → {len(rcpts)} recipient(s)"
+                      + (" + calendar invite" if invite else ""))
+        states = " → ".join(c.get("new_state", "?") for c in self.itsm.accepted)
+        self._say(f"   ITSM callbacks (signature verified): {len(self.itsm.accepted)} ({states}); "
+                  f"refused: {self.itsm.refused}")
 
     # --- helpers ----------------------------------------------------------------------------------------------------
 
@@ -181,7 +226,14 @@ class Command(BaseCommand):
         self.procs.append(subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT,  # noqa: S603
                                            start_new_session=True))
 
+    @staticmethod
+    def _subject(message: Any) -> str:
+        return " ".join(str(message["Subject"] or "").split())  # unfold long header lines
+
     def _stop_all(self) -> None:
+        for sink in (getattr(self, "mail", None), getattr(self, "itsm", None)):
+            if sink is not None:
+                sink.stop()
         for proc in self.procs:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)

@@ -17,9 +17,9 @@ from tests.conftest import SATURDAY_NIGHT
 
 from .support import build_test_plan, mutating_commands, sim_factory
 
-pytestmark = [pytest.mark.django_db, pytest.mark.urls("tests.runner.engine.urls")]
-
 USER, PASSWORD = "exmaint-svc", "Sim-Passw0rd-for-tests"
+
+pytestmark = pytest.mark.django_db
 
 
 def awaiting_change(requester):

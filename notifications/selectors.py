@@ -1,0 +1,43 @@
+"""Read-side queries of the notifications app."""
+from __future__ import annotations
+
+import secrets
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db.models import Prefetch, QuerySet
+from django.utils import timezone
+
+from changes.models import Change, FreezeWindow, Server
+from changes.selectors import change_list
+from changes.states import HOLDS_SERVERS
+
+from .models import CalendarKey, Delivery
+
+
+def delivery_list(change: Change) -> QuerySet[Delivery]:
+    return Delivery.objects.filter(change=change).order_by("created_at", "id")
+
+
+def calendar_changes(user: Any) -> QuerySet[Change]:
+    """Scheduled, running and paused windows the user may see (changes.selectors.change_list)."""
+    return (change_list(user).filter(state__in=HOLDS_SERVERS).select_related("calendar_invite")
+            .order_by("window_start"))
+
+
+def calendar_freezes(now: datetime | None = None) -> QuerySet[FreezeWindow]:
+    since = (now or timezone.now()) - timedelta(days=30)
+    return FreezeWindow.objects.filter(end__gte=since).prefetch_related(
+        Prefetch("servers", queryset=Server.objects.only("id", "name"))).order_by("start")
+
+
+def calendar_user(key: str) -> Any:
+    row = CalendarKey.objects.select_related("user").filter(key_hash=CalendarKey.hash(key)).first()
+    return row.user if row is not None and row.user.is_active else None
+
+
+def calendar_key_rotate(user: Any) -> str:
+    """A new secret feed key for ``user`` (the old URL stops working); shown once."""
+    key = secrets.token_urlsafe(32)
+    CalendarKey.objects.update_or_create(user=user, defaults={"key_hash": CalendarKey.hash(key)})
+    return key
