@@ -44,6 +44,10 @@ class DryRunViolation(Exception):
     """A step tried a mutating command during a dry run: a plan bug, never sent."""
 
 
+class RunLost(Exception):
+    """The worker's lease expired while a step ran (another worker may have taken the window over): stop writing."""
+
+
 class ExecutionContext:
     """Implements ``runner.step_types.StepContext`` over one session per endpoint of the target server."""
 
@@ -56,6 +60,8 @@ class ExecutionContext:
         options: Options | None = None,
         state: dict[str, Any] | None = None,
         dry_run: bool = False,
+        checkpoint: Callable[[dict[str, Any]], None] | None = None,
+        may_write: Callable[[], bool] | None = None,
     ) -> None:
         self.server = server
         self.options = options or Options()
@@ -63,6 +69,9 @@ class ExecutionContext:
         self.state = state if state is not None else {}
         self.dry_run = dry_run
         self._sessions = sessions
+        self._checkpoint = checkpoint
+        # False once the engine lost its lease: another worker may be running this change, so no more writes.
+        self._may_write = may_write or (lambda: True)
         self.commands: list[CommandRecord] = []
         self.issues: list[Issue] = []
         # Time spent waiting on purpose (polls, backoff) vs inside commands: the engine's overhead is the rest.
@@ -85,6 +94,8 @@ class ExecutionContext:
         """Run one cmdlet; reads are retried on retryable transport errors (recorded as issues), writes never."""
         if self.dry_run and not is_read(cmdlet):
             raise DryRunViolation(f"{cmdlet} is not allowed in a dry run")
+        if not is_read(cmdlet) and not self._may_write():
+            raise RunLost(f"{cmdlet} not sent: this worker lost its lease on the window")
         policy = retry or RetryPolicy()
         attempts = policy.attempts if is_read(cmdlet) else 1
         delay = policy.backoff
@@ -121,6 +132,10 @@ class ExecutionContext:
         self.commands.append(record)
         log.info("%s %s %s → %s", self.server.name, cmdlet, record.parameters, outcome)
         return record
+
+    def checkpoint(self) -> None:
+        if self._checkpoint is not None:
+            self._checkpoint(self.state)
 
     def wait(self, seconds: float) -> None:
         t0 = time.perf_counter()

@@ -38,7 +38,7 @@ from changes.services import change_transition
 from changes.states import State
 
 from . import conf
-from .context import ExecutionContext
+from .context import ExecutionContext, RunLost
 from .exchange.session import Endpoint, ExchangeSession, ExchangeSessionError
 from .step_types import Hold, Issue, Options, Phase, Plan, Poll, ServerInfo, Step, StepFailed, StepOutcome
 
@@ -117,10 +117,11 @@ def run_window(
     if lease is None:
         return "busy"
     try:
-        with lease.heartbeat():
+        with lease.heartbeat() as lost:
             engine = _Engine(change_id, lease, clock=clock or conf.make_clock(),
                              sessions_factory=sessions_factory or default_sessions_factory,
                              plan_builder=plan_builder or default_plan_builder, on_step=on_step)
+            engine.lease_lost = lost
             try:
                 return engine.run()
             except LeaseLost:
@@ -177,11 +178,15 @@ class Lease:
         def beat() -> None:
             try:
                 while not stop.wait(max(1.0, self.seconds / 3)):
-                    if not self.renew():
+                    try:
+                        renewed = self.renew()
+                    except Exception:  # a database hiccup: keep beating, the lease is still ours for a while
+                        log.exception("lease heartbeat failed; trying again")
+                        continue
+                    if not renewed:
+                        # Another worker holds the lease now: the running step must not send another write.
                         lost.set()
                         return
-            except Exception:  # a database hiccup: the main thread renews between steps anyway
-                log.exception("lease heartbeat failed")
             finally:
                 connection.close()  # this thread's own connection
 
@@ -371,8 +376,11 @@ class _Engine:
 
     def _execute(self, change: Change, run: WindowRun, row: StepRun, step: Step,
                  resumed_issue: Issue | None) -> str | None:
+        lost = getattr(self, "lease_lost", None)
         ctx = ExecutionContext(server=self.infos[row.server_id], sessions=self.sessions(row.server_id),
-                               clock=self.clock, options=self.options, state=self._state_for(row, run))
+                               clock=self.clock, options=self.options, state=self._state_for(row, run),
+                               checkpoint=lambda state: self._save_context(),
+                               may_write=(lambda: not lost.is_set()) if lost is not None else None)
         if resumed_issue is not None:
             ctx.issues.append(resumed_issue)
         attempts = conf.exit_retry_attempts() if step.phase == Phase.EXIT and step.idempotent else 1
@@ -389,6 +397,8 @@ class _Engine:
                 outcome = step.run(ctx)
             except Hold as hold:
                 return self._hold(row, ctx, hold)
+            except RunLost:
+                raise LeaseLost from None
             except StepFailed as exc:
                 kind = Alert.Kind.PRECHECK_BLOCKED if step.gate else Alert.Kind.PAUSED
                 return self._fail_and_pause(row, str(exc), ctx.commands, ctx.issues, exc.findings, kind=kind)
@@ -452,7 +462,16 @@ class _Engine:
         wake_at = timezone.now() + timedelta(seconds=delay)
         commands, issues = self._commands(row, ctx.commands), self._issues(row, ctx.issues)
         with transaction.atomic():
-            self._save_context(wake_at=wake_at, lock_owner="", lock_expires_at=None)
+            # Park only if the work-done report has not arrived since this step read it: that report's own task
+            # found the lease busy and was dropped, so parking now would wait until the window end.
+            parked = self.lease.mine().filter(work_done_at__isnull=True).update(
+                context=_jsonable(self.states), wake_at=wake_at, lock_owner="", lock_expires_at=None)
+            if not parked:
+                if not self.lease.mine().exists():
+                    raise LeaseLost
+                StepRun.objects.filter(pk=row.pk).update(status=S.PENDING, commands=commands, issues=issues)
+                row.status, row.commands, row.issues = S.PENDING, commands, issues
+                return None  # the work was reported done meanwhile: run the step again now
             StepRun.objects.filter(pk=row.pk).update(output_summary=f"waiting… {hold}", commands=commands,
                                                      issues=issues)
             enqueue_run(self.change_id, eta=wake_at)

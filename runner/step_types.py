@@ -125,6 +125,11 @@ class StepContext(Protocol):
 
     def poll(self, check: Callable[[], tuple[bool, Any, str]], policy: Poll, *, what: str) -> PollResult: ...
 
+    def checkpoint(self) -> None:
+        """Persist ``state`` now, in its own transaction: a step writes a "sent" marker and checkpoints BEFORE a
+        command that re-verification cannot tell apart from not sent (a service restart, a redirect), so a
+        worker that resumes after a crash never sends it twice."""
+
 
 @dataclass
 class PollResult:

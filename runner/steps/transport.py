@@ -83,21 +83,49 @@ def _restart(ctx: StepContext, marker: str, why: str) -> StepOutcome:
         return StepOutcome("skipped", f"transport already restarted at {ctx.state[marker]}; Get-Queue answers",
                            findings={"polls": polls})
     ctx.state[f"{marker}_attempted"] = True  # the exit restarts transport if this attempt left it stopped
+    # A restart is not check-then-set (a second one looks like none), so each one is sent at most once per attempt:
+    # a "sent" marker is persisted before the command and a "done" list after it. A worker that resumes after a
+    # crash skips both and verifies instead; a failure the step reports clears them, so an operator's retry restarts.
+    done: list[str] = ctx.state.setdefault(f"{marker}_done", [])
+    issues: list[Issue] = []
     for service in TRANSPORT_SERVICES:
+        sent = f"{marker}_sent_{service}"
+        if service in done or ctx.state.get(sent):
+            issues.append(Issue(f"Restart-Service {service} was sent before a worker crash",
+                                "not sent again; service status and Get-Queue verified", automatic=True))
+            status = _service_status(ctx, service)
+            if status != "Running":
+                _forget_restarts(ctx, marker)
+                raise StepFailed(f"{service} is {status} after a restart sent before a worker crash",
+                                 findings={"service": service, "status": status})
+            continue
+        ctx.state[sent] = now_iso(ctx)
+        ctx.checkpoint()
         try:
             result = ctx.run("Restart-Service", {"Name": service}, endpoint=DEFAULT)
         except CmdletError as exc:
+            _forget_restarts(ctx, marker)
             raise StepFailed(f"Restart-Service {service} failed: {exc.record.message}",
                              findings={"service": service, "status": _service_status(ctx, service)}) from exc
+        done.append(service)
+        del ctx.state[sent]
         status = _service_status(ctx, service)
         if result.errors or status != "Running":
+            _forget_restarts(ctx, marker)
             raise StepFailed(f"{service} did not restart (status {status})",
                              findings={"service": service, "status": status,
                                        "errors": [e.message for e in result.errors]})
     polls = wait_for_queue_viewer(ctx)
+    _forget_restarts(ctx, marker)
     ctx.state[marker] = now_iso(ctx)
     return StepOutcome("passed", f"restarted {' and '.join(TRANSPORT_SERVICES)} {why}; Get-Queue answers",
-                       findings={"services": list(TRANSPORT_SERVICES), "queue_viewer_polls": polls})
+                       issues=issues, findings={"services": list(TRANSPORT_SERVICES), "queue_viewer_polls": polls})
+
+
+def _forget_restarts(ctx: StepContext, marker: str) -> None:
+    ctx.state.pop(f"{marker}_done", None)
+    for service in TRANSPORT_SERVICES:
+        ctx.state.pop(f"{marker}_sent_{service}", None)
 
 
 def restart_transport_enter(ctx: StepContext) -> StepOutcome:
@@ -134,6 +162,13 @@ def redirect_messages(ctx: StepContext) -> StepOutcome:
         return StepOutcome("skipped", "no healthy peer to redirect to", findings={"peers": checked},
                            issues=[Issue("no DAG peer could take redirected mail", "queues left to drain locally",
                                          automatic=True)])
+    if ctx.state.get("redirect_sent_to"):
+        # Sent before a worker crash; redirecting again would move nothing new (the drain that follows verifies).
+        ctx.state["redirected_to"] = ctx.state["redirect_sent_to"]
+        return StepOutcome("skipped", f"Redirect-Message to {ctx.state['redirect_sent_to']} was sent before a worker "
+                           "crash; not repeated", findings={"target": ctx.state["redirect_sent_to"]})
+    ctx.state["redirect_sent_to"] = target.fqdn
+    ctx.checkpoint()
     call(ctx, "Redirect-Message", {"Server": ctx.server.name, "Target": [target.fqdn], "Confirm": False})
     ctx.state["redirected_to"] = target.fqdn
     return StepOutcome("passed", f"redirected queued messages to {target.fqdn}",

@@ -343,3 +343,61 @@ def test_options_come_from_the_run_record() -> None:
                                    "queue_drain": {"interval": 5, "total_timeout": 60}})
     assert (options.clear_setup_leftovers, options.backup_max_age_hours, options.queue_drain.interval) == (
         True, 48, 5)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_work_done_report_arriving_while_the_hold_is_decided_is_not_lost(requester, operator, hooks,
+                                                                            engine_kwargs) -> None:
+    """The report's own task finds the lease busy and is dropped; the engine must not then park until the end."""
+    import threading
+
+    change = running_change(requester)
+    hooks.entered["work.hold"], hooks.block["work.hold"] = threading.Event(), threading.Event()
+
+    def operator_reports_meanwhile() -> None:
+        hooks.entered["work.hold"].wait(timeout=30)
+        try:
+            change_work_done(change, actor=operator, notes="done while the engine was deciding to wait")
+        finally:
+            hooks.block["work.hold"].set()
+            connection.close()
+
+    reporter = threading.Thread(target=operator_reports_meanwhile)
+    reporter.start()
+    try:
+        outcome = run(change, engine_kwargs)
+    finally:
+        hooks.block["work.hold"].set()
+        reporter.join(timeout=30)
+    assert outcome == "completed"
+    assert hooks.runs["work.hold"] == 2  # held once on stale information, then ran again and passed
+
+
+def test_a_worker_that_lost_its_lease_sends_no_further_write(requester, sim, hooks, engine_kwargs,
+                                                             settings) -> None:
+    """A step outliving the lease (another worker took the window over) must not send another command."""
+    change = running_change(requester)
+    window_run = WindowRun.objects.get(change=change)
+    original = engine.Lease.heartbeat
+
+    def heartbeat_that_finds_the_lease_taken(lease):  # noqa: ANN001, ANN202
+        context = original(lease)
+        lost = context.__enter__()
+        lost.set()  # what the heartbeat sets when another worker holds the lease
+        WindowRun.objects.filter(pk=window_run.pk).update(lock_owner="w2#other")
+
+        class Wrapper:
+            def __enter__(self):  # noqa: ANN204
+                return lost
+
+            def __exit__(self, *exc):  # noqa: ANN002, ANN204
+                return context.__exit__(*exc)
+
+        return Wrapper()
+
+    engine.Lease.heartbeat = heartbeat_that_finds_the_lease_taken
+    try:
+        assert run(change, engine_kwargs) == "lost lease"
+    finally:
+        engine.Lease.heartbeat = original
+    assert mutating_commands(sim) == []  # HubTransport Draining was never sent by the worker without the lease
