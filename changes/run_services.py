@@ -48,7 +48,8 @@ def change_start(change: Change, *, actor: Any, plan: str | None = None, options
         WindowRun.objects.update_or_create(change=change, defaults={
             "plan": plan or change.plan, "options": options or {}, "started_at": now,
         })
-        _move(change, State.RUNNING, actor=actor, reason="window started")
+        note = "window started" + (f" with options {sorted(options.items())}" if options else "")
+        _move(change, State.RUNNING, actor=actor, reason=note)
         enqueue_run(change.pk)
     return change
 

@@ -15,9 +15,9 @@ from django.db.models import Q
 from django.utils import timezone
 
 from changes.errors import DomainError
-from changes.models import Change, WindowRun
+from changes.models import Alert, Change, WindowRun
 from changes.queue import RUN_TASK, START_TASK
-from changes.run_services import change_start
+from changes.run_services import alert_raise, change_start
 from changes.states import State, TransitionNotAllowed
 
 log = logging.getLogger(__name__)
@@ -38,14 +38,19 @@ def start_window(change_id: int) -> str:
         current_app.send_task(START_TASK, args=[change_id], eta=change.window_start)
         return "early"
     if now >= change.window_end:
-        log.warning("%s: window closed at %s before it could start", change.number, change.window_end.isoformat())
+        alert_raise(Alert.Kind.NOT_STARTED, f"{change.number}: its window closed at {change.window_end.isoformat()} "
+                    "before it could start; reschedule it", actor=SCHEDULER, change=change)
         return "window closed"
     try:
         change_start(change, actor=SCHEDULER)
     except (DomainError, TransitionNotAllowed) as exc:
-        # Freeze, changed approvals or a race with an operator's start: the change stays as it is, logged.
-        log.warning("%s: not started at its window: %s", change.number, exc)
-        return f"refused: {exc}"
+        # Freeze, changed approvals or a race with an operator's start: the change stays as it is, and people are
+        # told (once: the alert is not repeated by every sweep while it is open).
+        detail = getattr(exc, "detail", str(exc))
+        if change.state == State.SCHEDULED:
+            alert_raise(Alert.Kind.NOT_STARTED, f"{change.number} did not start at its window: {detail}",
+                        actor=SCHEDULER, change=change)
+        return f"refused: {detail}"
     return "started"
 
 

@@ -57,11 +57,16 @@ def watchdog(*, sessions_factory: Callable[[Server], Any] | None = None, now: da
         try:
             findings = maintenance_findings(server, sessions_factory)
         except Exception as exc:  # one bad server must not stop the sweep of the others
-            # Unreachable is not "in maintenance": log it; the next sweep tries again.
+            # A server that cannot be checked may be one left in maintenance: people must know (one open alert,
+            # cleared by the first sweep that can read it again).
             level = logging.WARNING if isinstance(exc, ExchangeSessionError) else logging.ERROR
             log.log(level, "watchdog: cannot check %s: %s: %s", server.name, type(exc).__name__, exc)
             report.unreachable[server.name] = str(exc)
+            alert_raise(Alert.Kind.UNREACHABLE, f"{server.name} cannot be checked for maintenance mode: "
+                        f"{type(exc).__name__}: {exc}", actor=ACTOR, server=server)
             continue
+        Alert.objects.filter(kind=Alert.Kind.UNREACHABLE, server=server, change__isnull=True,
+                             cleared_at__isnull=True).update(cleared_at=now)
         if findings:
             report.left_in_maintenance[server.name] = findings
             alert_raise(Alert.Kind.LEFT_IN_MAINTENANCE,
@@ -79,25 +84,40 @@ def maintenance_findings(server: Server, sessions_factory: Callable[[Server], An
     try:
         findings = []
         exchange = sessions(Endpoint.EXCHANGE)
-        swo = exchange.run("Get-ServerComponentState", {"Identity": server.name, "Component": "ServerWideOffline"},
-                           endpoint=Endpoint.EXCHANGE)
+        swo = _answer(exchange.run("Get-ServerComponentState",
+                                   {"Identity": server.name, "Component": "ServerWideOffline"},
+                                   endpoint=Endpoint.EXCHANGE))
         for obj in swo.output:
             if str(obj.get("State")) != "Active":
                 findings.append(f"ServerWideOffline is {obj.get('State')}")
-        mailbox = exchange.run("Get-MailboxServer", {"Identity": server.name}, endpoint=Endpoint.EXCHANGE)
+        mailbox = _answer(exchange.run("Get-MailboxServer", {"Identity": server.name}, endpoint=Endpoint.EXCHANGE))
         for obj in mailbox.output:
             if str(obj.get("DatabaseCopyAutoActivationPolicy")) == "Blocked":
                 findings.append("DatabaseCopyAutoActivationPolicy is Blocked")
             if obj.get("DatabaseCopyActivationDisabledAndMoveNow") in (True, "True", "true"):
                 findings.append("DatabaseCopyActivationDisabledAndMoveNow is True")
         if server.dag_name:
-            nodes = sessions(Endpoint.DEFAULT).run("Get-ClusterNode", {"Name": server.name}, endpoint=Endpoint.DEFAULT)
+            nodes = _answer(sessions(Endpoint.DEFAULT).run("Get-ClusterNode", {"Name": server.name},
+                                                           endpoint=Endpoint.DEFAULT))
             for obj in nodes.output:
                 if str(obj.get("State")) != "Up":
                     findings.append(f"cluster node is {obj.get('State')}")
         return findings
     finally:
         sessions.close()
+
+
+class CannotCheck(ExchangeSessionError):
+    """A read answered with error records or nothing at all: no evidence either way."""
+
+
+def _answer(result: Any) -> Any:
+    # "Couldn't be found" arrives as a non-terminating error with no output; treating that as "not in maintenance"
+    # would clear a real alert.
+    if result.errors or not result.output:
+        why = result.errors[0].message if result.errors else "no object returned"
+        raise CannotCheck(f"{result.cmdlet}: {why}")
+    return result
 
 
 def _ago(delta: timedelta) -> str:

@@ -110,6 +110,16 @@ class ReasonSerializer(StrictSerializer):
     reason = serializers.CharField(max_length=5000)
 
 
+class StartSerializer(StrictSerializer):
+    """Operator choices for this window (the scheduler's automatic start uses the defaults)."""
+
+    clear_setup_leftovers = serializers.BooleanField(
+        required=False, help_text="Also clear Functional votes a failed CU setup left (ServerWideOffline, Monitoring, "
+                                  "RecoveryActionsEnabled).")
+    backup_max_age_hours = serializers.IntegerField(
+        required=False, min_value=1, max_value=24 * 14, help_text="Newest backup may be at most this old (default 24).")
+
+
 class ResumeSerializer(StrictSerializer):
     action = serializers.ChoiceField(["retry", "skip", "abort"])
     reason = serializers.CharField(max_length=5000)

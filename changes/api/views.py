@@ -30,6 +30,7 @@ from .serializers import (
     ReasonSerializer,
     ResumeSerializer,
     ServerSerializer,
+    StartSerializer,
     StepRunSerializer,
     WorkDoneSerializer,
 )
@@ -88,11 +89,12 @@ class ChangeViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
         data = _parse(ReasonSerializer, request)
         return self._respond(services.change_cancel(self.get_object(), actor=request.user, **data))
 
-    @extend_schema(request=None, responses=ChangeDetailSerializer)
+    @extend_schema(request=StartSerializer, responses=ChangeDetailSerializer)
     @action(detail=True, methods=["post"])
     def start(self, request: Request, pk: str | None = None) -> Response:
         """Start a scheduled window now that it is open (the scheduler does it at window_start anyway)."""
-        return self._respond(run_services.change_start(self.get_object(), actor=request.user))
+        options = _parse(StartSerializer, request) if request.data else {}
+        return self._respond(run_services.change_start(self.get_object(), actor=request.user, options=options))
 
     @extend_schema(request=ResumeSerializer, responses=ChangeDetailSerializer)
     @action(detail=True, methods=["post"])

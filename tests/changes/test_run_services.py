@@ -160,3 +160,29 @@ def test_current_step_shows_live_progress(api, requester, servers, operator, aud
     change = paused_with_failed_step(requester, operator)
     detail = api(auditor).get(f"/api/v1/changes/{change.pk}/").json()
     assert detail["current_step"]["key"] == "enter.drain_queues" and detail["current_step"]["status"] == "failed"
+
+
+def test_operator_start_options_reach_the_run_and_the_audit(api, requester, servers, operator) -> None:
+    change = open_change(requester)
+    url = f"/api/v1/changes/{change.pk}/start/"
+    bad = api(operator).post(url, data=json.dumps({"backup_max_age_hours": 0}), content_type="application/json")
+    assert bad.status_code == 400
+    res = api(operator).post(url, data=json.dumps({"clear_setup_leftovers": True, "backup_max_age_hours": 48}),
+                             content_type="application/json")
+    assert res.status_code == 200 and res.json()["state"] == "running"
+    assert WindowRun.objects.get(change=change).options == {"clear_setup_leftovers": True, "backup_max_age_hours": 48}
+    event = AuditEvent.objects.filter(action="change.transition", object_id=str(change.pk)).last()
+    assert "clear_setup_leftovers" in event.reason
+
+
+def test_a_broker_outage_does_not_fail_a_committed_transition(requester, servers, operator, monkeypatch,
+                                                              django_capture_on_commit_callbacks, caplog) -> None:
+    def broker_down(*args, **kwargs):
+        raise ConnectionRefusedError("broker down")
+
+    monkeypatch.setattr("changes.queue.current_app.send_task", broker_down)
+    change = open_change(requester)
+    with django_capture_on_commit_callbacks(execute=True):
+        run_services.change_start(change, actor=operator)
+    assert Change.objects.get(pk=change.pk).state == State.RUNNING
+    assert "periodic sweep will pick it up" in caplog.text

@@ -166,7 +166,36 @@ def test_the_watchdog_leaves_servers_of_a_running_change_alone(requester, server
     assert report.left_in_maintenance == {} and not Alert.objects.exists()
 
 
-def test_the_watchdog_reports_an_unreachable_server_without_an_alert(servers, sim) -> None:
-    sim.inject("unreachable", "EX01", times=5)
+def test_the_watchdog_alerts_once_on_a_server_it_cannot_check_and_clears_it_when_readable(servers, sim) -> None:
+    sim.inject("unreachable", "EX01", times=6)
     report = watchdog(sessions_factory=sim_factory(sim))
-    assert "EX01" in report.unreachable and not Alert.objects.exists()
+    assert "EX01" in report.unreachable
+    watchdog(sessions_factory=sim_factory(sim))  # still unreachable: the open alert is not repeated
+    alert = Alert.objects.get(kind=Alert.Kind.UNREACHABLE)
+    assert alert.server.name == "EX01" and "cannot be checked" in alert.message and alert.cleared_at is None
+    for _ in range(6):  # the fault runs out after six failed requests
+        if not watchdog(sessions_factory=sim_factory(sim)).unreachable:
+            break
+    assert Alert.objects.get(pk=alert.pk).cleared_at is not None
+
+
+def test_the_watchdog_treats_an_error_answer_as_cannot_check_not_as_healthy(servers, sim) -> None:
+    # EX01's endpoint answers, but for EX09 (in the inventory, unknown to Exchange) with "couldn't be found".
+    Server.objects.create(name="EX09", fqdn="ex09.corp.example")
+    report = watchdog(sessions_factory=lambda server: sim_factory(sim)(Server(name="EX01")) if server.name == "EX09"
+                      else sim_factory(sim)(server))
+    assert "EX09" in report.unreachable and "EX09" not in report.left_in_maintenance
+    assert "couldn't be found" in report.unreachable["EX09"] or "not found" in report.unreachable["EX09"].lower()
+    assert Alert.objects.filter(kind=Alert.Kind.UNREACHABLE, server__name="EX09").exists()
+
+
+def test_a_window_that_cannot_start_raises_an_alert(requester, operator, servers) -> None:
+    from changes import services as change_services
+
+    change = scheduled_change(requester, start_in=-timedelta(minutes=5), hours=2)
+    change_services.freeze_window_save(None, actor=operator, data={
+        "start": timezone.now() - timedelta(hours=1), "end": timezone.now() + timedelta(hours=1), "dag_name": "",
+        "reason": "Incident bridge open"})
+    assert scheduler.start_due_windows() == []
+    alert = Alert.objects.get(kind=Alert.Kind.NOT_STARTED, change=change)
+    assert "Incident bridge open" in alert.message
