@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -64,42 +65,75 @@ def claim(delivery_id: int, *, worker: str, now: datetime) -> Delivery | None:
     return Delivery.objects.select_related("change").get(pk=delivery_id)
 
 
+Clock = Callable[[], datetime]
+
+
+def _clock_from(now: datetime | None) -> Clock:
+    """The current time while sending: ``timezone.now``, or — when a test fixed the claim's ``now`` — that time
+    plus the real time elapsed since, so leases stay consistent with the test's clock."""
+    if now is None:
+        return timezone.now
+    offset = now - timezone.now()
+    return lambda: timezone.now() + offset
+
+
+@dataclass
+class _Run:
+    """One attempt: the claimed row, the claim's owner, the claim's time and the current time."""
+
+    delivery: Delivery
+    worker: str
+    now: datetime
+    clock: Clock
+
+
 def deliver(delivery_id: int, *, worker: str = "", now: datetime | None = None, sessions_factory: Any = None,
             after_batch: Callable[[Delivery, int], None] | None = None) -> str:
-    """Claim and send one delivery; returns its status afterwards ('' when another worker has it or it is not due).
-    ``now`` and ``after_batch`` are for tests (a controllable clock; a crash between batches)."""
-    now = now or timezone.now()
+    """Claim and send one delivery; returns its status afterwards ('' when another worker has it, it is not due,
+    or our lease ran out before we were done). ``now`` and ``after_batch`` are for tests (a controllable clock; a
+    crash between batches)."""
+    clock = _clock_from(now)
+    now = now or clock()
     worker = f"{worker or 'worker'}:{uuid.uuid4().hex[:8]}"  # unique per claim: a restarted worker is another owner
     delivery = claim(delivery_id, worker=worker, now=now)
     if delivery is None:
         return ""
     try:
-        return _attempt(delivery, worker, now, sessions_factory, after_batch)
+        return _attempt(_Run(delivery, worker, now, clock), sessions_factory, after_batch)
     except LeaseLost:
-        log.warning("delivery %s: lease lost to another worker; stopping", delivery_id)
+        log.warning("delivery %s: lease lost (expired or taken over); stopping", delivery_id)
         return ""
 
 
-def _attempt(delivery: Delivery, worker: str, now: datetime, sessions_factory: Any,
-             after_batch: Callable[[Delivery, int], None] | None) -> str:
-    stale = _stale(delivery)
-    if stale:
-        _finish(delivery, worker, status=Status.CANCELLED, now=now, last_error=f"not sent: {stale}")
-        return Status.CANCELLED
+def _attempt(run: _Run, sessions_factory: Any, after_batch: Callable[[Delivery, int], None] | None) -> str:
+    delivery = run.delivery
     try:
+        stale = _stale(delivery)
+        if stale:
+            _finish(run, status=Status.CANCELLED, last_error=f"not sent: {stale}")
+            return Status.CANCELLED
         if delivery.channel == Delivery.Channel.CALLBACK:
-            code = senders.send_callback(delivery)
-            _record(delivery, worker, now, 0, [delivery.payload["url"]], delivery.message_id, http_status=code)
+            if not delivery.batches_sent:  # recorded by a worker that died before finishing: never POST twice
+                _check_lease(run)
+                code = senders.send_callback(delivery)
+                _record(run, 0, [delivery.payload["url"]], delivery.message_id, http_status=code)
         else:
-            _resolve(delivery, worker, now, sessions_factory)
+            _resolve(run, sessions_factory)
             senders.send_email(
                 delivery,
-                record=lambda index, batch, mid: _after(delivery, worker, now, index, batch, mid, after_batch),
-                before_batch=lambda index: _check_lease(delivery, worker, now))
+                record=lambda index, batch, mid: _after(run, index, batch, mid, after_batch),
+                before_batch=lambda index: _check_lease(run))
+        _finish(run, status=Status.SENT, sent_at=run.now)
+        return Status.SENT
+    except LeaseLost:
+        raise
     except senders.SendError as exc:
-        return _failed_attempt(delivery, worker, now, exc)
-    _finish(delivery, worker, status=Status.SENT, now=now, sent_at=now)
-    return Status.SENT
+        return _failed_attempt(run, exc)
+    except Exception as exc:  # noqa: BLE001 - anything else (a template, a secret that cannot be decrypted, a bug)
+        # Left uncaught, the row would stay 'sending': taken again every lease period, attempts rising, never
+        # failed nor audited. It is a failed attempt like any other: retried with backoff, then failed.
+        log.exception("delivery %s: attempt %s raised", delivery.pk, delivery.attempts)
+        return _failed_attempt(run, senders.SendError(f"{type(exc).__name__}: {exc}"))
 
 
 def _stale(delivery: Delivery) -> str:
@@ -116,48 +150,78 @@ def _stale(delivery: Delivery) -> str:
     return ""
 
 
-def _resolve(delivery: Delivery, worker: str, now: datetime, sessions_factory: Any) -> None:
+def _resolve(run: _Run, sessions_factory: Any) -> None:
     """Freeze the recipient list (affected mailboxes read from Exchange) before batch 1, so batches never shift."""
+    delivery = run.delivery
     if delivery.recipients_resolved:
         return
-    recipients, problems = senders.resolve_recipients(delivery, sessions_factory=sessions_factory)
-    updated = Delivery.objects.filter(pk=delivery.pk, lease_owner=worker, recipients_resolved=False).update(
-        recipients=recipients, recipients_count=len(recipients), recipients_resolved=True, last_error=problems,
-        updated_at=now)
+    recipients, found = senders.resolve_recipients(delivery, sessions_factory=sessions_factory)
+    problems = list(found.problems)
+    if found.unreadable:
+        # A server whose mailboxes cannot be read (Exchange down, credentials refused, ...) is a failed attempt of
+        # the whole delivery, retried with backoff like SMTP being down: freezing the list now would drop those
+        # users for good, and they are the people the maintenance affects most. Once the retry period is over,
+        # waiting longer would cost everyone else the notice too, so it goes to whoever could be resolved, and the
+        # delivery and its audit events say whose users were not told.
+        unread = "; ".join(f"{name}: {why}" for name, why in found.unreadable.items())
+        if _retry_fits(run):
+            raise senders.SendError(f"the affected mailboxes could not be read (retrying): {unread}")
+        problems = [f"the affected users of {name} could not be read: {why}"
+                    for name, why in found.unreadable.items()] + problems
+        if not recipients:
+            raise senders.SendError("nobody to send to: " + "; ".join(problems), retryable=False)
+    note = "; ".join(problems)[:2000]
+    updated = Delivery.objects.filter(pk=delivery.pk, lease_owner=run.worker, recipients_resolved=False).update(
+        recipients=recipients, recipients_count=len(recipients), recipients_resolved=True, last_error=note,
+        recipients_problems=note, updated_at=run.clock())
     if not updated:
         raise LeaseLost
     delivery.recipients, delivery.recipients_count, delivery.recipients_resolved = recipients, len(recipients), True
+    delivery.recipients_problems = note
 
 
-def _check_lease(delivery: Delivery, worker: str, now: datetime) -> None:
-    if not Delivery.objects.filter(pk=delivery.pk, lease_owner=worker, status=Status.SENDING).exists():
+def _lease_end(run: _Run) -> tuple[datetime, datetime]:
+    """(the current time, when a lease taken or renewed now ends)."""
+    current = run.clock()
+    return current, current + timedelta(seconds=int(conf.get("LEASE_SECONDS")))
+
+
+def _check_lease(run: _Run) -> None:
+    """Before each batch (and the callback): go on only while the lease is ours and not expired — once it expired,
+    the sweep may hand the row to another worker at any moment — and renew it, so the batch has a whole lease
+    (which outlasts the SMTP timeout) rather than what was left. One compare-and-set."""
+    current, lease = _lease_end(run)
+    if not Delivery.objects.filter(pk=run.delivery.pk, lease_owner=run.worker, status=Status.SENDING,
+                                   lease_expires_at__gt=current).update(lease_expires_at=lease, updated_at=current):
         raise LeaseLost
 
 
-def _after(delivery: Delivery, worker: str, now: datetime, index: int, batch: list[str], mid: str,
-           hook: Callable[[Delivery, int], None] | None) -> None:
-    _record(delivery, worker, now, index, batch, mid)
+def _after(run: _Run, index: int, batch: list[str], mid: str, hook: Callable[[Delivery, int], None] | None) -> None:
+    _record(run, index, batch, mid)
     if hook is not None:
-        hook(delivery, index)
+        hook(run.delivery, index)
 
 
-def _record(delivery: Delivery, worker: str, now: datetime, index: int, batch: list[str], mid: str,
-            http_status: int | None = None) -> None:
-    """One batch (or the callback) is out: record it and audit it in one transaction, renewing the lease."""
-    lease = now + timedelta(seconds=int(conf.get("LEASE_SECONDS")))
+def _record(run: _Run, index: int, batch: list[str], mid: str, http_status: int | None = None) -> None:
+    """One batch (or the callback) is out: record it and audit it in one transaction, renewing the lease from the
+    current time (compare-and-set on the owner: the batch went out under our lease, so it is ours to record)."""
+    delivery = run.delivery
+    current, lease = _lease_end(run)
     with transaction.atomic():
-        updated = Delivery.objects.filter(pk=delivery.pk, lease_owner=worker, batches_sent=index).update(
-            batches_sent=index + 1, lease_expires_at=lease, response_status=http_status, updated_at=now)
+        updated = Delivery.objects.filter(pk=delivery.pk, lease_owner=run.worker, batches_sent=index).update(
+            batches_sent=index + 1, lease_expires_at=lease, response_status=http_status, updated_at=current)
         if not updated:
             raise LeaseLost
         total = delivery.batches_total
         changes: dict[str, Any] = {
             "delivery": [None, delivery.pk], "channel": [None, delivery.channel], "kind": [None, delivery.kind],
             "recipients": [None, len(batch)], "message_id": [None, mid], "batch": [None, f"{index + 1}/{total}"],
-            "sent_at": [None, timezone.now()]}
+            "sent_at": [None, current]}
         if http_status is not None:
             changes["http_status"] = [None, http_status]
-        _audit("notification.sent", delivery, changes)
+        if delivery.recipients_problems:
+            changes["recipients_problems"] = [None, delivery.recipients_problems]
+        _audit("notification.sent", delivery, changes, reason=delivery.recipients_problems)
     delivery.batches_sent = index + 1
 
 
@@ -170,32 +234,38 @@ def _audit(action: str, delivery: Delivery, changes: dict[str, Any], reason: str
                      reason=reason)
 
 
-def _failed_attempt(delivery: Delivery, worker: str, now: datetime, exc: senders.SendError) -> str:
+def _retry_fits(run: _Run) -> bool:
+    """Does another attempt, after the backoff, still fall within the delivery's retry period?"""
+    delivery = run.delivery
     hours = conf.get("CALLBACK_RETRY_HOURS" if delivery.channel == Delivery.Channel.CALLBACK else "EMAIL_RETRY_HOURS")
-    started = delivery.first_attempt_at or now
-    wait = backoff(delivery.attempts)
-    if not exc.retryable or now + wait > started + timedelta(hours=float(hours)):
+    started = delivery.first_attempt_at or run.now
+    return run.now + backoff(delivery.attempts) <= started + timedelta(hours=float(hours))
+
+
+def _failed_attempt(run: _Run, exc: senders.SendError) -> str:
+    delivery = run.delivery
+    if not exc.retryable or not _retry_fits(run):
         with transaction.atomic():
-            _finish(delivery, worker, status=Status.FAILED, now=now, last_error=str(exc)[:2000],
-                    response_status=exc.status)
+            _finish(run, status=Status.FAILED, last_error=str(exc)[:2000], response_status=exc.status)
             _audit("notification.failed", delivery, {
                 "delivery": [None, delivery.pk], "channel": [None, delivery.channel], "kind": [None, delivery.kind],
                 "recipients": [None, delivery.recipients_count], "message_id": [None, delivery.message_id],
                 "attempts": [None, delivery.attempts]}, reason=str(exc)[:2000])
         log.error("delivery %s failed for good after %s attempt(s): %s", delivery.pk, delivery.attempts, exc)
         return Status.FAILED
-    _finish(delivery, worker, status=Status.PENDING, now=now, next_attempt_at=now + wait,
-            last_error=str(exc)[:2000], response_status=exc.status)
+    retry_at = run.now + backoff(delivery.attempts)
+    _finish(run, status=Status.PENDING, next_attempt_at=retry_at, last_error=str(exc)[:2000],
+            response_status=exc.status)
     from .outbox import kick
 
-    kick(delivery.pk, eta=now + wait)
+    kick(delivery.pk, eta=retry_at)
     return Status.PENDING
 
 
-def _finish(delivery: Delivery, worker: str, *, status: str, now: datetime, **fields: Any) -> None:
+def _finish(run: _Run, *, status: str, **fields: Any) -> None:
     """Release the lease with the new status — only if the lease is still ours (compare-and-set)."""
-    updated = Delivery.objects.filter(pk=delivery.pk, lease_owner=worker).update(
-        status=status, lease_owner="", lease_expires_at=None, updated_at=now, **fields)
+    updated = Delivery.objects.filter(pk=run.delivery.pk, lease_owner=run.worker).update(
+        status=status, lease_owner="", lease_expires_at=None, updated_at=run.clock(), **fields)
     if not updated:
         raise LeaseLost
-    delivery.status = status
+    run.delivery.status = status

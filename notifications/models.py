@@ -55,6 +55,9 @@ class Delivery(models.Model):
     next_attempt_at = models.DateTimeField(help_text="When a worker may try (again).")
     first_attempt_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
+    recipients_problems = models.TextField(
+        blank=True, help_text="Who could not be resolved when the recipients were frozen (an unreadable server's "
+                              "affected users, the mailbox cap); also in the notification's audit events.")
     response_status = models.PositiveSmallIntegerField(null=True, blank=True, help_text="Callback: last HTTP status.")
     sent_at = models.DateTimeField(null=True, blank=True)
     message_id = models.CharField(max_length=200, blank=True)

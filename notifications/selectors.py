@@ -5,9 +5,11 @@ import secrets
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.db import transaction
 from django.db.models import Prefetch, QuerySet
 from django.utils import timezone
 
+from changes import audit
 from changes.models import Change, FreezeWindow, Server
 from changes.selectors import change_list
 from changes.states import HOLDS_SERVERS
@@ -37,7 +39,11 @@ def calendar_user(key: str) -> Any:
 
 
 def calendar_key_rotate(user: Any) -> str:
-    """A new secret feed key for ``user`` (the old URL stops working); shown once."""
+    """A new secret feed key for ``user`` (the old URL stops working); shown once. Audited, never the key (nor its
+    hash: a feed URL grants read access to the calendar)."""
     key = secrets.token_urlsafe(32)
-    CalendarKey.objects.update_or_create(user=user, defaults={"key_hash": CalendarKey.hash(key)})
+    with transaction.atomic():
+        _, created = CalendarKey.objects.update_or_create(user=user, defaults={"key_hash": CalendarKey.hash(key)})
+        audit.append(actor=user, action="calendar_key.created" if created else "calendar_key.rotated",
+                     object_type="user", object_id=user.pk, changes={"calendar_key": ["***", "***"]})
     return key

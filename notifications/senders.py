@@ -16,7 +16,7 @@ from django.core.mail import get_connection
 from changes.callback_urls import check_callback_url
 
 from . import compose, conf, signing
-from .mailboxes import affected_addresses
+from .mailboxes import Affected, affected_addresses
 from .models import Delivery
 from .recipients import normalize
 from .secrets import callback_secret_for
@@ -33,10 +33,11 @@ class SendError(Exception):
         self.status = status
 
 
-def resolve_recipients(delivery: Delivery, *, sessions_factory: Any = None) -> tuple[list[str], str]:
-    """The frozen recipient list: the addresses recorded with the event plus, when asked, the affected mailboxes."""
-    addresses, problems = affected_addresses(delivery.payload.get("servers", []), sessions_factory=sessions_factory)
-    return normalize([*delivery.recipients, *addresses]), "; ".join(problems)
+def resolve_recipients(delivery: Delivery, *, sessions_factory: Any = None) -> tuple[list[str], Affected]:
+    """The recipient list to freeze: the addresses recorded with the event plus the affected mailboxes, and what
+    reading the mailboxes gave (problems, unreadable servers: the dispatcher decides what to do about them)."""
+    found = affected_addresses(delivery.payload.get("servers", []), sessions_factory=sessions_factory)
+    return normalize([*delivery.recipients, *found.addresses]), found
 
 
 def send_email(delivery: Delivery, *, record: Callable[[int, list[str], str], None],

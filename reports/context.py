@@ -12,11 +12,11 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from changes.models import Alert, AuditEvent, Change, StepRun, WindowRun
+from changes.models import Alert, AuditEvent, Change, Server, StepRun, WindowRun
 from changes.selectors import audit_events_for
 from changes.states import WINDOW_ENDED
 
-from .formatting import REDACTED, clip, command_text, fmt_dt, fmt_duration, fmt_time, show, span
+from .formatting import REDACTED, clip, command_text, fmt_dt, fmt_duration, fmt_time, heading, show, span
 
 # What the appendix keeps of a step's command log; the rest is counted in a note (the API has the full log).
 MAX_COMMANDS_PER_STEP = 50
@@ -37,6 +37,26 @@ class Table:
     columns: list[str]
     rows: list[list[str]]
     note: str = ""
+    widths: list[str] = field(default_factory=list)  # CSS widths of the columns ("12.5%"), from their content
+
+    def __post_init__(self) -> None:
+        if not self.widths and self.columns:
+            self.widths = _column_widths(self.columns, self.rows)
+
+
+def _column_widths(columns: list[str], rows: list[list[str]]) -> list[str]:
+    """Share of the page width per column: enough for its longest word (a long identifier should not split), more
+    for long text. Deterministic: it only depends on the strings."""
+    weights = []
+    for i, title in enumerate(columns):
+        cells = [str(r[i]) for r in rows if i < len(r)]
+        words = [1.2 * len(w) for w in title.split()] + [len(w) for text in cells for w in text.split()]  # bold head
+        longest_word = max(words, default=4)
+        longest_text = max((len(text) for text in cells), default=0)
+        weights.append(max(min(longest_word, 26) + 3, min(longest_text, 150) / 5, 6))
+    # The percentages leave 2% per column for the cells' padding and borders, which they do not count.
+    share = (100 - 2 * len(weights)) / sum(weights)
+    return [f"{w * share:.1f}%" for w in weights]
 
 
 @dataclass
@@ -103,6 +123,7 @@ class ServerState:
     activation: Table | None
     copies: Table | None
     note: str = ""
+    copies_note: str = ""  # shown instead of the copies table (a standalone server, or copies not checked)
 
 
 @dataclass
@@ -180,6 +201,7 @@ class ReportData:
     commands: list[CommandBlock]
     ended_at: datetime  # the window's end: also the PDF's fixed creation date
     ended_at_text: str
+    clock_note: str = ""  # Appendix B: the command times run ahead of the window (the engine's clock was scaled)
 
 
 @dataclass
@@ -205,12 +227,38 @@ def _person(user: Any) -> str:
 
 
 def _actor(label: str) -> str:
+    """The person behind an audit actor label: ``user:olga`` and ``client:olga`` both read ``olga``."""
     kind, _, name = label.partition(":")
-    return name if kind == "user" and name else label
+    return name if kind in ("user", "client") and name else label
 
 
 def _status_words(status: str) -> str:
     return status.replace("_", " ")
+
+
+_SERVER_FACTS = ("fqdn", "dag_name", "version", "build")
+
+
+def _server_facts(server: Server, head_seq: int) -> dict[str, str]:
+    """The server's fqdn, DAG, version and build as they were at the audit head, not as the row reads now (operators
+    edit them after a CU). Each comes from the inventory's audit events (``server.created``/``server.updated`` carry
+    [before, after]): the last value set up to the head, else the value before the first edit after it; the current
+    row only for a field no event ever recorded (a server created outside the services)."""
+    facts = {f: getattr(server, f) or "" for f in _SERVER_FACTS}
+    known: set[str] = set()
+    trail = AuditEvent.objects.filter(object_type="server", object_id=str(server.pk),
+                                      action__in=("server.created", "server.updated")).order_by("seq")
+    for ev in trail.only("seq", "changes"):
+        for f in _SERVER_FACTS:
+            pair = (ev.changes or {}).get(f)
+            if f in known or not (isinstance(pair, list) and len(pair) == 2):
+                continue
+            if ev.seq <= head_seq:
+                facts[f] = str(pair[1] or "")
+            else:  # the first edit after the head: what it replaced is the value at the head
+                facts[f] = str(pair[0] or "")
+                known.add(f)
+    return facts
 
 
 # --- sections -------------------------------------------------------------------------------------------------------
@@ -229,7 +277,7 @@ def _dict_table(title: str, items: list[dict[str, Any]], note: str = "") -> Tabl
     columns: list[str] = []
     for item in items:
         columns += [k for k in item if k not in columns]
-    return Table(title, columns, [[show(item.get(c)) for c in columns] for item in items], note)
+    return Table(title, [heading(c) for c in columns], [[show(item.get(c)) for c in columns] for item in items], note)
 
 
 def _precheck_tables(key: str, findings: dict[str, Any]) -> list[Table]:
@@ -249,7 +297,7 @@ def _precheck_tables(key: str, findings: dict[str, Any]) -> list[Table]:
         extra = {k: v for k, v in findings.items() if k in ("activation", "cluster_node")}
         if extra:
             tables.append(Table("Activation and cluster", ["Setting", "Value"],
-                                [[k, show(v)] for k, v in sorted(extra.items())]))
+                                [[heading(k), show(v)] for k, v in sorted(extra.items())]))
         return tables
     if key == "precheck.redundancy" and isinstance(findings.get("databases"), list):
         rows = [[str(d.get("database")), show(d.get("ok")),
@@ -259,13 +307,13 @@ def _precheck_tables(key: str, findings: dict[str, Any]) -> list[Table]:
                 for d in findings["databases"]]
         return [Table("Redundancy", ["Database", "Healthy copy elsewhere", "Other copies"], rows)]
     tables = []
-    scalars = [[k, show(v)] for k, v in sorted(findings.items())
+    scalars = [[heading(k), show(v)] for k, v in sorted(findings.items())
                if not (isinstance(v, list) and v and all(isinstance(i, dict) for i in v))]
     if scalars:
         tables.append(Table("Findings", ["Item", "Value"], scalars))
     for k, v in sorted(findings.items()):
         if isinstance(v, list) and v and all(isinstance(i, dict) for i in v):
-            tables.append(_dict_table(k.replace("_", " ").capitalize(), v))
+            tables.append(_dict_table(heading(k), v))
     return tables
 
 
@@ -290,7 +338,8 @@ def _step_label(step: StepRun | None) -> str:
     return f"{step.order}. {step.name}{where}"
 
 
-def _issues(change: Change, steps: list[StepRun], events: list[AuditEvent], state: str) -> tuple[list[IssueRow], int]:
+def _issues(change: Change, steps: list[StepRun], events: list[AuditEvent], state: str,
+            head_at: datetime | None) -> tuple[list[IssueRow], int]:
     """Failures (each pause, with the operator's decision that followed it) and anomalies (issues the steps recorded,
     alerts). Pauses and decisions come from the audit trail, since a retried step keeps only its last attempt; steps
     whose failure or decision the trail does not show (rows written directly) are taken from the step itself."""
@@ -355,10 +404,15 @@ def _issues(change: Change, steps: list[StepRun], events: list[AuditEvent], stat
             rows.append(IssueRow(0, "anomaly", _step_label(s), clip(issue.get("summary")),
                                  "automatic" if automatic else "none needed: recorded for the review",
                                  clip(resolution) or ("resolved by the engine" if automatic else "recorded")))
-    for alert in change.alerts.exclude(kind__in=[Alert.Kind.PAUSED, Alert.Kind.PRECHECK_BLOCKED]).order_by(
-            "raised_at", "id"):
+    # Alerts as of the head: one raised later is left out, one cleared later (the watchdog clears overruns after
+    # the window) counts as still open, so a regenerated report reads the same.
+    alerts = change.alerts.exclude(kind__in=[Alert.Kind.PAUSED, Alert.Kind.PRECHECK_BLOCKED])
+    if head_at is not None:
+        alerts = alerts.filter(raised_at__lte=head_at)
+    for alert in alerts.order_by("raised_at", "id"):
+        cleared = alert.cleared_at if alert.cleared_at and (head_at is None or alert.cleared_at <= head_at) else None
         rows.append(IssueRow(0, "alert", alert.get_kind_display(), clip(alert.message), "automatic: alert raised",
-                             f"cleared {fmt_dt(alert.cleared_at)}" if alert.cleared_at else "still open"))
+                             f"cleared {fmt_dt(cleared)}" if cleared else "still open"))
     for n, row in enumerate(rows, 1):
         row.number = n
     return rows, decisions
@@ -369,7 +423,7 @@ def _non_active_votes(component: dict[str, Any]) -> str:
     return ", ".join(f"{r}: {s}" for r, s in sorted(votes.items()) if s != "Active") if isinstance(votes, dict) else ""
 
 
-def _server_state(name: str, state: dict[str, Any], steps: dict[str, StepRun]) -> ServerState:
+def _server_state(name: str, state: dict[str, Any], steps: dict[str, StepRun], standalone: bool) -> ServerState:
     """Before: the snapshot taken on entering (else the pre-check's reading). After: the verification's reading."""
     snap = state.get("snapshot") or {}
     before: dict[str, dict[str, Any]] = {}
@@ -424,7 +478,12 @@ def _server_state(name: str, state: dict[str, Any], steps: dict[str, StepRun]) -
             rows.append([str(d.get("database")), others or "single copy", after_text])
         rows += [[str(n), "—", f"problem: {p}"] for n, p in sorted(problems.items())]
         copies = Table("Database copies", ["Database", "Copies elsewhere before", "Copies here after"], rows)
-    return ServerState(name, fmt_dt(snap.get("taken_at")), components, activation, copies, note)
+    copies_note = ""
+    if standalone and (copies is None or not any(r[2].startswith("problem:") for r in copies.rows)):
+        copies, copies_note = None, "Standalone server: no replicated database copies."
+    elif copies is None:
+        copies_note = "No database copies were checked."
+    return ServerState(name, fmt_dt(snap.get("taken_at")), components, activation, copies, note, copies_note)
 
 
 def _commands(change_id: int, steps: list[StepRun]) -> list[CommandBlock]:
@@ -451,6 +510,25 @@ def _commands(change_id: int, steps: list[StepRun]) -> list[CommandBlock]:
                         + (f"\n          {c.detail}" if c.detail else "") for c in lines)
         blocks.append(CommandBlock(_step_label(s), clip(s.output_summary, 600), lines, note, log))
     return blocks
+
+
+def _clock_note(steps: list[StepRun], window_ended: datetime | None) -> str:
+    """Command times are the engine's clock. When they run past the window's recorded end, that clock was scaled
+    (the demo runs 60× faster): say so, since those times cannot be compared with the rest of the report."""
+    if window_ended is None:
+        return ""
+    for s in steps:
+        for c in s.commands or []:
+            try:
+                at = datetime.fromisoformat(str(c.get("started_at")))
+            except ValueError:
+                continue
+            if at.tzinfo is None:
+                at = at.replace(tzinfo=UTC)
+            if at > window_ended:
+                return ("The engine's clock ran faster than real time in this run: these times do not match the "
+                        "timeline.")
+    return ""
 
 
 def _audit_rows(events: list[AuditEvent]) -> list[AuditRow]:
@@ -547,6 +625,7 @@ def build_report_data(change_id: int, *, head_seq: int, head_hash: str) -> Repor
     change = Change.objects.select_related("created_by").get(pk=change_id)
     run = WindowRun.objects.filter(change=change).select_related("work_done_by").first()
     servers = list(change.servers.order_by("name"))
+    facts = {sv.pk: _server_facts(sv, head_seq) for sv in servers}
     steps = list(StepRun.objects.filter(change=change).select_related("server", "decided_by").order_by("order"))
     events = list(audit_events_for(change).filter(seq__lte=head_seq))
     ended = window_end(change, events, run)
@@ -554,7 +633,8 @@ def build_report_data(change_id: int, *, head_seq: int, head_hash: str) -> Repor
     for ev in events:  # the state as of the head: a later close must not change a regenerated report
         if ev.action == "change.transition":
             state = (ev.changes or {}).get("state", [None, state])[1]
-    issues, decisions = _issues(change, steps, events, state)
+    head_event = AuditEvent.objects.filter(seq=head_seq).only("created_at").first()
+    issues, decisions = _issues(change, steps, events, state, head_event.created_at if head_event else None)
     actual_start = run.started_at if run else None
     actual_end = (run.finished_at if run and run.finished_at else ended) if run else None
 
@@ -562,7 +642,8 @@ def build_report_data(change_id: int, *, head_seq: int, head_hash: str) -> Repor
     for s in steps:
         per_server.setdefault(s.server.name if s.server_id else (servers[0].name if servers else ""), {})[s.key] = s
     context = run.context if run else {}
-    states = [_server_state(sv.name, (context or {}).get(sv.name) or {}, per_server.get(sv.name, {})) for sv in servers]
+    states = [_server_state(sv.name, (context or {}).get(sv.name) or {}, per_server.get(sv.name, {}),
+                            not facts[sv.pk]["dag_name"]) for sv in servers]
 
     work = "not reported"
     if run and run.work_done_at:
@@ -573,8 +654,8 @@ def build_report_data(change_id: int, *, head_seq: int, head_hash: str) -> Repor
         title=change.title, description=clip(change.description), change_type=change.get_change_type_display(),
         risk=change.get_risk_display(), impact=change.get_impact_display(), requested_by=change.requested_by,
         posted_by=change.created_by.username,
-        servers=[ServerRow(s.name, s.fqdn, s.dag_name or "standalone", " ".join(p for p in (s.version, s.build) if p))
-                 for s in servers],
+        servers=[ServerRow(s.name, facts[s.pk]["fqdn"], facts[s.pk]["dag_name"] or "standalone",
+                           " ".join(p for p in (facts[s.pk]["version"], facts[s.pk]["build"]) if p)) for s in servers],
         server_names=", ".join(s.name for s in servers), plan=(run.plan if run else change.plan)
         + (f" ({run.variant})" if run and run.variant else ""),
         planned_start=fmt_dt(change.window_start), planned_end=fmt_dt(change.window_end),
@@ -595,5 +676,6 @@ def build_report_data(change_id: int, *, head_seq: int, head_hash: str) -> Repor
         verify_command=f"python manage.py verify_audit --head {head_hash}",
         verify_api=f"GET /api/v1/audit/verify/?head={head_hash}",
         commands=_commands(change.pk, steps), ended_at=ended.astimezone(UTC), ended_at_text=fmt_dt(ended),
+        clock_note=_clock_note(steps, actual_end),
     )
     return _scrub(data, _secrets(change))

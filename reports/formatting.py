@@ -56,13 +56,26 @@ def clip(text: Any, limit: int = MAX_TEXT_CHARS) -> str:
 
 
 def show(value: Any) -> str:
-    if value is None:
+    """A value for a table cell: "—" when empty, yes/no, a list of plain values as a comma-separated list."""
+    if value is None or value == "" or value == [] or value == {}:
         return "—"
     if isinstance(value, bool):
         return "yes" if value else "no"
+    if isinstance(value, list) and all(isinstance(v, str | int | float) and not isinstance(v, bool) for v in value):
+        return clip(", ".join(str(v) for v in value), 300)
     if isinstance(value, dict | list):
         return clip(json.dumps(value, sort_keys=True, ensure_ascii=False), 300)
     return clip(value, 300)
+
+
+_HEADINGS = {"message_count": "Messages", "next_hop": "Next hop", "last_error": "Last error", "own": "Own queue",
+             "required_running": "Required running", "not_running": "Not running", "delivery_type": "Delivery type"}
+
+
+def heading(key: str) -> str:
+    """A findings key as a column heading: ``next_hop`` → "Next hop"."""
+    key = str(key)
+    return _HEADINGS.get(key) or key.replace("_", " ").strip().capitalize() or key
 
 
 def command_text(cmdlet: str, parameters: dict[str, Any] | None) -> str:

@@ -6,11 +6,13 @@ import hashlib
 import logging
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from changes import audit
 from changes.errors import DomainError, NotPermitted
@@ -151,6 +153,10 @@ def report_download(change: Change, *, actor: Any) -> tuple[Report, bytes]:
         raise NotPermitted("the report is for auditors, operators and the change's approvers")
     report = Report.objects.filter(change=change).first()
     if report is None:
+        if _recently_ended(change) and not notifications_settled(change.pk):
+            # The end-of-window mail and callback are still going out; the report will list them in a moment.
+            raise ReportNotReady(f"the report of {change.number} is being generated; try again in a few seconds",
+                                 state=change.state)
         report = report_generate(change.pk)
     path = reports_dir() / report.file_name
     data = path.read_bytes() if path.exists() else b""
@@ -159,3 +165,20 @@ def report_download(change: Change, *, actor: Any) -> tuple[Report, bytes]:
         raise ReportTampered(f"the stored report of {change.number} does not match its recorded SHA-256")
     audit.append(actor=actor, action="report.downloaded", obj=change, changes={"sha256": [None, report.sha256]})
     return report, data
+
+
+def _recently_ended(change: Change) -> bool:
+    """Within the first minute after the window ended (after that a stuck notification must not block the report)."""
+    run = getattr(change, "run", None)
+    ended = run.finished_at if run is not None and run.finished_at else change.updated_at
+    return timezone.now() - ended < timedelta(seconds=60)
+
+
+def notifications_settled(change_id: int) -> bool:
+    """True when none of the change's notifications is still waiting to be sent (the app may not be installed)."""
+    from django.apps import apps
+
+    if not apps.is_installed("notifications"):
+        return True
+    delivery = apps.get_model("notifications", "Delivery")
+    return not delivery.objects.filter(change_id=change_id, status__in=["pending", "sending"]).exists()

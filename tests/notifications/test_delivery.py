@@ -60,14 +60,24 @@ def test_the_mailbox_read_is_capped_and_says_so(requester, servers, smtp, sim, a
     assert row.recipients_count == 7 and "more than 5 mailboxes" in row.last_error
 
 
-def test_an_unreadable_server_still_lets_the_notice_reach_the_notify_list(requester, servers, smtp, sim,
-                                                                          affected) -> None:
+def test_an_unreadable_server_is_retried_then_the_notice_reaches_the_notify_list(requester, servers, smtp, sim,
+                                                                                affected,
+                                                                                notification_settings) -> None:
+    notification_settings["EMAIL_RETRY_HOURS"] = 0.01  # 36 s: one retry fits
     sim.inject("unreachable", "EX01", times=-1)
     change = create(requester, change_type="standard", affected=True)
-    drain(sessions_factory=sim_factory(sim))
+    now = timezone.now()
+    drain(now=now, sessions_factory=sim_factory(sim))
+    row = announcement(change)
+    assert (row.status, row.recipients_resolved) == ("pending", False)  # not frozen without EX01's users
+    assert "EX01" in row.last_error and row.next_attempt_at == now + timedelta(seconds=30)
+    assert not [m for m in smtp.messages if "Scheduled" in m.message["Subject"]]
+
+    drain(now=now + timedelta(seconds=31), sessions_factory=sim_factory(sim))  # the last attempt of the period
     row = announcement(change)
     assert row.status == "sent" and row.recipients_count == 2
-    assert "EX01: mailboxes could not be read" in row.last_error
+    assert "the affected users of EX01 could not be read" in row.last_error
+    assert "the affected users of EX01 could not be read" in row.recipients_problems
 
 
 def test_smtp_down_is_retried_later_and_one_message_arrives_in_the_end(requester, servers, smtp_port) -> None:

@@ -78,3 +78,12 @@ def test_the_pdf_served_verifies_against_the_chain_head_it_prints(completed, api
     report = Report.objects.get(change=completed)
     response = api(auditor).get("/api/v1/audit/verify/", {"head": report.head_hash})
     assert response.status_code == 200 and response.json()["ok"] is True
+
+
+@pytest.mark.waits_for_notifications
+def test_right_after_the_end_the_download_waits_for_the_last_notifications(completed, api, auditor) -> None:
+    """The end-of-window mail and the final callback are still queued (nothing sends them here): 404 'being
+    generated' rather than a report that would miss them."""
+    response = api(auditor).get(url(completed))
+    assert response.status_code == 404 and "being generated" in response.json()["detail"]
+    assert not Report.objects.filter(change=completed).exists()

@@ -141,3 +141,67 @@ def test_commands_read_as_powershell_lines() -> None:
 
 def test_durations_read_as_people_write_them() -> None:
     assert [fmt_duration(s) for s in (0.2, 5, 65, 3725)] == ["200 ms", "5 s", "1 min 05 s", "1 h 02 min 05 s"]
+
+
+def test_server_facts_and_alerts_are_read_as_of_the_head(failed, operator) -> None:
+    from django.utils import timezone
+
+    from changes import services
+    from changes.models import Alert, Server
+
+    server = Server.objects.get(name="EX01")
+    # Recorded before the head (an event): the report shows it; edited after the head: the report does not.
+    services.server_save(server, actor=operator, data={"version": "Exchange Server 2019 CU14", "build": "15.2.1544.4"})
+    head = AuditHead.objects.get(id=1)
+    before = build_report_data(failed.pk, head_seq=head.seq, head_hash=head.hash)
+    assert before.servers[0].version == "Exchange Server 2019 CU14 15.2.1544.4"
+    services.server_save(server, actor=operator, data={"build": "15.2.1748.10", "fqdn": "ex01-new.corp.example"})
+    Alert.objects.filter(change=failed).update(cleared_at=timezone.now())
+    Alert.objects.create(kind=Alert.Kind.OVERRUN, change=failed, server=server, message="raised after the head")
+    after = build_report_data(failed.pk, head_seq=head.seq, head_hash=head.hash)
+    assert after.servers == before.servers
+    assert after.servers[0].fqdn == "ex01.corp.example"
+    alerts = [i for i in after.issues if i.kind == "alert"]
+    assert [a.outcome for a in alerts] == ["still open"]
+    assert "raised after the head" not in all_text(after)
+
+
+def test_readable_tables_names_and_notes(completed, operator) -> None:
+    from changes.models import StepRun
+    from reports.context import _actor
+    from reports.templatetags.report_text import breakable
+
+    step = StepRun.objects.get(change=completed, key="precheck.server_state")
+    step.key, step.findings = "precheck.transport_and_services", {
+        "queues": [{"identity": "EX01\\Submission", "delivery_type": "Undefined", "next_hop": "Submission",
+                    "message_count": 2, "last_error": None}],
+        "services": [{"role": "Mailbox", "required_running": True, "not_running": []}]}
+    step.save()
+    data = data_of(completed)
+    tables = next(p for p in data.prechecks if p.key == "precheck.transport_and_services").tables
+    assert tables[0].columns == ["Identity", "Delivery type", "Next hop", "Messages", "Last error"]
+    assert tables[0].rows[0][4] == "—" and tables[1].rows[0] == ["Mailbox", "yes", "—"]
+    assert all(w.endswith("%") for w in tables[0].widths)
+    # A standalone server: no empty copies table, a sentence instead.
+    assert data.server_states[0].copies is None
+    assert data.server_states[0].copies_note == "Standalone server: no replicated database copies."
+    # The operator's decision names the person, whatever kind of actor decided.
+    assert any(i.decision.startswith(f"skip by {operator.username}:") for i in data.issues)
+    assert "user:" not in "".join(i.decision for i in data.issues)
+    assert [_actor(a) for a in ("client:olga", "user:olga", "system:runner")] == ["olga", "olga", "system:runner"]
+    assert data.clock_note == ""  # the fixtures' command times fall inside the window
+    assert str(breakable("client:servicenow")) == "client:<wbr>servicenow"
+    assert str(breakable("HttpProxyAvailabilityGroup")) == "Http<wbr>Proxy<wbr>Availability<wbr>Group"
+    assert str(breakable("4.4.0 <b>")) == "4.4.0 &lt;b&gt;"
+
+
+def test_a_scaled_engine_clock_is_noted_in_the_command_appendix(completed) -> None:
+    from datetime import timedelta
+
+    from changes.models import StepRun
+
+    step = StepRun.objects.filter(change=completed).order_by("-order").first()
+    late = (completed.run.finished_at + timedelta(minutes=30)).isoformat()
+    step.commands = [{**step.commands[0], "started_at": late}]
+    step.save()
+    assert "faster than real time" in data_of(completed).clock_note

@@ -115,7 +115,8 @@ def test_an_altered_file_fails_verification(completed) -> None:
     assert not outcome.ok and outcome.problem == "the stored file does not match its recorded SHA-256"
 
 
-def test_the_task_generates_the_report_of_an_ended_window(failed) -> None:
+def test_the_task_generates_the_report_of_an_ended_window(failed, monkeypatch) -> None:
+    monkeypatch.setattr(services, "notifications_settled", lambda change_id: True)  # nothing dispatches here
     sha = generate_report(failed.pk)
     assert Report.objects.get(change=failed).sha256 == sha
 
@@ -127,3 +128,36 @@ def test_no_report_before_the_window_has_ended(requester, servers) -> None:
     with pytest.raises(services.ReportNotReady):
         services.report_generate(change.pk)
     assert not Report.objects.exists()
+
+
+def test_routine_edits_after_the_report_do_not_change_its_regeneration(failed, api, operator) -> None:
+    """Operators PATCH the server's build after a CU and the watchdog clears alerts later: the report is pinned to its
+    audit head, so the stored file still matches a fresh regeneration."""
+    from django.utils import timezone
+
+    from changes.models import Alert, Server
+
+    report = services.report_generate(failed.pk)
+    server = Server.objects.get(name="EX01")
+    response = api(operator).patch(f"/api/v1/servers/{server.pk}/", {"build": "15.2.1748.10", "version": "CU15"},
+                                   format="json")
+    assert response.status_code == 200, response.content
+    assert Alert.objects.filter(change=failed, cleared_at__isnull=True).update(cleared_at=timezone.now()) >= 1
+    outcome = services.report_verify(report)
+    assert outcome.ok, outcome.problem
+    text = squash(pdf_text(stored_bytes(report)))
+    assert "15.2.1748.10" not in text and "stillopen" in text
+
+
+def test_the_report_waits_for_the_windows_last_notifications(completed, monkeypatch) -> None:
+    """The end e-mail and the final callback are queued with the report: the task retries until they are out."""
+    from celery.exceptions import Retry
+
+    from reports import services as report_services
+    from reports.tasks import generate_report
+
+    monkeypatch.setattr(report_services, "notifications_settled", lambda change_id: False)
+    with pytest.raises(Retry):
+        generate_report.apply(args=[completed.pk], throw=True)
+    monkeypatch.setattr(report_services, "notifications_settled", lambda change_id: True)
+    assert len(generate_report.apply(args=[completed.pk], throw=True).get()) == 64
