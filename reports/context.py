@@ -496,12 +496,16 @@ def _commands(change_id: int, steps: list[StepRun]) -> list[CommandBlock]:
         for c in cmds[:MAX_COMMANDS_PER_STEP]:
             detail = "; ".join([*(f"error: {e}" for e in c.get("errors") or []),
                                 *(f"warning: {w}" for w in c.get("warnings") or [])])
+            if c.get("output"):
+                output = clip(str(c["output"]), 700)
+                detail = (detail + "\n          " if detail else "") + "output: " + output.replace(
+                    "\n", "\n                  ")
             attempt = c.get("attempt") or 1
             outcome = str(c.get("outcome", "")) + (f", {c.get('objects')} object(s)" if c.get("objects") else "")
             lines.append(CommandLine(
                 at=fmt_time(c.get("started_at")), text=command_text(str(c.get("cmdlet", "?")), c.get("parameters")),
                 endpoint=str(c.get("endpoint", "")), duration=fmt_duration((c.get("duration_ms") or 0) / 1000),
-                outcome=outcome + (f" (attempt {attempt})" if attempt > 1 else ""), detail=clip(detail, 600)))
+                outcome=outcome + (f" (attempt {attempt})" if attempt > 1 else ""), detail=clip(detail, 900)))
         note = ""
         if len(cmds) > MAX_COMMANDS_PER_STEP:
             note = (f"{len(cmds) - MAX_COMMANDS_PER_STEP} more command(s) of this step are not shown; the full log: "

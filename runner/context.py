@@ -2,6 +2,7 @@
 the engine persists what the context recorded, so steps can also be run directly against an in-process simulator."""
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -32,6 +33,7 @@ class CommandRecord:
     duration_ms: int
     outcome: str  # "ok" | "errors" | "failed: <error>"
     objects: int = 0
+    output: str = ""  # what came back, compact and truncated (the report's appendix shows it)
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     attempt: int = 1
@@ -117,6 +119,7 @@ class ExecutionContext:
             record = self._record(cmdlet, parameters, endpoint, started, t0,
                                   "errors" if result.errors else "ok", attempt=attempt)
             record.objects = len(result.output)
+            record.output = output_preview(result.output)
             record.errors = [e.message for e in result.errors]
             record.warnings = list(result.warnings)
             return result
@@ -166,6 +169,26 @@ class ExecutionContext:
             if elapsed >= policy.total_timeout:
                 return PollResult(False, polls, elapsed, f"{what}: not done after {elapsed:.0f} s; {detail}")
             self.wait(policy.interval)
+
+
+OUTPUT_PREVIEW_CHARS = 1200
+
+
+def output_preview(objects: list[Any], limit: int = OUTPUT_PREVIEW_CHARS) -> str:
+    """The objects a cmdlet returned, one compact JSON line each, cut at ``limit`` characters with a note: enough
+    for a reader to see what the server said, without storing whole outputs in every step row."""
+    lines, used = [], 0
+    for index, obj in enumerate(objects):
+        line = json.dumps(_jsonable(obj), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        if used + len(line) > limit:
+            room = max(0, limit - used)
+            if room > 80:
+                lines.append(line[:room] + "…")
+            lines.append(f"(output truncated: {len(objects) - index} of {len(objects)} object(s) not shown in full)")
+            break
+        lines.append(line)
+        used += len(line)
+    return "\n".join(lines)
 
 
 def _jsonable(value: Any) -> Any:

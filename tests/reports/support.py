@@ -32,6 +32,9 @@ def _snapshot(at: str) -> dict[str, Any]:
     return {"taken_at": at, "components": comps}
 
 
+OUTPUT_PREVIEW = '{"BackupInProgress":false,"LastFullBackup":"2026-11-29T05:00:00+00:00","Name":"DB01"}'
+
+
 def _cmd(at, cmdlet: str, params: dict[str, Any], *, outcome: str = "ok", objects: int = 1, **extra) -> dict:
     return {"cmdlet": cmdlet, "parameters": params, "endpoint": "exchange", "started_at": at.isoformat(),
             "duration_ms": 240, "outcome": outcome, "objects": objects, "attempt": 1, **extra}
@@ -93,7 +96,8 @@ def ended_window(requester, approvers, operator, *, outcome: str = "completed", 
                 "backup_in_progress": False},
                {"database": "DB02", "newest_backup": (start - timedelta(hours=7)).isoformat(), "age_hours": 7.2,
                 "backup_in_progress": False}]},
-           commands=[_cmd(began, "Get-MailboxDatabase", {"Server": "EX01", "Status": True}, objects=2)])
+           commands=[_cmd(began, "Get-MailboxDatabase", {"Server": "EX01", "Status": True}, objects=2,
+                          output=OUTPUT_PREVIEW)])
     w.step("precheck.server_state", "The server is fully Active (other requesters' votes reported)",
            summary="1 component(s) held by other requesters",
            findings={"components": {n: ("Inactive" if n in ("OwaProxy", "ForwardSyncDaemon", "ProvisioningRps")

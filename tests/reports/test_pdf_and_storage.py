@@ -47,6 +47,7 @@ def test_the_pdf_shows_the_steps_the_resolutions_and_the_chain_head(completed) -
     assert squash(SKIP_REASON) in flat and squash(DRAIN_FAILURE) in flat
     assert report.head_hash in flat
     assert squash(f"python manage.py verify_audit --head {report.head_hash}") in flat
+    assert squash('"LastFullBackup":"2026-11-29T05:00:00+00:00"') in flat  # the command's output, in Appendix B
 
 
 def test_every_page_has_the_header_and_page_x_of_y(completed) -> None:
