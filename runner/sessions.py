@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from changes.models import Server
+from changes.states import ACTIVE
 
 from . import conf
 from .exchange.pypsrp_session import EndpointConfig, PypsrpSession
@@ -68,10 +69,16 @@ def endpoint_config(server: Server, endpoint: Endpoint) -> EndpointConfig:
 
 
 class ServerSessions:
-    """Lazy sessions to one server, one per endpoint; ``close()`` closes every one that was opened."""
+    """Lazy sessions to one server, one per endpoint; ``close()`` closes every one that was opened.
 
-    def __init__(self, server: Server, *, factory: Callable[[str, dict], ExchangeSession] | None = None) -> None:
+    ``exchange_via`` is the server whose Exchange endpoint runs the Exchange cmdlets (every one names its target
+    with -Identity/-Server): a healthy DAG peer when there is one (see ``exchange_relay``), else the server itself.
+    """
+
+    def __init__(self, server: Server, *, factory: Callable[[str, dict], ExchangeSession] | None = None,
+                 exchange_via: Server | None = None) -> None:
         self.server = server
+        self.exchange_via = exchange_via or server
         self._factory = factory or PypsrpSession
         self._sessions: dict[Endpoint, ExchangeSession] = {}
 
@@ -79,7 +86,8 @@ class ServerSessions:
         endpoint = Endpoint(endpoint)
         session = self._sessions.get(endpoint)
         if session is None:
-            session = self._factory(self.server.name, {endpoint: endpoint_config(self.server, endpoint)})
+            source = self.exchange_via if endpoint == Endpoint.EXCHANGE else self.server
+            session = self._factory(self.server.name, {endpoint: endpoint_config(source, endpoint)})
             self._sessions[endpoint] = session
         return session
 
@@ -95,8 +103,26 @@ class ServerSessions:
         self.close()
 
 
+def exchange_relay(server: Server) -> Server:
+    """Where to run Exchange cmdlets for ``server``. Microsoft's procedure runs them "from a session on a different,
+    healthy Exchange server whenever one exists": the target's own /PowerShell endpoint goes offline with
+    ServerWideOffline (RpsProxy) and its services restart during the window. So: the first DAG peer (by name) that
+    is not in a window of its own and whose inventory entry is usable; for a standalone server, the server itself."""
+    if not server.dag_name:
+        return server
+    busy = Server.objects.filter(changes__state__in=ACTIVE).exclude(pk=server.pk).values_list("pk", flat=True)
+    peers = Server.objects.filter(dag_name=server.dag_name).exclude(pk=server.pk).exclude(pk__in=busy)
+    for peer in peers.order_by("name"):
+        try:
+            endpoint_config(peer, Endpoint.EXCHANGE)
+        except InventoryError:
+            continue
+        return peer
+    return server
+
+
 def open_sessions(server: Server) -> ServerSessions:
-    return ServerSessions(server)
+    return ServerSessions(server, exchange_via=exchange_relay(server))
 
 
 def _info(server: Server, peers: tuple[ServerInfo, ...] = ()) -> ServerInfo:

@@ -199,3 +199,15 @@ def test_server_info_names_the_dag_peers_from_the_inventory(servers) -> None:
     info = server_info(servers["EX03"])
     assert (info.name, info.dag_name, [p.name for p in info.peers]) == ("EX03", "DAG1", ["EX02", "EX04"])
     assert server_info(servers["EX01"]).peers == ()
+
+
+def test_exchange_cmdlets_of_a_dag_member_go_through_a_healthy_peer(servers, requester) -> None:
+    from runner.sessions import exchange_relay
+
+    from .support import running_change
+
+    ex02, ex03, ex04 = (Server.objects.get(name=n) for n in ("EX02", "EX03", "EX04"))
+    assert exchange_relay(ex02) == ex03
+    running_change(requester, servers=("EX03",), ref="BUSY")  # EX03 is in a window of its own
+    assert exchange_relay(ex02) == ex04
+    assert exchange_relay(Server.objects.get(name="EX01")).name == "EX01"  # standalone: its own endpoint

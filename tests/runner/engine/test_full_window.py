@@ -133,8 +133,17 @@ def test_a_dag_member_window_sends_the_documented_commands_in_order_through_pyps
     assert run_window(change.pk, worker="w1", clock=clock) == "held"
     change_work_done(change, actor=operator, notes="done")
     assert run_window(change.pk, worker="w1", clock=clock) == "completed"
-    sent = [(c.cmdlet, dict((str(n), str(v)) for n, v in c.parameters)) for c in sim.commands[first_command:]
-            if c.server == "EX02" and not c.cmdlet.startswith(("Get-", "Test-"))]
+    def targets_ex02(params: dict) -> bool:
+        return any(str(params.get(k, "")).upper().startswith("EX02") for k in ("Identity", "Server", "Name"))
+
+    writes = [c for c in sim.commands[first_command:] if not c.cmdlet.startswith(("Get-", "Test-"))]
+    sent = [(c.cmdlet, dict((str(n), str(v)) for n, v in c.parameters)) for c in writes]
+    # Every write names EX02 (Restart-Service names the service: it runs on EX02's own endpoint, checked below).
+    assert [(c, p) for c, p in sent if c != "Restart-Service" and not targets_ex02(p)] == []
+    # Exchange cmdlets run from a healthy peer's endpoint (EX02's own RPS goes offline with ServerWideOffline);
+    # services and cluster cmdlets run on EX02's own WinRM endpoint.
+    assert {c.server for c in writes if c.endpoint == "Microsoft.Exchange"} == {"EX03"}
+    assert {c.server for c in writes if c.endpoint == "Microsoft.PowerShell"} == {"EX02"}
     ordered = [(cmdlet, params.get("Component") or params.get("Name") or params.get("Target")
                 or next((k for k in params if k.startswith("DatabaseCopy")), ""), params.get("State", ""))
                for cmdlet, params in sent]
