@@ -103,6 +103,8 @@ def _exit(dag_member: bool) -> list[Step]:
              leave.release_votes, skippable=False),
         Step("exit.restart_transport", X, "Restart transport; Submission queue not Suspended",
              transport.restart_transport_exit),
+        Step("exit.start_pop_imap", X, "Start POP3/IMAP4 again if they ran before the window",
+             leave.start_pop_imap),
     ]
     return steps
 

@@ -18,6 +18,7 @@ from .components import (
     table,
 )
 from .dag import active_here, cluster_state, copies_on, read_mailbox_server, replicated_databases
+from .leave import pop_imap_status
 from .transport import pending_queues
 
 
@@ -33,6 +34,7 @@ def snapshot(ctx: StepContext) -> StepOutcome:
     if ctx.server.dag_name:
         snap["mailbox_server"] = read_mailbox_server(ctx)
         snap["cluster_node"] = cluster_state(ctx)
+    snap["pop_imap"] = pop_imap_status(ctx)  # they stop with their proxies; the exit starts again those that ran
     ctx.state["snapshot"] = snap
     findings = {k: v for k, v in snap.items() if k != "components"}
     findings["components"] = {name: c["state"] for name, c in snap["components"].items()}

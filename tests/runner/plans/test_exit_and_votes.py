@@ -181,3 +181,36 @@ def test_a_vote_whose_recording_was_lost_in_a_crash_is_still_cleared_on_exit() -
     assert outcome.status == "skipped" and "earlier attempt" in outcome.summary
     exit_after(run)
     assert fully_active(run.components())
+
+
+def test_pop_and_imap_that_ran_before_the_window_are_started_again_on_exit() -> None:
+    """§2 step 6 / §5.7: they stop with PopProxy/ImapProxy and do not come back by themselves."""
+    from runner.simulator.model import SimulatedExchange
+
+    from .harness import server_info
+
+    sim = SimulatedExchange()
+    sim.add_standalone("EX01")
+    for name in ("MSExchangeIMAP4", "MSExchangeIMAP4BE"):
+        sim.servers["EX01"].services[name].running = True
+    from runner.clock import SimulatedClock
+    from runner.context import ExecutionContext
+    from runner.plans import build_plan
+    from runner.simulator.session import SimulatorSession
+    from runner.step_types import Hold, Options
+
+    session = SimulatorSession(sim, "EX01")
+    ctx = ExecutionContext(server=server_info(sim, "EX01"), sessions=lambda e: session, clock=SimulatedClock(sim),
+                           options=Options())
+    for step in build_plan("maintenance", server_info(sim, "EX01"), Options()).steps:
+        if step.key == "work.hold":
+            ctx.state["work_done"] = True
+        try:
+            step.run(ctx)
+        except Hold:
+            raise AssertionError("the work was reported done") from None
+        if step.key == "enter.serverwideoffline_inactive":
+            assert not sim.servers["EX01"].services["MSExchangeIMAP4"].running  # stopped with ImapProxy
+    started = [dict(c.parameters)["Name"] for c in sim.commands if c.cmdlet == "Start-Service"]
+    assert started == ["MSExchangeIMAP4", "MSExchangeIMAP4BE"]  # POP3 did not run before: left alone
+    assert all(sim.servers["EX01"].services[n].running for n in ("MSExchangeIMAP4", "MSExchangeIMAP4BE"))
