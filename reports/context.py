@@ -273,10 +273,24 @@ def _approvals(change: Change) -> list[ApprovalRow]:
     return rows
 
 
+# PostgreSQL's jsonb does not keep the key order a step wrote its findings in: columns go in this order, then any
+# others alphabetically, so the table reads the same (and the PDF is the same bytes) on either database.
+COLUMN_ORDER = ("identity", "name", "database", "server", "copy", "component", "role", "requester", "delivery_type",
+                "next_hop", "status", "state", "message_count", "messages", "active", "copy_queue_length",
+                "replay_queue_length", "newest_backup", "age_hours", "backup_in_progress", "required_running",
+                "not_running", "last_error", "error", "detail")
+
+
+def _ordered(columns: list[str]) -> list[str]:
+    rank = {name: i for i, name in enumerate(COLUMN_ORDER)}
+    return sorted(columns, key=lambda c: (rank.get(c.lower(), len(rank)), c.lower()))
+
+
 def _dict_table(title: str, items: list[dict[str, Any]], note: str = "") -> Table:
     columns: list[str] = []
     for item in items:
         columns += [k for k in item if k not in columns]
+    columns = _ordered(columns)
     return Table(title, [heading(c) for c in columns], [[show(item.get(c)) for c in columns] for item in items], note)
 
 
