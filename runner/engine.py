@@ -215,6 +215,7 @@ class _Engine:
         self.plans: dict[int, Plan] = {}
         self.infos: dict[int, ServerInfo] = {}
         self.servers: dict[int, Server] = {}
+        self._run: WindowRun | None = None
 
     def close(self) -> None:
         for sessions in self._sessions.values():
@@ -285,9 +286,14 @@ class _Engine:
 
     def _next(self, change: Change) -> str | None:
         # The plan state (context) lives in memory while this worker holds the lease: not re-read every step.
-        run = WindowRun.objects.defer("context", "options").get(pk=self.lease.run_id)
-        if run.lock_owner != self.lease.token:
-            raise LeaseLost
+        # Read once per run and kept while this worker holds the lease: while the change runs only the lease holder
+        # writes it (operators decide on a paused change; a work-done report is caught by the conditional park in
+        # _hold, which drops this copy). Each step's _mark_running still checks the lease in the database.
+        run = self._run
+        if run is None:
+            run = self._run = WindowRun.objects.defer("context", "options").get(pk=self.lease.run_id)
+            if run.lock_owner != self.lease.token:
+                raise LeaseLost
         if self.rows is None:
             # Read once, then kept in step with what this worker writes: while the change runs, only the lease
             # holder writes its steps (operators decide only on a paused change, i.e. between runs).
@@ -295,7 +301,7 @@ class _Engine:
                              .order_by("order"))
         rows = self.rows
         if run.aborting and self._apply_abort(rows):
-            self.rows = None
+            self.rows, self._run = None, None
             return None  # re-read after the skips
         row = next((r for r in rows if r.status in (S.PENDING, S.RUNNING)
                     or (r.status == S.FAILED and not (run.aborting and r.phase in _ABORTABLE))), None)
@@ -361,6 +367,8 @@ class _Engine:
                 status=S.RUNNING, attempts=F("attempts") + 1, started_at=now, finished_at=None, error="")
         row.attempts += 1
         row.status = S.RUNNING
+        if self._run is not None:
+            self._run.wake_at = None
 
     # -- running a step ----------------------------------------------------------------------------------------------
 
@@ -471,6 +479,7 @@ class _Engine:
                     raise LeaseLost
                 StepRun.objects.filter(pk=row.pk).update(status=S.PENDING, commands=commands, issues=issues)
                 row.status, row.commands, row.issues = S.PENDING, commands, issues
+                self._run = None  # re-read: it now carries the work-done report
                 return None  # the work was reported done meanwhile: run the step again now
             StepRun.objects.filter(pk=row.pk).update(output_summary=f"waiting… {hold}", commands=commands,
                                                      issues=issues)
