@@ -51,19 +51,14 @@ def _on_transition(change: Change, old: str, new: str, reason: str) -> None:
         _cancel_invite(change, reason)
     elif new == State.RUNNING and old == State.SCHEDULED:
         _add(change, Delivery.Channel.EMAIL, Kind.START, f"change:{change.pk}:start", _summary(change),
-             recipients=change.notify, affected=_affected(change))
+             recipients=change.notify, affected=change.notify_affected_mailboxes)
     elif new in WINDOW_ENDED:
         _add(change, Delivery.Channel.EMAIL, Kind.END, f"change:{change.pk}:end",
              {**_summary(change), "outcome": new, "reason": reason},
-             recipients=change.notify, affected=_affected(change))
+             recipients=change.notify, affected=change.notify_affected_mailboxes)
 
 
 # --- change audience: invite, reminders ---------------------------------------------------------------------------
-
-def _affected(change: Change) -> bool:
-    # The Change field is added by the lead (changes migration); until then nobody asked for it.
-    return bool(getattr(change, "notify_affected_mailboxes", False))
-
 
 def _announce(change: Change) -> None:
     invite = CalendarInvite.objects.select_for_update().filter(change=change).first()
@@ -79,7 +74,7 @@ def _announce(change: Change) -> None:
     payload = {**_summary(change), "sequence": invite.sequence, "method": "REQUEST",
                "rescheduled": invite.sequence > 0}
     _add(change, Delivery.Channel.EMAIL, Kind.ANNOUNCEMENT, f"change:{change.pk}:announcement:{invite.sequence}",
-         payload, recipients=change.notify, affected=_affected(change))
+         payload, recipients=change.notify, affected=change.notify_affected_mailboxes)
     now = timezone.now()
     for minutes in sorted(set(conf.get("REMINDER_MINUTES")), reverse=True):
         due = change.window_start - timedelta(minutes=minutes)
@@ -87,8 +82,8 @@ def _announce(change: Change) -> None:
             continue  # announced too late for this reminder: the announcement says it all
         _add(change, Delivery.Channel.EMAIL, Kind.REMINDER,
              f"change:{change.pk}:reminder:{invite.sequence}:{minutes}",
-             {**payload, "minutes_before": minutes}, recipients=change.notify, affected=_affected(change),
-             not_before=due)
+             {**payload, "minutes_before": minutes}, recipients=change.notify,
+             affected=change.notify_affected_mailboxes, not_before=due)
 
 
 def supersede_reminders(change: Change) -> int:
@@ -109,7 +104,7 @@ def _cancel_invite(change: Change, reason: str) -> None:
     _add(change, Delivery.Channel.EMAIL, Kind.CANCELLATION, f"change:{change.pk}:cancellation:{invite.sequence}",
          {**_summary(change), "sequence": invite.sequence, "method": "CANCEL", "reason": reason,
           "window_start": invite.window_start.isoformat(), "window_end": invite.window_end.isoformat()},
-         recipients=change.notify, affected=_affected(change))
+         recipients=change.notify, affected=change.notify_affected_mailboxes)
 
 
 # --- approvers, operators, the ITSM -------------------------------------------------------------------------------
