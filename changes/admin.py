@@ -183,8 +183,7 @@ class ServerAdminForm(forms.ModelForm):
 
     class Meta:
         model = Server
-        fields = ["name", "fqdn", "dag_name", "ad_site", "version", "build", "endpoint_url", "winrm_url",
-                  "auth_method", "verify_tls", "operation_timeout", "username"]
+        fields = list(Server.EDITABLE_FIELDS)
 
 
 @admin.register(Server)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models.functions import Upper
 
@@ -29,8 +30,18 @@ class ApiClient(models.Model):
         return self.user.username
 
 
+TIMEOUT_RANGE = [MinValueValidator(1), MaxValueValidator(3600)]
+
+
 class Server(models.Model):
     """An Exchange server in the inventory. The password is write-only: stored encrypted, never returned."""
+
+    # What the API, the admin and the inventory service let people edit (the password goes its own way).
+    EDITABLE_FIELDS = (
+        "name", "fqdn", "dag_name", "ad_site", "version", "build", "endpoint_url", "winrm_url", "auth_method",
+        "verify_tls", "connection_timeout", "operation_timeout", "winrm_auth_method", "winrm_verify_tls",
+        "winrm_connection_timeout", "winrm_operation_timeout", "username",
+    )
 
     class AuthMethod(models.TextChoices):
         KERBEROS = "kerberos"
@@ -47,9 +58,22 @@ class Server(models.Model):
     build = models.CharField(max_length=32, blank=True, help_text="e.g. 15.2.1544.4")
     endpoint_url = models.URLField(max_length=500, blank=True, help_text="Default: http://<fqdn>/PowerShell/")
     winrm_url = models.URLField(max_length=500, blank=True, help_text="Default: http://<fqdn>:5985/wsman")
+    # How to reach the Exchange endpoint (endpoint_url); the default WinRM endpoint (winrm_url) uses the same unless
+    # its own winrm_* setting is given: the two are often set up differently (e.g. Kerberos over HTTP to IIS's
+    # /PowerShell, NTLM over HTTPS with an internal CA to 5986).
     auth_method = models.CharField(max_length=10, choices=AuthMethod.choices, default=AuthMethod.KERBEROS)
-    verify_tls = models.BooleanField(default=True)
-    operation_timeout = models.PositiveIntegerField(default=30, help_text="Seconds")
+    verify_tls = models.BooleanField(default=True, help_text="Validate the TLS certificate of an https URL")
+    connection_timeout = models.PositiveIntegerField(default=30, validators=TIMEOUT_RANGE, help_text="Seconds")
+    operation_timeout = models.PositiveIntegerField(
+        default=30, validators=TIMEOUT_RANGE, help_text="Seconds a WinRM operation (a Receive's long poll) may take")
+    winrm_auth_method = models.CharField(max_length=10, choices=AuthMethod.choices, blank=True,
+                                         help_text="Default WinRM endpoint; empty: as auth_method")
+    winrm_verify_tls = models.BooleanField(null=True, blank=True,
+                                           help_text="Default WinRM endpoint; empty: as verify_tls")
+    winrm_connection_timeout = models.PositiveIntegerField(
+        null=True, blank=True, validators=TIMEOUT_RANGE, help_text="Seconds; empty: as connection_timeout")
+    winrm_operation_timeout = models.PositiveIntegerField(
+        null=True, blank=True, validators=TIMEOUT_RANGE, help_text="Seconds; empty: as operation_timeout")
     username = models.CharField(max_length=150, blank=True)
     password_encrypted = models.TextField(blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -369,8 +369,7 @@ def _require_owner_or(actor: Any, change: Change, *roles: str, to: str) -> None:
 
 # --- inventory and freeze windows -------------------------------------------------------------------------------------
 
-_SERVER_FIELDS = ("name", "fqdn", "dag_name", "ad_site", "version", "build", "endpoint_url", "winrm_url",
-                  "auth_method", "verify_tls", "operation_timeout", "username")
+_SERVER_FIELDS = Server.EDITABLE_FIELDS
 
 
 def server_save(server: Server | None, *, actor: Any, data: dict[str, Any]) -> Server:

@@ -240,8 +240,9 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
-    # risk and impact share one choice set.
-    "ENUM_NAME_OVERRIDES": {"LevelEnum": "changes.models.Change.Level"},
+    # risk and impact share one choice set; so do the two endpoints' auth methods.
+    "ENUM_NAME_OVERRIDES": {"LevelEnum": "changes.models.Change.Level",
+                            "AuthMethodEnum": "changes.models.Server.AuthMethod"},
 }
 DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
 

@@ -71,6 +71,7 @@ class ExecutionContext:
         self.state = state if state is not None else {}
         self.dry_run = dry_run
         self._sessions = sessions
+        self._used: dict[Endpoint, ExchangeSession] = {}
         self._checkpoint = checkpoint
         # False once the engine lost its lease: another worker may be running this change, so no more writes.
         self._may_write = may_write or (lambda: True)
@@ -81,9 +82,9 @@ class ExecutionContext:
         self.command_time = 0.0
 
     def session(self, endpoint: Endpoint) -> ExchangeSession:
-        if callable(self._sessions):
-            return self._sessions(endpoint)
-        return self._sessions[endpoint]
+        session = self._sessions(endpoint) if callable(self._sessions) else self._sessions[endpoint]
+        self._used[endpoint] = session
+        return session
 
     def run(
         self,
@@ -142,6 +143,11 @@ class ExecutionContext:
 
     def wait(self, seconds: float) -> None:
         t0 = time.perf_counter()
+        for session in self._used.values():
+            # Waiting anyway: the moment to terminate finished pipelines, off the commands' critical path.
+            release = getattr(session, "release_finished", None)
+            if release is not None:
+                release()
         self.clock.sleep(seconds)
         self.waited += time.perf_counter() - t0
 

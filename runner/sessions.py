@@ -36,11 +36,19 @@ def _is_loopback(host: str) -> bool:
 def endpoint_config(server: Server, endpoint: Endpoint) -> EndpointConfig:
     """How to reach one endpoint of ``server``: the Exchange endpoint (``/PowerShell``, Microsoft.Exchange) or the
     default WinRM endpoint (Microsoft.PowerShell). Raises InventoryError for unusable or unsafe entries."""
-    url = server.effective_endpoint_url if endpoint == Endpoint.EXCHANGE else server.effective_winrm_url
+    exchange = endpoint == Endpoint.EXCHANGE
+    url = server.effective_endpoint_url if exchange else server.effective_winrm_url
+    # The default WinRM endpoint has its own settings where given; otherwise it is reached like the Exchange one.
+    auth = server.auth_method if exchange else (server.winrm_auth_method or server.auth_method)
+    verify_tls = server.verify_tls if exchange or server.winrm_verify_tls is None else server.winrm_verify_tls
+    connection_timeout = server.connection_timeout if exchange else (
+        server.winrm_connection_timeout or server.connection_timeout)
+    operation_timeout = server.operation_timeout if exchange else (
+        server.winrm_operation_timeout or server.operation_timeout)
     parts = urlsplit(url)
     host = parts.hostname or ""
     encryption = "auto"
-    if server.auth_method == Server.AuthMethod.BASIC and parts.scheme == "http":
+    if auth == Server.AuthMethod.BASIC and parts.scheme == "http":
         # Basic auth cannot wrap messages (only Kerberos/NTLM/Negotiate encrypt over HTTP), so the password and
         # every command would cross the network readable. Acceptable only on loopback (the simulator, an SSH
         # tunnel) or when an operator explicitly allows it for a trusted link.
@@ -50,15 +58,16 @@ def endpoint_config(server: Server, endpoint: Endpoint) -> EndpointConfig:
                 "text; use https, Kerberos/NTLM, or set EXMAINT_ALLOW_UNENCRYPTED_BASIC=true for a trusted link"
             )
         encryption = "never"
-    timeout = int(server.operation_timeout or 30)
+    timeout = int(operation_timeout or 30)
     try:
         return EndpointConfig(
             url=url,
             configuration_name=endpoint.value,
-            auth=server.auth_method,
+            auth=auth,
             username=server.username or None,
             password=server.get_password() or None,
-            cert_validation=bool(server.verify_tls),
+            cert_validation=bool(verify_tls),
+            connection_timeout=int(connection_timeout or 30),
             operation_timeout=timeout,
             # A WinRM Receive long-polls for the operation timeout: the HTTP read must outlast it.
             read_timeout=timeout + 15,

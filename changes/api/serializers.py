@@ -250,12 +250,11 @@ class ServerSerializer(RefusesUnknownFields, serializers.ModelSerializer):
     class Meta:
         model = Server
         fields = [
-            "id", "name", "fqdn", "dag_name", "ad_site", "version", "build", "endpoint_url", "winrm_url",
-            "effective_endpoint_url", "effective_winrm_url", "auth_method", "verify_tls", "operation_timeout",
-            "username", "password", "has_password", "created_at", "updated_at",
+            "id", *Server.EDITABLE_FIELDS, "effective_endpoint_url", "effective_winrm_url", "password", "has_password",
+            "created_at", "updated_at",
         ]
         read_only_fields = ["id", "created_at", "updated_at"]
-        extra_kwargs = {"dag_name": {"allow_null": True}}
+        extra_kwargs = {"dag_name": {"allow_null": True}, "winrm_auth_method": {"allow_blank": True}}
 
 
 class ServerNamesField(serializers.ListField):

@@ -6,6 +6,10 @@ Rules it keeps:
   endpoint runs in no-language mode, and string-built script would be an injection hole.
 - One runspace pool per endpoint, opened lazily, reused, reopened when broken; ``close()`` deletes every shell,
   because Exchange throttles concurrent shells per user and leaked ones count until they expire.
+- Finished pipelines are terminated (a WinRM Signal each) off the command's critical path: when the caller is about
+  to wait anyway (``release_finished()``, called by the runner before every deliberate poll interval), when
+  ``max_finished_commands`` have piled up, and implicitly by the shell's Delete. They count against WinRM's
+  MaxConcurrentCommandsPerShell until then, so the cap stays far below it (1000 in the PowerShell plugin).
 - A read (Get-*, Test-*) is retried once on a fresh pool after a retryable transport failure. Anything else may
   have changed the server, so it is never replayed here: the retryable error goes to the engine, which decides.
 - Non-terminating error records become ``CommandResult.errors``; a failed pipeline raises ``CmdletError``.
@@ -93,6 +97,9 @@ _WSMAN_SHELL_GONE = {
     0x80338029,  # ERROR_WSMAN_OPERATION_TIMEDOUT outside a Receive (pypsrp retries those itself)
 }
 _WSMAN_QUOTA = {0x803381A5, 0x803381A4}  # ERROR_WSMAN_QUOTA_MAX_SHELLS(_PPQ): too many concurrent shells for the user
+# ERROR_WSMAN_QUOTA_MAX_COMMANDS_PER_SHELL(_PPQ): the command was refused before it was created, so it is safe to
+# terminate the finished ones and send it again, writes included.
+_WSMAN_COMMAND_QUOTA = {0x803381A0, 0x803381E9}
 _WSMAN_ACCESS_DENIED = {5, 0x80070005}
 
 # System.Management.Automation.ErrorCategory, by value.
@@ -143,6 +150,7 @@ class EndpointConfig:
     negotiate_service: str | None = None  # pypsrp >= 0.9 defaults to "host"; some SPN setups need "HTTP"
     idle_timeout: int | None = None  # shell IdleTimeOut in seconds; None = the server's default
     idle_probe_after: float = 60.0  # before a mutating cmdlet on a pool idle this long, check the shell still exists
+    max_finished_commands: int = 32  # finished pipelines kept before terminating them in one sweep (see the module doc)
 
     def __post_init__(self) -> None:
         if self.url:
@@ -166,6 +174,8 @@ class EndpointConfig:
             raise ValueError("basic auth cannot encrypt messages: use https, or encryption='never' on a trusted link")
         if self.read_timeout <= self.operation_timeout:
             raise ValueError("read_timeout must be greater than operation_timeout")
+        if self.max_finished_commands < 0:
+            raise ValueError("max_finished_commands must be 0 (terminate each at once) or more")
 
     @property
     def effective_port(self) -> int:
@@ -277,6 +287,17 @@ def _map_error(exc: BaseException, where: str) -> ExchangeSessionError:
 _TRANSPORT_ERRORS = (WinRMError, requests.exceptions.RequestException, OSError)
 
 
+def _pipeline(pool: RunspacePool, cmdlet: str, params: list[tuple[str, Any]]) -> PowerShell:
+    ps = PowerShell(pool)
+    ps.add_cmdlet(cmdlet)
+    for name, value in params:
+        # Booleans go as values (-Name:$true / -Name:$false): that binds a [switch] and a [bool] parameter alike,
+        # whereas a value-less switch would fail on Boolean parameters such as
+        # Set-MailboxServer -DatabaseCopyActivationDisabledAndMoveNow ("Cannot convert value None").
+        ps.add_parameter(name, value)
+    return ps
+
+
 # --- the session ---------------------------------------------------------------------------------------------------
 
 
@@ -285,6 +306,7 @@ class _Pool:
     pool: RunspacePool
     wsman: WSMan
     last_used: float
+    finished: list[PowerShell] = field(default_factory=list)  # completed pipelines not yet terminated
 
 
 class PypsrpSession:
@@ -354,6 +376,12 @@ class PypsrpSession:
                     log.info("%s %s: %s; reconnecting and retrying %s", self.server_name, endpoint.value, error, cmdlet)
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def release_finished(self) -> None:
+        """Terminate the finished pipelines of every open pool. Cheap to call when there are none; never raises."""
+        with self._lock:
+            for endpoint in list(self._pools):
+                self._release(endpoint)
+
     def close(self) -> None:
         """Close every runspace pool (deleting its shell on the server). Safe to call twice; never raises."""
         with self._lock:
@@ -418,16 +446,19 @@ class PypsrpSession:
         return _Pool(pool, wsman, time.monotonic())
 
     def _invoke(self, entry: _Pool, endpoint: Endpoint, cmdlet: str, params: list[tuple[str, Any]]) -> CommandResult:
-        ps = PowerShell(entry.pool)
-        ps.add_cmdlet(cmdlet)
-        for name, value in params:
-            # Booleans go as values (-Name:$true / -Name:$false): that binds a [switch] and a [bool] parameter alike,
-            # whereas a value-less switch would fail on Boolean parameters such as
-            # Set-MailboxServer -DatabaseCopyActivationDisabledAndMoveNow ("Cannot convert value None").
-            ps.add_parameter(name, value)
+        ps = _pipeline(entry.pool, cmdlet, params)
         entry.last_used = time.monotonic()
         try:
-            output = ps.invoke()
+            try:
+                output = ps.invoke()
+            except WSManFaultError as exc:
+                if exc.code not in _WSMAN_COMMAND_QUOTA or not entry.finished:
+                    raise
+                # The server caps commands per shell (lower than max_finished_commands): make room and send again.
+                entry.pool.pipelines.pop(ps.id, None)
+                self._release(endpoint)
+                ps = _pipeline(entry.pool, cmdlet, params)
+                output = ps.invoke()
         except (KeyError, ElementTree.ParseError) as exc:
             # pypsrp could not read the reply (it keeps lists of unknown types as raw XML, so a type name defined
             # inside one and referenced later is unknown to it): a clear error rather than a crash in the step.
@@ -435,14 +466,11 @@ class PypsrpSession:
             raise RemotingError(f"{self.server_name} {endpoint.value} {cmdlet}: the reply could not be deserialized "
                                 f"by pypsrp ({type(exc).__name__}: {exc})") from None
         entry.last_used = time.monotonic()
-        try:
-            # invoke() never sends Terminate; without it the finished command lingers on the server until the
-            # shell closes (WinRM caps commands per shell).
-            ps.close()
-        except _TRANSPORT_ERRORS as exc:
-            log.warning("%s %s: closing the pipeline failed (%s); dropping the pool",
-                        self.server_name, endpoint.value, type(exc).__name__)
-            self._discard(endpoint, delete=True)
+        # invoke() never sends Terminate; the finished command lingers on the server until it is terminated or the
+        # shell is deleted. Terminating it here would cost every command a round trip: it waits for a sweep.
+        entry.finished.append(ps)
+        if len(entry.finished) > self.endpoints[endpoint].max_finished_commands:
+            self._release(endpoint)
 
         secrets = _secret_strings(params)
         records = [_error_record(r, secrets) for r in ps.streams.error]
@@ -457,6 +485,21 @@ class PypsrpSession:
             raise error
         result.errors = records
         return result
+
+    def _release(self, endpoint: Endpoint) -> None:
+        entry = self._pools.get(endpoint)
+        if entry is None:
+            return
+        finished, entry.finished = entry.finished, []
+        for ps in finished:
+            try:
+                ps.close()
+            except _TRANSPORT_ERRORS as exc:
+                # The shell's Delete releases whatever is left; a pool that cannot take a Signal is not worth keeping.
+                log.warning("%s %s: terminating finished pipelines failed (%s); dropping the pool",
+                            self.server_name, endpoint.value, type(exc).__name__)
+                self._discard(endpoint, delete=True)
+                return
 
     def _orphan(self, endpoint: Endpoint) -> None:
         entry = self._pools.pop(endpoint, None)

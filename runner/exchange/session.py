@@ -88,3 +88,6 @@ class ExchangeSession(Protocol):
     ) -> CommandResult: ...
 
     def close(self) -> None: ...
+
+    # Optional: ``release_finished() -> None`` frees server-side resources of finished commands; the runner calls it
+    # before deliberate waits when a session has it (the pypsrp adapter does; in-process sessions need not).

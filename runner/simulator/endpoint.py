@@ -103,11 +103,13 @@ class EndpointState:
         auth: tuple[str, ...],
         shell_quota: int,
         receive_wait: float,
+        commands_per_shell: int = 1000,
     ) -> None:
         self.sim = sim
         self.users = dict(users)
         self.auth = tuple(a.lower() for a in auth)
         self.shell_quota = shell_quota
+        self.commands_per_shell = commands_per_shell
         self.receive_wait = receive_wait
         self.stats = EndpointStats()
         self.shells: dict[str, Shell] = {}
@@ -493,6 +495,9 @@ def _command(state: EndpointState, req: wsman.Request, server: str, configuratio
     pipeline_id = _pipeline_id(command_id)
     arguments = body.find("rsp:Arguments", wsman.NS)
     with shell.lock:
+        if shell.open_commands() >= state.commands_per_shell:
+            # Finished commands count until the client terminates them (PowerShell.close()) or deletes the shell.
+            raise wsman.command_quota_exceeded(state.commands_per_shell)
         shell.add_command(pipeline_id)
         if arguments is not None and arguments.text:
             shell.feed(base64.b64decode(arguments.text), pipeline_id)
@@ -589,18 +594,21 @@ def start_endpoint(
     auth: tuple[str, ...] = ("basic", "negotiate"),
     shell_quota: int = 18,
     receive_wait: float = 0.5,
+    commands_per_shell: int = 1000,
 ) -> RunningEndpoint:
     """Serve SIM over WinRM/PSRP on HOST:PORT (0: an ephemeral port) in a background thread.
 
     ``users`` maps user name to password (default: exmaint-svc with a demo password); ``auth`` lists the accepted
     schemes ("basic", "negotiate", "ntlm"); ``shell_quota`` is the concurrent shells one user may hold on one server
-    (Exchange's default PowerShellMaxConcurrency is 18); ``receive_wait`` is how long an empty Receive waits before
+    (Exchange's default PowerShellMaxConcurrency is 18); ``commands_per_shell`` is WinRM's
+    MaxConcurrentCommandsPerShell (1000 in the PowerShell plugin): commands not yet terminated count;
+    ``receive_wait`` is how long an empty Receive waits before
     the OperationTimeout fault.
     """
     if host not in ("127.0.0.1", "localhost", "::1"):
         raise ValueError("the simulated endpoint only binds to loopback")
     users = users if users is not None else {"exmaint-svc": "Simulated-Passw0rd"}
-    state = EndpointState(sim, users, auth, shell_quota, receive_wait)
+    state = EndpointState(sim, users, auth, shell_quota, receive_wait, commands_per_shell)
     if "negotiate" in state.auth or "ntlm" in state.auth:
         ntlm.register_users(users)
     httpd = _HTTPServer((host, port), state)

@@ -43,6 +43,7 @@ COMMAND_RUNNING = SHELL + "CommandState/Running"
 ERROR_OPERATION_TIMEDOUT = 0x80338029  # 2150858793: an empty Receive; pypsrp retries it
 ERROR_INVALID_SELECTORS = 0x8033805B  # 2150858843: unknown ShellId ("shell was not found on the server")
 ERROR_QUOTA_MAX_SHELLS = 0x803381A5  # the per-user concurrent shell quota (wsman:QuotaLimit)
+ERROR_QUOTA_MAX_COMMANDS_PER_SHELL_PPQ = 0x803381E9  # the plugin's MaxConcurrentCommandsPerShell
 ERROR_ACTION_NOT_SUPPORTED = 0x80338003
 ERROR_INVALID_COMMAND = 0x80338012
 ERROR_INTERNAL = 0x80338000  # ERROR_WSMAN_INTERNAL_ERROR
@@ -82,6 +83,15 @@ def shell_quota_exceeded(limit: int) -> WSManFault:
         ERROR_QUOTA_MAX_SHELLS,
         f"The WS-Management service cannot process the request. This user is allowed a maximum number of {limit} "
         "concurrent shells, which has been exceeded. Close existing shells or raise the quota for this user.",
+        subcode="w:QuotaLimit",
+    )
+
+
+def command_quota_exceeded(limit: int) -> WSManFault:
+    return WSManFault(
+        ERROR_QUOTA_MAX_COMMANDS_PER_SHELL_PPQ,
+        f"The WS-Management service cannot process the request. The maximum number of concurrent commands per shell "
+        f"({limit}) has been exceeded for this plugin. Close existing commands or raise the quota for this plugin.",
         subcode="w:QuotaLimit",
     )
 

@@ -108,7 +108,7 @@ def test_server_password_is_write_only_in_the_admin(client, root) -> None:
     client.force_login(root)
     res = client.post("/admin/changes/server/add/", {
         "name": "EX09", "fqdn": "ex09.corp.example", "auth_method": "ntlm", "operation_timeout": 30,
-        "verify_tls": "on", "username": "CORP\\svc", "password": "Adm1n-Secret",
+        "connection_timeout": 30, "verify_tls": "on", "username": "CORP\\svc", "password": "Adm1n-Secret",
     })
     assert res.status_code == 302, res.content.decode()[:2000]
     from changes.models import Server

@@ -212,6 +212,29 @@ def test_server_passwords_are_write_only(api, operator, auditor) -> None:
     assert res.json()["effective_endpoint_url"] == "http://ex09.corp.example/PowerShell/"
 
 
+def test_each_remoting_endpoint_of_a_server_has_its_own_settings(api, operator) -> None:
+    res = post(api(operator), "/api/v1/servers/", {
+        "name": "EX09", "fqdn": "ex09.corp.example", "auth_method": "kerberos", "operation_timeout": 45,
+        "winrm_url": "https://ex09.corp.example:5986/wsman", "winrm_auth_method": "ntlm", "winrm_verify_tls": False,
+        "winrm_connection_timeout": 10,
+    })
+    assert res.status_code == 201, res.content
+    body = res.json()
+    assert (body["auth_method"], body["verify_tls"], body["connection_timeout"], body["operation_timeout"]) == (
+        "kerberos", True, 30, 45)
+    assert (body["winrm_auth_method"], body["winrm_verify_tls"], body["winrm_connection_timeout"]) == (
+        "ntlm", False, 10)
+    assert body["winrm_operation_timeout"] is None  # inherits operation_timeout
+
+
+@pytest.mark.parametrize("field,value", [("operation_timeout", 0), ("winrm_operation_timeout", 86400),
+                                         ("winrm_auth_method", "digest"), ("connection_timeout", -1)])
+def test_out_of_range_endpoint_settings_are_a_400_naming_the_field(api, operator, field, value) -> None:
+    res = post(api(operator), "/api/v1/servers/", {"name": "EX09", "fqdn": "ex09.corp.example", field: value})
+    assert res.status_code == 400, res.content
+    assert field in res.content.decode()
+
+
 def test_duplicate_server_name_is_a_409(api, operator, servers) -> None:
     res = post(api(operator), "/api/v1/servers/", {"name": "EX01", "fqdn": "dup.corp.example"})
     assert res.status_code == 409

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from runner.clock import SimulatedClock
 from runner.context import ExecutionContext, output_preview
+from runner.exchange.session import Endpoint
 from runner.simulator.model import SimulatedExchange
 from runner.simulator.session import SimulatorSession
 from runner.step_types import ServerInfo
@@ -24,3 +25,25 @@ def test_each_command_record_keeps_a_truncated_preview_of_its_output() -> None:
 def test_a_short_output_is_kept_whole() -> None:
     assert output_preview([{"Name": "EX01", "Status": "Running"}]) == '{"Name":"EX01","Status":"Running"}'
     assert output_preview([]) == ""
+
+
+def test_a_deliberate_wait_first_lets_the_sessions_used_so_far_terminate_their_finished_commands() -> None:
+    # The pypsrp adapter terminates finished pipelines when asked; the runner asks when it is about to wait anyway,
+    # so the Signal round trips never sit between a command and the next.
+    sim = SimulatedExchange()
+    sim.add_standalone("EX01")
+    released: list[str] = []
+
+    class Releasing(SimulatorSession):
+        def release_finished(self) -> None:
+            released.append(self.server)
+
+    used, unused = Releasing(sim, "EX01"), Releasing(sim, "EX01")
+    sessions = {Endpoint.EXCHANGE: used, Endpoint.DEFAULT: unused}
+    ctx = ExecutionContext(server=ServerInfo("EX01", "ex01.contoso.com"), sessions=sessions,
+                           clock=SimulatedClock(sim))
+    ctx.wait(5)
+    assert released == []  # nothing run yet
+    ctx.run("Get-ServerComponentState", {"Identity": "EX01"})
+    ctx.wait(5)
+    assert released == ["EX01"]  # the Exchange session only: the default endpoint was never used

@@ -167,6 +167,32 @@ def test_endpoint_configs_come_from_the_inventory_with_the_password_decrypted(se
     assert (default.port, default.path, default.configuration_name) == (5985, "wsman", "Microsoft.PowerShell")
 
 
+def test_the_default_winrm_endpoint_takes_its_own_settings_and_inherits_the_rest(servers) -> None:
+    server = servers["EX01"]
+    server.auth_method, server.verify_tls, server.connection_timeout, server.operation_timeout = "kerberos", True, 20, 40
+    server.winrm_url = "https://ex01.corp.example:5986/wsman"
+    server.winrm_auth_method, server.winrm_verify_tls, server.winrm_operation_timeout = "ntlm", False, 90
+    exchange, default = endpoint_config(server, Endpoint.EXCHANGE), endpoint_config(server, Endpoint.DEFAULT)
+    assert (exchange.auth, exchange.ssl, exchange.cert_validation) == ("kerberos", False, True)
+    assert (exchange.connection_timeout, exchange.operation_timeout) == (20, 40)
+    assert (default.auth, default.ssl, default.port, default.cert_validation) == ("ntlm", True, 5986, False)
+    assert (default.connection_timeout, default.operation_timeout) == (20, 90)  # connection timeout inherited
+    assert default.read_timeout > 90
+    server.winrm_auth_method, server.winrm_verify_tls, server.winrm_operation_timeout = "", None, None
+    default = endpoint_config(server, Endpoint.DEFAULT)
+    assert (default.auth, default.cert_validation, default.operation_timeout) == ("kerberos", True, 40)
+
+
+def test_basic_auth_on_the_winrm_endpoint_alone_is_judged_on_its_own_url(servers) -> None:
+    server = servers["EX01"]
+    server.auth_method, server.winrm_auth_method = "kerberos", "basic"
+    endpoint_config(server, Endpoint.EXCHANGE)  # Kerberos wraps messages: fine over http
+    with pytest.raises(InventoryError, match="clear text"):
+        endpoint_config(server, Endpoint.DEFAULT)
+    server.winrm_url = "https://ex01.corp.example:5986/wsman"
+    assert endpoint_config(server, Endpoint.DEFAULT).auth == "basic"
+
+
 def test_basic_auth_in_clear_text_is_refused_except_on_loopback_or_when_allowed(servers) -> None:
     server = servers["EX01"]
     server.auth_method = "basic"

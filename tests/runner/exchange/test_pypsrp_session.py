@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from pypsrp.exceptions import WSManFaultError
+from pypsrp.powershell import PowerShell, RunspacePool
+from pypsrp.wsman import WSMan
 
 from runner.exchange.pypsrp_session import (
     EndpointConfig,
@@ -347,12 +350,55 @@ def test_pools_open_lazily(endpoint):
         assert endpoint.stats.total_creates() == 0
 
 
-def test_every_command_is_closed_on_the_server(session, endpoint):
+def test_finished_commands_are_terminated_when_the_runner_is_about_to_wait(session, endpoint):
     for _ in range(3):
         session.run("Get-Thing")
     with pytest.raises(CmdletError):
         session.run("Set-Thing")
+    # Not on each command's critical path: the four wait for the sweep, failed one included.
+    assert endpoint.stats.requests["Signal"] == 0
+    assert [shell.open_commands for shell in endpoint.open_shells()] == [4]
+    session.release_finished()
     assert [shell.open_commands for shell in endpoint.open_shells()] == [0]
+    assert endpoint.stats.requests["Signal"] == 4
+    session.release_finished()  # nothing left: no request
+    assert endpoint.stats.requests["Signal"] == 4
+
+
+def test_finished_commands_never_pile_up_past_the_configured_cap(endpoint):
+    with PypsrpSession("EX01", {Endpoint.EXCHANGE: config_for(endpoint, max_finished_commands=5)}) as session:
+        for _ in range(23):
+            session.run("Get-Thing")
+            assert all(shell.open_commands <= 5 for shell in endpoint.open_shells())
+        assert endpoint.stats.total_creates() == 1
+
+
+def test_a_server_capping_commands_per_shell_lower_than_the_adapter_gets_room_made_and_the_write_sent_once(sim):
+    # WinRM's MaxConcurrentCommandsPerShell refuses the Command before creating it: terminating the finished
+    # commands and sending it again is safe even for a write.
+    with start_endpoint(sim, users={USER: PASSWORD}, commands_per_shell=3) as running:
+        with PypsrpSession("EX01", {Endpoint.EXCHANGE: config_for(running)}) as session:
+            for _ in range(3):
+                session.run("Get-Thing")
+            with pytest.raises(CmdletError):  # Set-Thing always fails in this scripted server; it ran once
+                session.run("Set-Thing", {"Identity": "ok"})
+            assert running.stats.faults[0x803381E9] == 1
+            assert [shell.open_commands for shell in running.open_shells()] == [1]
+    assert len(sim.invoked("Set-Thing")) == 1
+
+
+def test_a_bare_client_that_never_terminates_commands_hits_the_per_shell_cap(sim):
+    # What the cap above guards against, shown with pypsrp used the naive way.
+    with start_endpoint(sim, users={USER: PASSWORD}, commands_per_shell=3) as running:
+        config = config_for(running)
+        wsman = WSMan(config.host, port=config.effective_port, path=config.path, auth="basic", username=USER,
+                      password=PASSWORD, encryption="never", ssl=False)
+        with RunspacePool(wsman, configuration_name=Endpoint.EXCHANGE.value) as pool:
+            for _ in range(3):
+                PowerShell(pool).add_cmdlet("Get-Thing").invoke()
+            with pytest.raises(WSManFaultError) as refused:
+                PowerShell(pool).add_cmdlet("Get-Thing").invoke()
+    assert refused.value.code == 0x803381E9
 
 
 def test_close_deletes_every_pool_and_leaves_no_shell(endpoint):
