@@ -117,6 +117,10 @@ class ExecutionContext:
                 delay *= 2
                 continue
             self.command_time += time.perf_counter() - t0
+            take_notices = getattr(self._used[endpoint], "take_notices", None)
+            for notice in take_notices() if take_notices is not None else ():
+                # e.g. the relay's endpoint did not answer and another DAG member's took over
+                self.issues.append(Issue(notice, f"{cmdlet} ran through the next endpoint"))
             record = self._record(cmdlet, parameters, endpoint, started, t0,
                                   "errors" if result.errors else "ok", attempt=attempt)
             record.objects = len(result.output)

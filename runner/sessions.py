@@ -7,6 +7,7 @@ is done — Exchange throttles concurrent shells per user, and leaked ones count
 from __future__ import annotations
 
 import ipaddress
+import logging
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -15,9 +16,12 @@ from changes.models import Server
 from changes.states import ACTIVE
 
 from . import conf
+from .context import is_read
 from .exchange.pypsrp_session import EndpointConfig, PypsrpSession
-from .exchange.session import Endpoint, ExchangeSession, ExchangeSessionError
+from .exchange.session import CommandResult, Endpoint, ExchangeSession, ExchangeSessionError
 from .step_types import ServerInfo
+
+log = logging.getLogger(__name__)
 
 
 class InventoryError(ExchangeSessionError):
@@ -77,17 +81,73 @@ def endpoint_config(server: Server, endpoint: Endpoint) -> EndpointConfig:
         raise InventoryError(f"{server.name} {endpoint.value}: {exc}") from None
 
 
+class RelayedSession:
+    """The Exchange endpoint reached through the first usable relay of ``relays`` (healthy DAG peers, then the server
+    itself). When a relay cannot be reached, the next one takes over — for reads always, for writes only when the
+    command certainly never left (the connection or the pool could not be opened), so no write is sent twice.
+    Each switch is kept in ``notices`` for the step log and the report."""
+
+    def __init__(self, server_name: str, relays: list[Server],
+                 factory: Callable[[str, dict], ExchangeSession]) -> None:
+        if not relays:
+            raise InventoryError(f"{server_name}: no usable Exchange endpoint in the inventory")
+        self.server_name = server_name
+        self.relays = relays
+        self._factory = factory
+        self._index = 0
+        self._session: ExchangeSession | None = None
+        self.notices: list[str] = []
+
+    @property
+    def relay(self) -> Server:
+        return self.relays[self._index]
+
+    def run(self, cmdlet: str, parameters: Any = None, *, endpoint: Endpoint = Endpoint.EXCHANGE) -> CommandResult:
+        while True:
+            if self._session is None:
+                self._session = self._factory(self.server_name, {
+                    Endpoint.EXCHANGE: endpoint_config(self.relay, Endpoint.EXCHANGE)})
+            try:
+                return self._session.run(cmdlet, parameters, endpoint=endpoint)
+            except ExchangeSessionError as exc:
+                safe = exc.retryable and (not exc.sent or is_read(cmdlet))
+                if not safe or self._index + 1 >= len(self.relays):
+                    raise
+                failed = self.relay.name
+                self._session.close()
+                self._session = None
+                self._index += 1
+                self.notices.append(f"{self.server_name}: Exchange cmdlets moved from {failed}'s endpoint to "
+                                    f"{self.relay.name}'s ({exc})")
+                log.warning("%s", self.notices[-1])
+
+    def take_notices(self) -> list[str]:
+        notices, self.notices = self.notices, []
+        return notices
+
+    def release_finished(self) -> None:
+        release = getattr(self._session, "release_finished", None)
+        if release is not None:
+            release()
+
+    def close(self) -> None:
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+
+
 class ServerSessions:
     """Lazy sessions to one server, one per endpoint; ``close()`` closes every one that was opened.
 
-    ``exchange_via`` is the server whose Exchange endpoint runs the Exchange cmdlets (every one names its target
-    with -Identity/-Server): a healthy DAG peer when there is one (see ``exchange_relay``), else the server itself.
+    ``exchange_via`` lists the servers whose Exchange endpoint may run the Exchange cmdlets (every one names its
+    target with -Identity/-Server), in order of preference: healthy DAG peers, then the server itself (see
+    ``exchange_relays``); the default WinRM endpoint is always the server's own.
     """
 
     def __init__(self, server: Server, *, factory: Callable[[str, dict], ExchangeSession] | None = None,
-                 exchange_via: Server | None = None) -> None:
+                 exchange_via: list[Server] | None = None) -> None:
         self.server = server
-        self.exchange_via = exchange_via or server
+        self.exchange_via = exchange_via or [server]
         self._factory = factory or PypsrpSession
         self._sessions: dict[Endpoint, ExchangeSession] = {}
 
@@ -95,8 +155,10 @@ class ServerSessions:
         endpoint = Endpoint(endpoint)
         session = self._sessions.get(endpoint)
         if session is None:
-            source = self.exchange_via if endpoint == Endpoint.EXCHANGE else self.server
-            session = self._factory(self.server.name, {endpoint: endpoint_config(source, endpoint)})
+            if endpoint == Endpoint.EXCHANGE:
+                session = RelayedSession(self.server.name, self.exchange_via, self._factory)
+            else:
+                session = self._factory(self.server.name, {endpoint: endpoint_config(self.server, endpoint)})
             self._sessions[endpoint] = session
         return session
 
@@ -112,26 +174,26 @@ class ServerSessions:
         self.close()
 
 
-def exchange_relay(server: Server) -> Server:
-    """Where to run Exchange cmdlets for ``server``. Microsoft's procedure runs them "from a session on a different,
-    healthy Exchange server whenever one exists": the target's own /PowerShell endpoint goes offline with
-    ServerWideOffline (RpsProxy) and its services restart during the window. So: the first DAG peer (by name) that
-    is not in a window of its own and whose inventory entry is usable; for a standalone server, the server itself."""
-    if not server.dag_name:
-        return server
-    busy = Server.objects.filter(changes__state__in=ACTIVE).exclude(pk=server.pk).values_list("pk", flat=True)
-    peers = Server.objects.filter(dag_name=server.dag_name).exclude(pk=server.pk).exclude(pk__in=busy)
-    for peer in peers.order_by("name"):
-        try:
-            endpoint_config(peer, Endpoint.EXCHANGE)
-        except InventoryError:
-            continue
-        return peer
-    return server
+def exchange_relays(server: Server) -> list[Server]:
+    """Where to run Exchange cmdlets for ``server``, in order. Microsoft's procedure runs them "from a session on a
+    different, healthy Exchange server whenever one exists": the target's own /PowerShell endpoint goes offline with
+    ServerWideOffline (RpsProxy) and its services restart during the window. So: the DAG peers (by name) that are not
+    in a window of their own and whose inventory entry is usable, then the server itself as the last resort."""
+    relays: list[Server] = []
+    if server.dag_name:
+        busy = Server.objects.filter(changes__state__in=ACTIVE).exclude(pk=server.pk).values_list("pk", flat=True)
+        peers = Server.objects.filter(dag_name=server.dag_name).exclude(pk=server.pk).exclude(pk__in=busy)
+        for peer in peers.order_by("name"):
+            try:
+                endpoint_config(peer, Endpoint.EXCHANGE)
+            except InventoryError:
+                continue
+            relays.append(peer)
+    return [*relays, server]
 
 
 def open_sessions(server: Server) -> ServerSessions:
-    return ServerSessions(server, exchange_via=exchange_relay(server))
+    return ServerSessions(server, exchange_via=exchange_relays(server))
 
 
 def _info(server: Server, peers: tuple[ServerInfo, ...] = ()) -> ServerInfo:

@@ -358,7 +358,11 @@ class PypsrpSession:
         with self._lock:
             attempts = 1 if mutating else 2
             for attempt in range(attempts):
-                pool = self._pool_for(endpoint, probe=mutating)
+                try:
+                    pool = self._pool_for(endpoint, probe=mutating)
+                except ExchangeSessionError as error:
+                    error.sent = False
+                    raise
                 try:
                     return self._invoke(pool, endpoint, cmdlet, params)
                 except _TRANSPORT_ERRORS as exc:

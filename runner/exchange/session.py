@@ -49,6 +49,9 @@ class ExchangeSessionError(Exception):
     """Base of every session error. ``retryable`` says whether the same call may succeed if tried again."""
 
     retryable: bool = False
+    # False only when the command certainly never reached the server (the connection or the pool could not be
+    # opened): then even a write may be sent elsewhere.
+    sent: bool = True
 
 
 class AuthenticationFailed(ExchangeSessionError):

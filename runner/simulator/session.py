@@ -75,7 +75,9 @@ class SimulatorSession:
         """Run one cmdlet; terminating errors raise CmdletError, the ``unreachable`` fault EndpointUnreachable."""
         if self.sim.take_http_failure(self.server):
             # The real client would see a refused/reset connection before any PSRP message is exchanged.
-            raise EndpointUnreachable(f"{self.server}: connection refused (simulated)")
+            error = EndpointUnreachable(f"{self.server}: connection refused (simulated)")
+            error.sent = False
+            raise error
         pairs = list(parameters.items()) if isinstance(parameters, Mapping) else list(parameters or [])
         try:
             result = self.sim.invoke(self.server, str(Endpoint(endpoint)), cmdlet, pairs, user=self.user)

@@ -47,3 +47,23 @@ def test_a_deliberate_wait_first_lets_the_sessions_used_so_far_terminate_their_f
     ctx.run("Get-ServerComponentState", {"Identity": "EX01"})
     ctx.wait(5)
     assert released == ["EX01"]  # the Exchange session only: the default endpoint was never used
+
+
+def test_a_session_that_moved_to_another_endpoint_leaves_an_automatic_issue_in_the_step_log() -> None:
+    sim = SimulatedExchange()
+    sim.add_standalone("EX01")
+
+    class Moved(SimulatorSession):
+        notices = ["EX01: Exchange cmdlets moved from EX03's endpoint to EX04's (endpoint unreachable)"]
+
+        def take_notices(self) -> list[str]:
+            notices, self.notices = self.notices, []
+            return notices
+
+    ctx = ExecutionContext(server=ServerInfo("EX01", "ex01.contoso.com"),
+                           sessions={Endpoint.EXCHANGE: Moved(sim, "EX01")}, clock=SimulatedClock(sim))
+    ctx.run("Get-ServerComponentState", {"Identity": "EX01"})
+    ctx.run("Get-ServerComponentState", {"Identity": "EX01"})
+    assert [(i.summary, i.resolution, i.automatic) for i in ctx.issues] == [
+        ("EX01: Exchange cmdlets moved from EX03's endpoint to EX04's (endpoint unreachable)",
+         "Get-ServerComponentState ran through the next endpoint", True)]

@@ -169,7 +169,8 @@ def test_endpoint_configs_come_from_the_inventory_with_the_password_decrypted(se
 
 def test_the_default_winrm_endpoint_takes_its_own_settings_and_inherits_the_rest(servers) -> None:
     server = servers["EX01"]
-    server.auth_method, server.verify_tls, server.connection_timeout, server.operation_timeout = "kerberos", True, 20, 40
+    server.auth_method, server.verify_tls = "kerberos", True
+    server.connection_timeout, server.operation_timeout = 20, 40
     server.winrm_url = "https://ex01.corp.example:5986/wsman"
     server.winrm_auth_method, server.winrm_verify_tls, server.winrm_operation_timeout = "ntlm", False, 90
     exchange, default = endpoint_config(server, Endpoint.EXCHANGE), endpoint_config(server, Endpoint.DEFAULT)
@@ -227,13 +228,66 @@ def test_server_info_names_the_dag_peers_from_the_inventory(servers) -> None:
     assert server_info(servers["EX01"]).peers == ()
 
 
-def test_exchange_cmdlets_of_a_dag_member_go_through_a_healthy_peer(servers, requester) -> None:
-    from runner.sessions import exchange_relay
+def test_exchange_cmdlets_of_a_dag_member_go_through_healthy_peers_then_its_own_endpoint(servers, requester) -> None:
+    from runner.sessions import exchange_relays
 
     from .support import running_change
 
     ex02, ex03, ex04 = (Server.objects.get(name=n) for n in ("EX02", "EX03", "EX04"))
-    assert exchange_relay(ex02) == ex03
+    assert exchange_relays(ex02) == [ex03, ex04, ex02]
     running_change(requester, servers=("EX03",), ref="BUSY")  # EX03 is in a window of its own
-    assert exchange_relay(ex02) == ex04
-    assert exchange_relay(Server.objects.get(name="EX01")).name == "EX01"  # standalone: its own endpoint
+    assert exchange_relays(ex02) == [ex04, ex02]
+    assert [s.name for s in exchange_relays(Server.objects.get(name="EX01"))] == ["EX01"]  # standalone
+
+
+def dag_inventory(endpoint, closed_port: int) -> dict[str, Server]:
+    """EX02..EX04 served by ENDPOINT, except EX03's Exchange endpoint, which points at a port nobody listens on."""
+    members = {}
+    for name in ("EX02", "EX03", "EX04"):
+        members[name] = simulated_inventory(endpoint, name)
+    members["EX03"].endpoint_url = f"http://127.0.0.1:{closed_port}/EX03/PowerShell"
+    members["EX03"].save()
+    return members
+
+
+def test_when_the_first_peer_does_not_answer_the_next_one_runs_the_exchange_cmdlets(servers) -> None:
+    from .support import organisation
+
+    sim = organisation(dags={"DAG1": ("EX02", "EX03", "EX04")})
+    with socket.socket() as sock, start_endpoint(sim, users={USER: PASSWORD}, auth=("basic",)) as endpoint:
+        sock.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+        members = dag_inventory(endpoint, sock.getsockname()[1])
+        with open_sessions(members["EX02"]) as sessions:
+            exchange = sessions(Endpoint.EXCHANGE)
+            # A write whose connection could not even be opened is safe to send through the next peer: it never left.
+            exchange.run("Set-ServerComponentState", {"Identity": "EX02", "Component": "HubTransport",
+                                                      "State": "Draining", "Requester": "Maintenance"})
+            assert exchange.relay.name == "EX04"
+            [notice] = exchange.take_notices()
+            assert notice.startswith("EX02: Exchange cmdlets moved from EX03's endpoint to EX04's (")
+            assert "unreachable" in notice
+            state = exchange.run("Get-ServerComponentState", {"Identity": "EX02", "Component": "HubTransport"})
+            assert state.output[0]["State"] == "Draining"
+        assert endpoint.stats.creates[("EX04", "Microsoft.Exchange")] == 1
+        assert [c.cmdlet for c in sim.commands if c.cmdlet.startswith("Set-")] == ["Set-ServerComponentState"]
+        assert endpoint.open_shells() == []
+
+
+def test_a_write_that_may_have_reached_the_peer_is_never_sent_through_another(servers) -> None:
+    from runner.exchange.session import EndpointUnreachable
+
+    from .support import organisation
+
+    sim = organisation(dags={"DAG1": ("EX02", "EX03", "EX04")})
+    with start_endpoint(sim, users={USER: PASSWORD}, auth=("basic",)) as endpoint:
+        for name in ("EX02", "EX03", "EX04"):
+            simulated_inventory(endpoint, name)
+        with open_sessions(Server.objects.get(name="EX02")) as sessions:
+            exchange = sessions(Endpoint.EXCHANGE)
+            exchange.run("Get-ServerComponentState", {"Identity": "EX02", "Component": "HubTransport"})
+            endpoint.fail_next(1, mode="drop", server="EX03")  # the write's own request is lost on the way back
+            with pytest.raises(EndpointUnreachable, match="not replayed"):
+                exchange.run("Set-ServerComponentState", {"Identity": "EX02", "Component": "HubTransport",
+                                                          "State": "Draining", "Requester": "Maintenance"})
+            assert exchange.relay.name == "EX03" and exchange.take_notices() == []
+        assert endpoint.stats.creates[("EX04", "Microsoft.Exchange")] == 0
