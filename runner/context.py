@@ -148,10 +148,13 @@ class ExecutionContext:
     def wait(self, seconds: float) -> None:
         t0 = time.perf_counter()
         for session in self._used.values():
-            # Waiting anyway: the moment to terminate finished pipelines, off the commands' critical path.
+            # Waiting anyway: the moment to terminate finished pipelines, off the commands' critical path. It is
+            # still remoting time, counted as such.
             release = getattr(session, "release_finished", None)
             if release is not None:
                 release()
+        self.command_time += time.perf_counter() - t0
+        t0 = time.perf_counter()
         self.clock.sleep(seconds)
         self.waited += time.perf_counter() - t0
 
