@@ -205,6 +205,7 @@ EXMAINT_NOTIFICATIONS = {
     "CALLBACK_TIMEOUT_SECONDS": env_int("EXMAINT_CALLBACK_TIMEOUT_SECONDS", 10, minimum=1, maximum=120),
     "CALLBACK_ALLOWED_NETWORKS": env_list("EXMAINT_CALLBACK_ALLOWED_NETWORKS", []),
     "MAILBOX_LIMIT": env_int("EXMAINT_NOTIFY_MAILBOX_LIMIT", 5000, minimum=1, maximum=100000),
+    "MAILBOX_PAGE_SIZE": env_int("EXMAINT_NOTIFY_MAILBOX_PAGE_SIZE", 200, minimum=1, maximum=5000),
 }
 try:
     import ipaddress as _ipaddress

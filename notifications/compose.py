@@ -29,10 +29,17 @@ def _fmt(value: str | None) -> str:
     return datetime.fromisoformat(value).astimezone(UTC).strftime("%a %d %b %Y %H:%M UTC")
 
 
+def _tentative(delivery: Delivery) -> bool:
+    """The invite update sent when an announced window goes back for approval (notifications.outbox._hold_invite)."""
+    return delivery.kind == Kind.ANNOUNCEMENT and delivery.payload.get("status") == ical.TENTATIVE
+
+
 def subject(delivery: Delivery) -> str:
     p = delivery.payload
     head = f"[{p.get('number', 'exmaint')}]"
     title = p.get("title", "")
+    if _tentative(delivery):
+        return f"{head} Exchange maintenance awaiting re-approval (not confirmed): {title}"
     return {
         Kind.ANNOUNCEMENT: f"{head} {'Rescheduled' if p.get('rescheduled') else 'Scheduled'} Exchange maintenance: "
                            f"{title}",
@@ -53,11 +60,21 @@ def context(delivery: Delivery) -> dict[str, Any]:
     return {
         "p": p, "kind": delivery.kind, "subject": subject(delivery),
         "start": _fmt(p.get("window_start")), "end": _fmt(p.get("window_end")),
+        "tentative": _tentative(delivery),
+        "previous": _previous(p),
         "servers": ", ".join(p.get("servers", [])),
         "before": f"{before // 60} hours" if before >= 120 else f"{before} minutes" if before else "",
         "outcome": _OUTCOMES.get(p.get("outcome", ""), p.get("outcome", "")),
         "change_url": f"{conf.public_url()}/api/v1/changes/{p['change_id']}/" if p.get("change_id") else "",
     }
+
+
+def _previous(p: dict[str, Any]) -> str:
+    """The slot an update takes back, when it differs from the one proposed now ('' otherwise)."""
+    if not p.get("previous_start") or (p["previous_start"], p.get("previous_end")) == (p.get("window_start"),
+                                                                                       p.get("window_end")):
+        return ""
+    return f"{_fmt(p['previous_start'])} – {_fmt(p.get('previous_end'))}"
 
 
 def build(delivery: Delivery, batch: int, recipients: list[str], *, connection: Any = None) -> EmailMultiAlternatives:

@@ -17,7 +17,8 @@ DEFAULTS: dict[str, Any] = {
     "LEASE_SECONDS": 300,  # a claimed delivery is the worker's for this long (renewed per batch)
     "CALLBACK_TIMEOUT_SECONDS": 10,
     "CALLBACK_ALLOWED_NETWORKS": [],  # CIDRs a callback may reach although private/loopback, e.g. 127.0.0.1/32
-    "MAILBOX_LIMIT": 5000,  # ResultSize of Get-Mailbox -Server per server
+    "MAILBOX_LIMIT": 5000,  # affected mailboxes read per server at most (more: the first ones, and a note)
+    "MAILBOX_PAGE_SIZE": 200,  # -ResultSize of each Get-Mailbox page (mailbox objects are large over PSRP)
 }
 
 

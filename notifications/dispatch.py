@@ -26,7 +26,7 @@ from changes import audit
 from changes.models import Change
 from changes.states import State
 
-from . import conf, senders
+from . import conf, ical, senders
 from .models import CalendarInvite, Delivery
 
 log = logging.getLogger(__name__)
@@ -147,6 +147,13 @@ def _stale(delivery: Delivery) -> str:
             return "superseded: the window moved, started or was cancelled"
     if delivery.kind == Delivery.Kind.APPROVAL_REQUEST and change.state != State.AWAITING_APPROVAL:
         return f"{change.number} no longer awaits approval"
+    if delivery.kind == Delivery.Kind.ANNOUNCEMENT and delivery.payload.get("status") == ical.TENTATIVE:
+        # "Awaiting re-approval" read after the decision would mislead; the decision's own invite (a higher
+        # SEQUENCE: confirmed or cancelled) carries the whole entry, so nobody misses the update itself.
+        invite = CalendarInvite.objects.filter(change=change).first()
+        if change.state != State.AWAITING_APPROVAL or invite is None or invite.sequence != delivery.payload.get(
+                "sequence"):
+            return "superseded: the change was decided or edited again before this update went out"
     return ""
 
 

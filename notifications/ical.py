@@ -10,6 +10,8 @@ from icalendar import Calendar, Event, vCalAddress, vText
 from . import conf
 
 PRODID = "-//exmaint//Exchange maintenance windows//EN"
+# VEVENT STATUS values (RFC 5545 3.8.1.11).
+CONFIRMED, TENTATIVE, CANCELLED = "CONFIRMED", "TENTATIVE", "CANCELLED"
 
 
 def change_uid(change_id: int) -> str:
@@ -33,9 +35,11 @@ def _when(value: str | datetime) -> datetime:
 
 
 def invite(payload: dict[str, Any], *, organizer: str, stamp: datetime) -> bytes:
-    """The invite carried by an announcement (METHOD:REQUEST) or a cancellation (METHOD:CANCEL). ``stamp`` is
-    fixed by the caller (the delivery's creation) so every batch and every retry carries identical bytes."""
+    """The invite carried by an announcement or an update (METHOD:REQUEST; STATUS:TENTATIVE while awaiting
+    re-approval) or a cancellation (METHOD:CANCEL). ``stamp`` is fixed by the caller (the delivery's creation) so
+    every batch and every retry carries identical bytes."""
     method = payload["method"]
+    status = status_of(payload)
     cal = _calendar(method)
     event = Event()
     event.add("uid", change_uid(payload["change_id"]))
@@ -43,10 +47,12 @@ def invite(payload: dict[str, Any], *, organizer: str, stamp: datetime) -> bytes
     event.add("dtstamp", stamp.astimezone(UTC))
     event.add("dtstart", _when(payload["window_start"]))
     event.add("dtend", _when(payload["window_end"]))
-    event.add("summary", f"Exchange maintenance {payload['number']}: {payload['title']}")
+    summary = f"Exchange maintenance {payload['number']}: {payload['title']}"
+    # Calendar views (Outlook's among them) show the summary, not STATUS: it must say the time is unconfirmed.
+    event.add("summary", f"[Awaiting re-approval] {summary}" if status == TENTATIVE else summary)
     event.add("description", _description(payload))
     event.add("location", ", ".join(payload.get("servers", [])))
-    event.add("status", "CANCELLED" if method == "CANCEL" else "CONFIRMED")
+    event.add("status", status)
     event.add("transp", "TRANSPARENT")  # a maintenance notice should not block the reader's own calendar
     org = vCalAddress(f"mailto:{organizer}")
     org.params["cn"] = vText("exmaint")
@@ -55,9 +61,20 @@ def invite(payload: dict[str, Any], *, organizer: str, stamp: datetime) -> bytes
     return cal.to_ical()
 
 
+def status_of(payload: dict[str, Any]) -> str:
+    """STATUS of the invite's VEVENT: CANCELLED for a CANCEL; TENTATIVE while a moved window awaits re-approval;
+    CONFIRMED otherwise (the payloads of announcements queued before ``status`` existed carry none)."""
+    if payload["method"] == "CANCEL":
+        return CANCELLED
+    return TENTATIVE if payload.get("status") == TENTATIVE else CONFIRMED
+
+
 def _description(payload: dict[str, Any]) -> str:
     lines = [f"Change {payload['number']} ({payload.get('source', '')} {payload.get('external_ref', '')})",
              f"Servers: {', '.join(payload.get('servers', []))}"]
+    if status_of(payload) == TENTATIVE:
+        lines.append("NOT CONFIRMED: the change was edited after its approval and awaits re-approval. This is the "
+                     "proposed time; a confirmation or a cancellation follows.")
     if payload.get("reason"):
         lines.append(f"Reason: {payload['reason']}")
     return "\n".join(lines)

@@ -16,7 +16,7 @@ from changes import events
 from changes.models import Alert, AuditEvent, Change
 from changes.states import WINDOW_ENDED, State
 
-from . import conf
+from . import conf, ical
 from .compose import message_id
 from .models import CalendarInvite, Delivery
 from .recipients import approvers_for, normalize, operators
@@ -32,6 +32,8 @@ def on_event(event: str, **data: Any) -> None:
         change = data["change"]
         if change.state == State.AWAITING_APPROVAL and change.approvals_required > 0:
             _approval_request(change)
+    elif event == events.CHANGE_UPDATED:
+        _on_update(data["change"], data.get("diff") or {})
     elif event == events.CHANGE_TRANSITION:
         _on_transition(data["change"], str(data["old"]), str(data["new"]), data.get("reason", ""))
     elif event == events.ALERT_RAISED:
@@ -44,8 +46,10 @@ def _on_transition(change: Change, old: str, new: str, reason: str) -> None:
     if old == State.SCHEDULED and new != State.SCHEDULED:
         supersede_reminders(change)
     if new == State.SCHEDULED:
-        _announce(change)
-    elif new == State.AWAITING_APPROVAL:
+        _announce(change, from_approval=old == State.AWAITING_APPROVAL)
+    elif new == State.AWAITING_APPROVAL and _awaits_approvers(change):
+        if old == State.SCHEDULED:
+            _hold_invite(change, reason)
         _approval_request(change)
     elif new in (State.CANCELLED, State.REJECTED):
         _cancel_invite(change, reason)
@@ -58,21 +62,43 @@ def _on_transition(change: Change, old: str, new: str, reason: str) -> None:
              recipients=change.notify, affected=change.notify_affected_mailboxes)
 
 
+def _on_update(change: Change, diff: dict[str, Any]) -> None:
+    # A scheduled change's edit is handled by the transition that follows it (back to approval); this is a change
+    # already awaiting re-approval edited again: its tentative entry must show what is now proposed.
+    if change.state == State.AWAITING_APPROVAL and _awaits_approvers(change) and _INVITE_FIELDS & set(diff):
+        _hold_invite(change, "edited again while awaiting re-approval")
+
+
+def _awaits_approvers(change: Change) -> bool:
+    """Does the change really wait for approvers? A standard change (no approval needed) edited while scheduled
+    passes through awaiting_approval and back to scheduled in the same transaction: nobody is to be told it waits."""
+    return change.approvals_required > 0
+
+
 # --- change audience: invite, reminders ---------------------------------------------------------------------------
 
-def _announce(change: Change) -> None:
+# What the invite shows of a change: an edit of one of these changes the calendar entry.
+_INVITE_FIELDS = frozenset({"window_start", "window_end", "servers", "title"})
+
+
+def _announce(change: Change, *, from_approval: bool = False) -> None:
+    """The invite of a scheduled change: created at the first scheduling; re-sent with a higher SEQUENCE when the
+    change is scheduled again (``from_approval``: it was awaiting approval, so an announced one is re-approved)."""
     invite = CalendarInvite.objects.select_for_update().filter(change=change).first()
+    reapproved = False
     if invite is None:
         invite = CalendarInvite.objects.create(change=change, window_start=change.window_start,
                                                window_end=change.window_end)
     else:
         # Re-scheduled (after an edit and a new approval) or scheduled again: the same UID with a higher SEQUENCE
-        # makes calendar clients update the existing entry instead of adding a second one.
+        # makes calendar clients update the existing entry instead of adding a second one; after the tentative
+        # update sent on the move back to approval it confirms the entry.
+        reapproved = from_approval and not invite.cancelled and _awaits_approvers(change)
         invite.sequence += 1
         invite.window_start, invite.window_end, invite.cancelled = change.window_start, change.window_end, False
         invite.save()
-    payload = {**_summary(change), "sequence": invite.sequence, "method": "REQUEST",
-               "rescheduled": invite.sequence > 0}
+    payload = {**_summary(change), "sequence": invite.sequence, "method": "REQUEST", "status": ical.CONFIRMED,
+               "rescheduled": invite.sequence > 0, "reapproved": reapproved}
     _add(change, Delivery.Channel.EMAIL, Kind.ANNOUNCEMENT, f"change:{change.pk}:announcement:{invite.sequence}",
          payload, recipients=change.notify, affected=change.notify_affected_mailboxes)
     now = timezone.now()
@@ -84,6 +110,29 @@ def _announce(change: Change) -> None:
              f"change:{change.pk}:reminder:{invite.sequence}:{minutes}",
              {**payload, "minutes_before": minutes}, recipients=change.notify,
              affected=change.notify_affected_mailboxes, not_before=due)
+
+
+def _hold_invite(change: Change, reason: str) -> None:
+    """An announced window needs approval again (its window, servers or plan were edited): tell its audience now,
+    not at re-approval, that the slot they hold no longer stands.
+
+    Sent as an update of the same entry (METHOD:REQUEST, same UID, higher SEQUENCE, STATUS:TENTATIVE, the proposed
+    times, "awaiting re-approval" in the summary and the text), not as a METHOD:CANCEL: the work is not called off,
+    only unconfirmed. A CANCEL would make Outlook delete the entry (with the reader's own reminder and notes) and
+    tell users there is no maintenance, only to re-create it on re-approval; the update moves the entry off the old
+    slot at once and marks it unconfirmed. Re-approval confirms it (CONFIRMED, higher SEQUENCE); a rejection or a
+    cancellation takes it back (CANCEL, higher SEQUENCE). No reminders: there is no confirmed time to remind of."""
+    invite = CalendarInvite.objects.select_for_update().filter(change=change, cancelled=False).first()
+    if invite is None:
+        return  # never announced: nobody holds an entry to correct
+    previous = {"previous_start": invite.window_start.isoformat(), "previous_end": invite.window_end.isoformat()}
+    invite.sequence += 1
+    invite.window_start, invite.window_end = change.window_start, change.window_end
+    invite.save()
+    _add(change, Delivery.Channel.EMAIL, Kind.ANNOUNCEMENT, f"change:{change.pk}:announcement:{invite.sequence}",
+         {**_summary(change), **previous, "sequence": invite.sequence, "method": "REQUEST",
+          "status": ical.TENTATIVE, "rescheduled": True, "reason": reason},
+         recipients=change.notify, affected=change.notify_affected_mailboxes)
 
 
 def supersede_reminders(change: Change) -> int:

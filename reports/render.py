@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,10 @@ from .context import ReportData
 
 # WeasyPrint logs every layout step and page at INFO; the project's root logger is at INFO.
 logging.getLogger("weasyprint.progress").setLevel(logging.WARNING)
+# Without HarfBuzz's subsetter (libharfbuzz-subset0, absent from some installations) WeasyPrint subsets fonts with
+# fontTools, which stamps the current time into each embedded font's 'head' table unless SOURCE_DATE_EPOCH says
+# otherwise (reproducible-builds.org). A fixed date keeps the bytes stable; the font's own date means nothing here.
+os.environ.setdefault("SOURCE_DATE_EPOCH", "946684800")  # 2000-01-01T00:00:00Z
 
 TEMPLATE = "reports/report.html"
 CSS_PATH = Path(__file__).resolve().parent / "templates" / "reports" / "report.css"

@@ -1,9 +1,11 @@
 """The maintenance plans as data: ordered steps in phases, each with its guard, verification and rollback.
 
 ``build_plan("maintenance", server, options)`` picks the variant from the inventory: ``standalone`` when the server
-is in no DAG, else ``dag-member``. The order follows the reference (``exchange-maintenance.md``): §1(a)/§1(b) to
-enter, §2(a)/§2(b) to exit, §2.1 to verify, §3 for the gating pre-checks. Every step function lives in
-``runner.steps`` and is check-then-set, so the exit phase doubles as the abort path from any point of the entry.
+is in no DAG, else ``dag-member``; the Unified Messaging steps are left out when the inventory's version is 2019 or
+SE (UM was removed; when the version does not say, the steps look for the UMCallRouter component at run time).
+The order follows the reference (``exchange-maintenance.md``): §1(a)/§1(b) to enter, §2(a)/§2(b) to exit, §2.1 to
+verify, §3 for the gating pre-checks. Every step function lives in ``runner.steps`` and is check-then-set, so the
+exit phase doubles as the abort path from any point of the entry.
 """
 from __future__ import annotations
 
@@ -42,7 +44,7 @@ def _prechecks(dag_member: bool) -> list[Step]:
     return steps
 
 
-def _enter(dag_member: bool) -> list[Step]:
+def _enter(dag_member: bool, um: bool) -> list[Step]:
     steps = [
         # Read-only, but the exit depends on it: an operator may not skip it.
         Step("enter.snapshot", E, "Save component votes" + (" and activation settings" if dag_member else ""),
@@ -53,9 +55,15 @@ def _enter(dag_member: bool) -> list[Step]:
         # transport by hand (it then picks up Draining).
         Step("enter.restart_transport", E, "Restart MSExchangeTransport and MSExchangeFrontEndTransport; wait "
              "for Get-Queue", transport.restart_transport_enter, rollback="exit.restart_transport"),
-        Step("enter.umcallrouter_draining", E, "Set UMCallRouter to Draining (2013/2016 with UM only)",
-             enter.umcallrouter_draining, rollback="exit.umcallrouter_active"),
     ]
+    if um:
+        steps += [
+            Step("enter.umcallrouter_draining", E, "Set UMCallRouter to Draining (2013/2016 with UM only)",
+                 enter.umcallrouter_draining, rollback="exit.umcallrouter_active"),
+            # Skippable: the operator may accept cutting the calls still up after the bounded wait.
+            Step("enter.um_calls_drained", E, "Wait for the active UM calls to end (Get-UMActiveCalls)",
+                 enter.um_calls_drained, mutating=False),
+        ]
     if dag_member:
         steps.append(Step("enter.redirect_messages", E, "Redirect queued messages to a healthy peer",
                           transport.redirect_messages))
@@ -72,6 +80,8 @@ def _enter(dag_member: bool) -> list[Step]:
             # Skippable: the operator may accept the outage of a database that will not move (§5.4).
             Step("enter.databases_moved", E, "No replicated database stays active on the server",
                  dag.databases_moved),
+            Step("enter.pam_moved", E, "The Primary Active Manager role left the server",
+                 dag.primary_active_manager_moved, mutating=False),
         ]
     steps += [
         Step("enter.serverwideoffline_inactive", E, "Set ServerWideOffline Inactive (requester Maintenance)",
@@ -82,12 +92,13 @@ def _enter(dag_member: bool) -> list[Step]:
     return steps
 
 
-def _exit(dag_member: bool) -> list[Step]:
+def _exit(dag_member: bool, um: bool) -> list[Step]:
     # Not skippable where skipping would leave the server (or part of it) in maintenance.
     steps = [Step("exit.serverwideoffline_active", X, "Set ServerWideOffline Active (requester Maintenance)",
-                  leave.serverwideoffline_active, skippable=False),
-             Step("exit.umcallrouter_active", X, "Set UMCallRouter Active (2013/2016 with UM only)",
-                  leave.umcallrouter_active, skippable=False)]
+                  leave.serverwideoffline_active, skippable=False)]
+    if um:
+        steps.append(Step("exit.umcallrouter_active", X, "Set UMCallRouter Active (2013/2016 with UM only)",
+                          leave.umcallrouter_active, skippable=False))
     if dag_member:
         steps += [
             Step("exit.resume_cluster_node", X, "Resume the cluster node", dag.resume_cluster_node, skippable=False),
@@ -122,19 +133,21 @@ def _verify(dag_member: bool) -> list[Step]:
             _check("verify.cluster_and_activation", "Cluster node Up; activation settings restored",
                    verify.cluster_and_activation, gate=False),
         ]
-    steps.append(_check("verify.queues", "Submission queue not Suspended; queues flowing", verify.queues, gate=False))
+    steps.append(_check("verify.queues", "Submission queue not Suspended; no queue Suspended, or stuck or growing in "
+                        "Retry", verify.queues, gate=False))
     return steps
 
 
 def _maintenance(server: ServerInfo, options: Options) -> Plan:
     """Microsoft's maintenance procedure for one Mailbox server (options are read by the steps at run time)."""
     dag_member = server.dag_name is not None
+    um = server.unified_messaging is not False
     steps = [
         *_prechecks(dag_member),
-        *_enter(dag_member),
+        *_enter(dag_member, um),
         Step("work.hold", W, "Wait for the operator's work-done report (until the window end)", work.hold,
              mutating=False),
-        *_exit(dag_member),
+        *_exit(dag_member, um),
         *_verify(dag_member),
     ]
     return Plan("maintenance", DAG_MEMBER if dag_member else STANDALONE, tuple(steps))

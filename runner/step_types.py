@@ -9,6 +9,7 @@ the engine then pauses the window for an operator decision.
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -87,6 +88,11 @@ class Clock(Protocol):
     def sleep(self, seconds: float) -> None: ...
 
 
+# Exchange 2013 (15.0) and 2016 (15.1) have Unified Messaging; 2019 (15.2) and Subscription Edition removed it.
+_UM_VERSION = re.compile(r"\b(?:2013|2016)\b|\b15\.0?[01]\b")
+_NO_UM_VERSION = re.compile(r"\b(?:2019|SE)\b|Subscription Edition|\b15\.0?2\b")
+
+
 @dataclass(frozen=True)
 class ServerInfo:
     """What a plan knows of its target from the inventory."""
@@ -95,7 +101,16 @@ class ServerInfo:
     fqdn: str
     dag_name: str | None = None
     peers: tuple[ServerInfo, ...] = ()  # other members of the same DAG (empty for a standalone server)
-    version: str = ""
+    version: str = ""  # free text: "Exchange Server 2016 CU23", "2019", "15.1.2507.6"...
+
+    @property
+    def unified_messaging(self) -> bool | None:
+        """True for 2013/2016, False for 2019 and SE (no UM), None when the version does not say."""
+        if _UM_VERSION.search(self.version):
+            return True
+        if _NO_UM_VERSION.search(self.version):
+            return False
+        return None
 
 
 @dataclass(frozen=True)

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import fnmatch
 
-from .binding import DEFAULT, STR, STRLIST, SWITCH, cmdlet
+from .binding import DEFAULT, INT, STR, STRLIST, SWITCH, cmdlet
 from .model import Call
-from .objects import SimError, SimTerminatingError
+from .objects import OBJECT, EnumType, SimError, SimObject, SimTerminatingError
 from .servers import DISPLAY_NAMES, Server
 from .transport import SERVICE_RESTART_SECONDS
 
@@ -154,13 +154,40 @@ def suspend_cluster_node(call: Call) -> None:
     if node.cluster_state == "Down":
         raise _cluster_fail(call, f"The node '{node.name}' is down and cannot be paused.", target=node.name)
     node.cluster_state = "Paused"
-    dag = call.sim.dags[dag_name]
-    if dag.primary_active_manager == node.name:
-        # Pausing moves the cluster group away, and with it the Primary Active Manager role.
-        others = [m for m in dag.members if call.sim.servers[m].cluster_state == "Up"]
-        if others:
-            dag.primary_active_manager = others[0]
+    # Pausing moves the cluster group away, and with it the Primary Active Manager role.
+    call.sim.node_paused(call.sim.dags[dag_name], node)
     call.output(node.cluster_node_object(dag_name))
+
+
+CLUSTER_GROUP = "Cluster Group"  # the core group: its owner node holds the Primary Active Manager role
+CLUSTER_GROUP_STATE = EnumType(
+    "Microsoft.FailoverClusters.PowerShell.ClusterGroupState",
+    {"Online": 0, "Offline": 1, "Failed": 2, "PartialOnline": 3, "Pending": 4, "Unknown": -1},
+)
+
+
+@cmdlet("Move-ClusterGroup", DEFAULT, params={"Name": STR, "Node": STR, "Cluster": STR, "Wait": INT},
+        positional=("Name", "Node"), should_process=True)
+def move_cluster_group(call: Call) -> None:
+    """Only the core "Cluster Group" is modelled: moving it moves the PAM role (the remedy for a PAM that stays)."""
+    dag_name = _cluster(call)
+    dag = call.sim.dags[dag_name]
+    name = call.get("Name") or CLUSTER_GROUP
+    if name.lower() != CLUSTER_GROUP.lower():
+        raise _cluster_fail(call, f"The cluster group '{name}' was not found.", target=name)
+    target = _node(call, dag_name, call.get("Node")) if call.get("Node") else None
+    if call.get("WhatIf"):
+        return
+    already = target is not None and target.name == dag.primary_active_manager
+    if not already and not call.sim.move_pam(dag, target.name if target else None):
+        # Only a node that is Up can own a group (a Paused one refuses it).
+        where = f"node '{target.name}': the node is {target.cluster_state.lower()}" if target else "another node"
+        raise _cluster_fail(call, f"The group '{CLUSTER_GROUP}' could not be moved to {where}.",
+                            target=target.name if target else CLUSTER_GROUP)
+    call.output(SimObject(("Microsoft.FailoverClusters.PowerShell.ClusterGroup",
+                           "Microsoft.FailoverClusters.PowerShell.ClusterObject", OBJECT),
+                          {"Name": CLUSTER_GROUP, "OwnerNode": dag.primary_active_manager,
+                           "State": CLUSTER_GROUP_STATE("Online"), "Cluster": dag_name}, CLUSTER_GROUP))
 
 
 @cmdlet("Resume-ClusterNode", DEFAULT, params={"Name": STR, "Cluster": STR, "Failback": STR},

@@ -283,9 +283,11 @@ def get_database_availability_group(call: Call) -> None:
     for dag in dags:
         members = [call.sim.servers[m] for m in dag.members]
         stopped = [m.name for m in members if m.cluster_state == "Down"]
-        operational = [m.name for m in members if m.cluster_state == "Up"]
-        call.output(dag_object(dag, status=bool(call.get("Status")), operational=operational, stopped=stopped,
-                               fqdn_of=call.sim.fqdn_map()))
+        # The task counts a Paused node as up (operational) and lists it in ServersInMaintenance too.
+        operational = [m.name for m in members if m.cluster_state in ("Up", "Paused")]
+        paused = [m.name for m in members if m.cluster_state == "Paused"]
+        call.output(dag_object(dag, status=bool(call.get("Status")), operational=operational, paused=paused,
+                               stopped=stopped, fqdn_of=call.sim.fqdn_map()))
 
 
 # --- health ----------------------------------------------------------------------------------------------------
@@ -386,8 +388,13 @@ def test_replication_health(call: Call) -> None:
 # --- mailboxes -------------------------------------------------------------------------------------------------
 
 
+# The properties Get-Mailbox -SortBy accepts (Microsoft's Get-Mailbox reference); ascending, one at a time.
+MAILBOX_SORT_PROPERTIES = ("Name", "DisplayName", "Alias", "Office", "ServerLegacyDN")
+
+
 @cmdlet("Get-Mailbox", EXCHANGE,
-        params={"Identity": STR, "Server": STR, "Database": STR, "ResultSize": RESULT_SIZE, "Filter": STR},
+        params={"Identity": STR, "Server": STR, "Database": STR, "ResultSize": RESULT_SIZE, "Filter": STR,
+                "SortBy": STR},
         positional=("Identity",))
 def get_mailbox(call: Call) -> None:
     sim = call.sim
@@ -413,11 +420,52 @@ def get_mailbox(call: Call) -> None:
         if not mailboxes:
             call.not_found(call.get("Identity"))
             return
+    objects = [mailbox_object(mb, server=db.active) for mb, db in mailboxes]
+    # As in Exchange (a sorted, filtered directory search): filter, then sort, then cut at ResultSize - so a
+    # caller can page with -SortBy <key> -Filter "<key> -ge '<last key>'" -ResultSize <n>.
+    if call.get("Filter"):
+        objects = _filter_mailboxes(call, objects)
+    if call.get("SortBy") is not None:
+        objects = _sort_mailboxes(call, objects)
     limit = call.get("ResultSize", DEFAULT_RESULT_SIZE) if "ResultSize" in call.args else DEFAULT_RESULT_SIZE
-    if limit is not None and len(mailboxes) > limit:
-        mailboxes = mailboxes[:limit]
+    if limit is not None and len(objects) > limit:
+        objects = objects[:limit]
         if "ResultSize" not in call.args:
             call.warn(f"By default, only the first {DEFAULT_RESULT_SIZE} items are returned. Use the ResultSize "
                       "parameter to specify the number of items returned. To return all items, specify "
                       "\"-ResultSize Unlimited\".")
-    call.output(*(mailbox_object(mb, server=db.active) for mb, db in mailboxes))
+    call.output(*objects)
+
+
+def _filter_mailboxes(call: Call, objects: list[SimObject]) -> list[SimObject]:
+    """The OPATH -Filter, over the mailbox's properties (case-insensitive text comparison, as AD compares)."""
+    from .databases import Mailbox
+    from .errors import PARAMETER_BINDING_EXCEPTION
+    from .filters import FilterError, compile_filter
+
+    text = call.get("Filter")
+    properties = set(objects[0].props) if objects else set(mailbox_object(Mailbox("x", "x", "x"), server="x").props)
+    try:
+        predicate = compile_filter(text, properties)
+    except FilterError as exc:
+        # Exchange parses the filter while binding the parameter: a terminating binding error.
+        raise call.fail(f"Cannot bind parameter 'Filter' to the target. Exception setting \"Filter\": \"{exc}\"",
+                        exception=PARAMETER_BINDING_EXCEPTION, category="InvalidArgument", target=text) from None
+    return [o for o in objects if predicate(o.props)]
+
+
+def _sort_mailboxes(call: Call, objects: list[SimObject]) -> list[SimObject]:
+    wanted = str(call.get("SortBy")).strip()
+    key = next((p for p in MAILBOX_SORT_PROPERTIES if p.lower() == wanted.lower()), None)
+    if key is None:
+        raise call.fail(f"The value \"{wanted}\" of the SortBy parameter isn't valid. Valid values are: "
+                        f"{', '.join(MAILBOX_SORT_PROPERTIES)}.", exception=ARGUMENT_EXCEPTION,
+                        category="InvalidArgument", target=wanted)
+    # Stable: mailboxes that share the key keep their directory order.
+    return sorted(objects, key=lambda o: str(_plain_text(o.props.get(key))).lower())
+
+
+def _plain_text(value: object) -> str:
+    if isinstance(value, SimObject):
+        return value.to_string
+    return "" if value is None else str(value)

@@ -60,6 +60,10 @@ MAILBOX_DATABASE_TYPES = (
 )
 MOVE_RESULT_TYPES = ("Microsoft.Exchange.Management.SystemConfigurationTasks.DatabaseMoveResult", OBJECT)
 DAG_TYPES = ("Microsoft.Exchange.Data.Directory.SystemConfiguration.DatabaseAvailabilityGroup", *AD_CONFIGURATION)
+# Plain arrays on the DAG object, filled by the task (not AD multi-valued properties).
+ADOBJECTID_ARRAY_TYPES = ("Microsoft.Exchange.Data.Directory.ADObjectId[]", "System.Array", OBJECT)
+DEFERRED_RECOVERY_TYPES = ("Microsoft.Exchange.Data.Directory.SystemConfiguration.DeferredFailoverEntry[]",
+                           "System.Array", OBJECT)
 MAILBOX_TYPES = (
     "Microsoft.Exchange.Data.Directory.Management.Mailbox",
     "Microsoft.Exchange.Data.Directory.Management.MailEnabledOrgPerson",
@@ -139,6 +143,8 @@ class Dag:
     members: list[str]
     primary_active_manager: str
     witness_server: str = "FS01.contoso.com"
+    pam_hold: float | None = None  # pam-stuck: seconds the role stays on a paused node (< 0: until moved by hand)
+    pam_move_due: datetime | None = None
 
 
 def copy_status_object(db: Database, copy: Copy, *, fqdn_of: dict[str, str], now: datetime) -> SimObject:
@@ -291,8 +297,11 @@ def move_result_object(db: Database, start: str, end: str, status: str, error: s
     )
 
 
-def dag_object(dag: Dag, *, status: bool, operational: list[str], stopped: list[str], fqdn_of: dict[str, str])\
-        -> SimObject:
+def dag_object(dag: Dag, *, status: bool, operational: list[str], paused: list[str], stopped: list[str],
+               fqdn_of: dict[str, str]) -> SimObject:
+    """A DatabaseAvailabilityGroup. With -Status the task asks the cluster: OperationalServers are the nodes Up or
+    Paused, ServersInMaintenance the Paused ones, PrimaryActiveManager the owner of the cluster group; without it
+    they are blank."""
     dn = dag_dn(dag.name)
     return SimObject(
         DAG_TYPES,
@@ -304,9 +313,11 @@ def dag_object(dag: Dag, *, status: bool, operational: list[str], stopped: list[
             "DatacenterActivationMode": DATACENTER_ACTIVATION_MODE("Off"),
             "StoppedMailboxServers": string_list([fqdn_of[s] for s in stopped]),
             "StartedMailboxServers": string_list([fqdn_of[s] for s in dag.members if s not in stopped]),
-            "OperationalServers": SimList(MVP_ADOBJECTID_TYPES, [server_id(s) for s in operational])
+            "OperationalServers": SimList(ADOBJECTID_ARRAY_TYPES, [server_id(s) for s in operational])
             if status else None,
             "PrimaryActiveManager": server_id(dag.primary_active_manager) if status else None,
+            "ServersInMaintenance": SimList(ADOBJECTID_ARRAY_TYPES, [server_id(s) for s in paused]) if status else None,
+            "ServersInDeferredRecovery": SimList(DEFERRED_RECOVERY_TYPES, []) if status else None,
             "ThirdPartyReplication": "Disabled",
             "PreferenceMoveFrequency": "01:00:00",
             "Identity": ad_object_id(dag.name, dn),

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 if TYPE_CHECKING:
     from .model import SimulatedExchange
     from .servers import Server
+    from .transport import Queue
 
 
 class FaultSpec(NamedTuple):
@@ -88,9 +89,9 @@ def _backup_in_progress(sim: SimulatedExchange, server: Server, options: dict[st
         db.backup_in_progress = True
 
 
-@_fault("queue-stuck", doc="a delivery queue in Retry that never drains and Redirect-Message cannot empty")
-def _queue_stuck(sim: SimulatedExchange, server: Server, options: dict[str, Any]) -> None:
-    wanted = str(options.get("queue", "")).lower()
+def _delivery_queue(server: Server, wanted: str) -> Queue:
+    """The delivery queue named by hop or id; by default the external one."""
+    wanted = wanted.lower()
     candidates = [
         q for q in server.transport.queues.values()
         if q.drains and q.queue_id != "Submission"
@@ -99,7 +100,12 @@ def _queue_stuck(sim: SimulatedExchange, server: Server, options: dict[str, Any]
     if not candidates:
         raise ValueError(f"no delivery queue on {server.name} matches {wanted!r}")
     # Prefer the external hop: a smart host or remote domain that stopped answering is the usual stuck queue.
-    queue = next((q for q in candidates if q.external), candidates[0])
+    return next((q for q in candidates if q.external), candidates[0])
+
+
+@_fault("queue-stuck", doc="a delivery queue in Retry that never drains and Redirect-Message cannot empty")
+def _queue_stuck(sim: SimulatedExchange, server: Server, options: dict[str, Any]) -> None:
+    queue = _delivery_queue(server, str(options.get("queue", "")))
     queue.stuck = True
     queue.status = "Retry"
     queue.last_error = options.get(
@@ -110,6 +116,35 @@ def _queue_stuck(sim: SimulatedExchange, server: Server, options: dict[str, Any]
     )
     if options.get("messages"):
         server.transport.add_messages(queue, int(options["messages"]), sim.clock.now())
+
+
+@_fault("queue-retry", count_option="every",
+        doc="a delivery queue in Retry whose hop refuses mail; it grows by one message every N s (default 10; 0 = "
+            "it does not grow) while transport accepts mail (options queue=<hop or id>, default the external hop; "
+            "messages=N already queued)")
+def _queue_retry(sim: SimulatedExchange, server: Server, options: dict[str, Any]) -> None:
+    queue = _delivery_queue(server, str(options.get("queue", "")))
+    queue.stuck = True
+    queue.status = "Retry"
+    queue.grows_every = float(options.get("every", 10))
+    queue.last_error = options.get(
+        "error",
+        "451 4.4.0 Primary target IP address responded with: \"454 4.7.5 Certificate validation failure.\" Attempted "
+        "failover to alternate host, but that did not succeed. Either there are no alternate hosts, or delivery "
+        "failed to all alternate hosts.",
+    )
+    if options.get("messages"):
+        server.transport.add_messages(queue, int(options["messages"]), sim.clock.now())
+
+
+@_fault("queue-suspended", doc="a queue an admin suspended (option queue=<hop or id>, default the Submission queue)")
+def _queue_suspended(sim: SimulatedExchange, server: Server, options: dict[str, Any]) -> None:
+    wanted = str(options.get("queue", "Submission")).lower()
+    queue = next((q for q in server.transport.queues.values() if wanted in (q.next_hop.lower(), q.queue_id.lower())),
+                 None)
+    if queue is None:
+        raise ValueError(f"no queue on {server.name} matches {wanted!r}")
+    queue.status = "Suspended"
 
 
 @_fault("queue-slow", count_option="polls", doc="queues make no progress until N Get-Queue polls (default 5)")
@@ -132,6 +167,26 @@ def _poison(sim: SimulatedExchange, server: Server, options: dict[str, Any]) -> 
 def _restart_fails(sim: SimulatedExchange, server: Server, options: dict[str, Any]) -> None:
     service = options.get("service", "MSExchangeTransport")
     server.restart_failures[service] = int(options.get("times", 1))
+
+
+@_fault("um-call-stuck", count_option="calls",
+        doc="N Unified Messaging calls (default 1) that never end, whatever UMCallRouter does (Exchange 2016 only)")
+def _um_call_stuck(sim: SimulatedExchange, server: Server, options: dict[str, Any]) -> None:
+    if server.um is None:
+        raise ValueError(f"{server.name} runs Exchange {server.version}: no Unified Messaging")
+    for _ in range(int(options.get("calls", 1))):
+        server.um.add(sim.clock.now(), None, "SubscriberAccess", "ReadingCalendar")
+
+
+@_fault("pam-stuck", count_option="seconds",
+        doc="the server holds the Primary Active Manager role and keeps it N s after its node is paused (default: "
+            "until the cluster group is moved by hand)")
+def _pam_stuck(sim: SimulatedExchange, server: Server, options: dict[str, Any]) -> None:
+    if server.dag is None:
+        raise ValueError(f"{server.name} is not a DAG member")
+    dag = sim.dags[server.dag]
+    dag.primary_active_manager = server.name
+    dag.pam_hold = float(options.get("seconds", -1))
 
 
 @_fault("held-by-other-requester",

@@ -156,6 +156,8 @@ class SimulatedExchange:
             raise ValueError(f"server {name} already exists")
         installed = self.clock.now() - timedelta(days=30)
         server = Server.create(name, fqdn or f"{name}.{self.domain}", version, installed)
+        if server.um is not None:
+            server.um.seed(self.clock.now())
         self.servers[name] = server
         return server
 
@@ -260,6 +262,8 @@ class SimulatedExchange:
         if now > self._last_tick:
             for server in self.servers.values():
                 server.transport.advance(self._last_tick, now)
+            for dag in self.dags.values():
+                self._settle_pam(dag, now)
             self._last_tick = now
 
     def advance(self, seconds: float) -> None:
@@ -289,14 +293,45 @@ class SimulatedExchange:
         return {name: s.fqdn for name, s in self.servers.items()}
 
     def components_changed(self, server: Server) -> None:
-        """Propagate a vote change: transport notices HubTransport (later), POP/IMAP stop with their proxies."""
+        """Propagate a vote change: transport notices HubTransport (later), UM stops or resumes taking calls with
+        UMCallRouter, POP/IMAP stop with their proxies."""
         now = self.clock.now()
         server.transport.note_hub_state(server.components.effective("HubTransport"), now)
+        if server.um is not None:
+            server.um.router_state(server.components.effective("UMCallRouter"), now)
         for proxy, services in (("ImapProxy", ("MSExchangeIMAP4", "MSExchangeIMAP4BE")),
                                 ("PopProxy", ("MSExchangePOP3", "MSExchangePOP3BE"))):
             if server.components.effective(proxy) == "Inactive":
                 for name in services:
                     server.services[name].running = False
+
+    # --- the Primary Active Manager ---------------------------------------------------------------------------
+    def node_paused(self, dag: Dag, node: Server) -> None:
+        """A paused node gives up the PAM role: at once, or after the ``pam-stuck`` fault's hold (never if < 0)."""
+        if dag.primary_active_manager != node.name:
+            return
+        if dag.pam_hold is None:
+            self.move_pam(dag)
+        elif dag.pam_hold >= 0:
+            dag.pam_move_due = self.clock.now() + timedelta(seconds=dag.pam_hold)
+
+    def move_pam(self, dag: Dag, to: str | None = None) -> bool:
+        """Move the cluster group - and with it the PAM role - to ``to`` or the first other member that is Up."""
+        candidates = [m for m in dag.members if m != dag.primary_active_manager
+                      and self.servers[m].cluster_state == "Up" and (to is None or m.lower() == to.lower())]
+        if not candidates:
+            return False
+        dag.primary_active_manager = candidates[0]
+        dag.pam_move_due = None
+        return True
+
+    def _settle_pam(self, dag: Dag, now: datetime) -> None:
+        if dag.pam_move_due is None or now < dag.pam_move_due:
+            return
+        if self.servers[dag.primary_active_manager].cluster_state == "Up":
+            dag.pam_move_due = None  # resumed before the role moved: it stays
+        else:
+            self.move_pam(dag)
 
     def activation_blocker(self, server: Server) -> str | None:
         """Why Active Manager would not activate a copy on ``server`` (None = it may)."""
@@ -382,4 +417,4 @@ def _snapshot(value: Any) -> Any:
 __all__ = ["Call", "CommandRecord", "SimulatedExchange", "parse_fault", "FaultSpec"]
 
 # The handlers register themselves in binding.REGISTRY on import.
-from . import cmdlets_default, cmdlets_exchange, cmdlets_transport  # noqa: E402,F401,I001
+from . import cmdlets_default, cmdlets_exchange, cmdlets_transport, cmdlets_um  # noqa: E402,F401,I001

@@ -8,6 +8,7 @@ from .components import OBJECT_STATE, ComponentTable
 from .databases import server_dn, server_id, stable_guid
 from .objects import AD_PRESENTATION, CONFIGURABLE, OBJECT, EnumType, SimObject, ad_object_id, string_list
 from .transport import Transport
+from .um import UnifiedMessaging
 
 VERSIONS = {
     # AdminDisplayVersion (major, minor, build, revision) of a recent CU per product line.
@@ -104,6 +105,7 @@ class Server:
     cluster_resume_failures: int = 0
     http_failures: int = 0
     copy_unhealthy: bool = False
+    um: UnifiedMessaging | None = None  # the UM call router (2016 only)
 
     @classmethod
     def create(cls, name: str, fqdn: str, version: str, installed_at: datetime) -> Server:
@@ -118,6 +120,8 @@ class Server:
             server.services[name_] = Service(name_)
         for name_ in MANUAL_SERVICES:
             server.services[name_] = Service(name_, running=False, start_type="Manual")
+        if version == "2016":
+            server.um = UnifiedMessaging()
         return server
 
     def roles(self) -> list[str]:

@@ -4,7 +4,9 @@ Model (simplified, deterministic): while HubTransport is Active, mail in equals 
 still. Once the transport service has *picked up* a non-Active HubTransport state (at its next restart, or after
 ``STATE_PICKUP_SECONDS`` - the reason runbooks restart MSExchangeTransport after setting Draining), nothing new is
 accepted and every delivery queue loses one message per ``SECONDS_PER_MESSAGE``. Shadow-redundancy and poison
-queues never drain by themselves, and Redirect-Message does not touch them.
+queues never drain by themselves, and Redirect-Message does not touch them. A queue whose next hop refuses mail
+(the ``queue-retry`` fault) sits in Retry and, while transport still accepts mail, grows by one message every
+``grows_every`` seconds.
 """
 from __future__ import annotations
 
@@ -84,6 +86,8 @@ class Queue:
     stuck: bool = False
     credit: float = 0.0
     external: bool = False
+    grows_every: float = 0.0  # queue-retry: seconds between new messages for this hop while mail is accepted
+    growth_credit: float = 0.0
 
     @property
     def is_poison(self) -> bool:
@@ -172,6 +176,7 @@ class Transport:
             pickup = self.pending_since + timedelta(seconds=STATE_PICKUP_SECONDS)
             if pickup <= end:
                 self.pick_up_state(pickup)
+        self._arrive(start, end)
         if not self.service_running or self.draining_since is None or self.slow_polls_remaining > 0:
             return
         window_start = max(t for t in (start, self.draining_since, self.ready_at) if t is not None)
@@ -187,6 +192,23 @@ class Transport:
             del queue.messages[:delivered]
             if not queue.messages:
                 queue.credit = 0.0
+
+    def _arrive(self, start: datetime, end: datetime) -> None:
+        """New mail for the hops that refuse it piles up while transport accepts mail (HubTransport Active)."""
+        if not self.service_running or self.observed_hub_state != "Active":
+            return
+        window_start = max(start, self.ready_at) if self.ready_at is not None else start
+        seconds = (end - window_start).total_seconds()
+        if seconds <= 0:
+            return
+        for queue in self.queues.values():
+            if queue.grows_every <= 0:
+                continue
+            queue.growth_credit += seconds / queue.grows_every
+            arrived = int(queue.growth_credit)
+            queue.growth_credit -= arrived
+            if arrived:
+                self.add_messages(queue, arrived, end)
 
     def active_message_count(self) -> int:
         """Messages that still need to leave: what a drain check counts (not shadow, not poison)."""

@@ -6,7 +6,10 @@ Facts (reference §1(b), §2(a), §3.1, §5.4, §5.5):
 - ``Suspend-ClusterNode``/``Resume-ClusterNode``/``Get-ClusterNode`` are FailoverClusters cmdlets: default endpoint;
 - MoveNow moves mounted databases only "if copies exist and are healthy" and never onto Blocked servers; if some did
   not move, ``Move-ActiveMailboxDatabase -Server X -MoveComment Maintenance -Confirm:$false`` (§1(b) 5d);
-- done when ``Get-MailboxDatabaseCopyStatus -Server X`` shows no replicated database ActiveCopy or Mount*/Dismount*.
+- done when ``Get-MailboxDatabaseCopyStatus -Server X`` shows no replicated database ActiveCopy or Mount*/Dismount*;
+- ``Get-DatabaseAvailabilityGroup -Status`` asks the cluster: ``Servers`` are the members (AD), ``OperationalServers``
+  the nodes Up or Paused, ``ServersInMaintenance`` the Paused ones, ``PrimaryActiveManager`` the owner of the cluster
+  group; a paused node gives up the PAM role, and DSC counts a server still PAM as not in maintenance (§1(b) 5e).
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ from .base import DEFAULT, call, first
 from .components import HUB_TRANSPORT, SERVER_WIDE_OFFLINE, read_component
 
 CLUSTER_WAIT = Poll(interval=5, total_timeout=120)
+PAM_WAIT = Poll(interval=5, total_timeout=60)  # the cluster group moves within seconds of the pause
 MOVE_WAIT = Poll(interval=10, total_timeout=100)  # PExMM-style scripts poll ~100 s; SDSM retries after 1 min
 MOVE_ATTEMPTS = 2  # SDSM: at most 2 tries, 1 min apart
 MOVE_RETRY_DELAY = 60.0
@@ -29,6 +33,40 @@ def read_mailbox_server(ctx: StepContext, identity: str | None = None) -> dict[s
     row = first(call(ctx, "Get-MailboxServer", {"Identity": identity or ctx.server.name}), "Get-MailboxServer")
     settings = mailbox_server(row)
     return {"policy": settings.auto_activation_policy, "move_now": settings.activation_disabled_and_move_now}
+
+
+def _names(value: Any) -> list[str]:
+    """Server names from an ADObjectId list (dicts with ``Name``, or ToString strings) or a single ADObjectId."""
+    if value is None:
+        return []
+    items = value if isinstance(value, list) else [value]
+    return [str(i.get("Name") if isinstance(i, dict) else i) for i in items if i]
+
+
+def read_dag(ctx: StepContext) -> dict[str, Any]:
+    """Get-DatabaseAvailabilityGroup -Identity <DAG> -Status: the members and their live state, as the DAG says."""
+    try:
+        result = ctx.run("Get-DatabaseAvailabilityGroup", {"Identity": ctx.server.dag_name, "Status": True})
+        errors = [e.message for e in result.errors] or ([] if result.output else ["no object returned"])
+    except CmdletError as exc:
+        result, errors = None, [exc.record.message]
+    if errors or result is None:
+        raise StepFailed(f"the inventory's DAG {ctx.server.dag_name} could not be read: {'; '.join(errors)}",
+                         findings={"dag": ctx.server.dag_name, "errors": errors})
+    dag = result.output[0]
+    pam = _names(dag.get("PrimaryActiveManager"))
+
+    def live(name: str) -> list[str] | None:
+        # Blank when the task could not ask the cluster, or absent (ServersInMaintenance is not documented by
+        # Microsoft): None - unknown, not "nobody".
+        return None if dag.get(name) is None else _names(dag[name])
+
+    return {"servers": _names(dag.get("Servers")), "operational": live("OperationalServers"),
+            "in_maintenance": live("ServersInMaintenance"), "primary_active_manager": pam[0] if pam else ""}
+
+
+def same_server(a: str, b: str) -> bool:
+    return a.split(".")[0].lower() == b.split(".")[0].lower()
 
 
 def cluster_state(ctx: StepContext) -> str:
@@ -86,6 +124,28 @@ def suspend_cluster_node(ctx: StepContext) -> StepOutcome:
     if not result.done:
         raise StepFailed(f"cluster node not Paused: {result.detail}")
     return StepOutcome("passed", "cluster node Paused", findings={"state": "Paused"})
+
+
+def primary_active_manager_moved(ctx: StepContext) -> StepOutcome:
+    """The PAM role left the server with its paused node (§1(b) 5e): polled briefly, then the window pauses."""
+    seen: dict[str, Any] = {}
+
+    def check() -> tuple[bool, Any, str]:
+        pam = read_dag(ctx)["primary_active_manager"]
+        seen["pam"] = pam
+        return bool(pam) and not same_server(pam, ctx.server.name), pam, f"Primary Active Manager: {pam or 'unknown'}"
+
+    result = ctx.poll(check, PAM_WAIT, what="Primary Active Manager")
+    findings = {"primary_active_manager": seen["pam"], "polls": result.polls, "waited_s": result.elapsed}
+    if not result.done:
+        raise StepFailed(f"{ctx.server.name} still holds the Primary Active Manager role {result.elapsed:.0f} s after "
+                         f"its cluster node was paused ({result.detail}); move the cluster group to another member "
+                         "(Move-ClusterGroup 'Cluster Group' -Node <member>), then retry", findings=findings)
+    if result.polls == 1:
+        return StepOutcome("skipped", f"{seen['pam']} holds the Primary Active Manager role", findings=findings)
+    return StepOutcome("passed", f"the Primary Active Manager role moved to {seen['pam']}", findings=findings,
+                       issues=[Issue(f"{ctx.server.name} kept the Primary Active Manager role after its node was "
+                                     "paused", f"moved to {seen['pam']} after {result.elapsed:.0f} s")])
 
 
 def _set_mailbox_server(ctx: StepContext, parameter: str, value: Any, key: str, label: str) -> StepOutcome:

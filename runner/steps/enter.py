@@ -4,9 +4,9 @@ from __future__ import annotations
 from typing import Any
 
 from runner.exchange.session import CmdletError
-from runner.step_types import Issue, StepContext, StepFailed, StepOutcome
+from runner.step_types import Issue, Poll, StepContext, StepFailed, StepOutcome
 
-from .base import call, first, now_iso
+from .base import call, now_iso
 from .components import (
     HUB_TRANSPORT,
     SERVER_WIDE_OFFLINE,
@@ -17,9 +17,11 @@ from .components import (
     read_components,
     table,
 )
-from .dag import active_here, cluster_state, copies_on, read_mailbox_server, replicated_databases
+from .dag import active_here, cluster_state, copies_on, read_dag, read_mailbox_server, replicated_databases, same_server
 from .leave import pop_imap_status
 from .transport import pending_queues
+
+UM_DRAIN = Poll(interval=15, total_timeout=300)  # DSC Wait-ForUMToDrain: every 15 s for up to 5 min
 
 
 def snapshot(ctx: StepContext) -> StepOutcome:
@@ -38,8 +40,15 @@ def snapshot(ctx: StepContext) -> StepOutcome:
     ctx.state["snapshot"] = snap
     findings = {k: v for k, v in snap.items() if k != "components"}
     findings["components"] = {name: c["state"] for name, c in snap["components"].items()}
+    issues = []
+    if ctx.server.unified_messaging is False and UM_CALL_ROUTER in snap["components"]:
+        # The plan left out the UM steps on the inventory's word: calls in progress will be cut, not drained.
+        issues.append(Issue(f"the inventory says {ctx.server.version!r}, but the server has a UMCallRouter component "
+                            "(Exchange 2013/2016 with Unified Messaging)",
+                            "UM calls are not drained by this plan; correct the inventory's version", automatic=False))
     return StepOutcome("passed", "snapshot of component votes"
-                       + (" and activation settings" if ctx.server.dag_name else "") + " saved", findings=findings)
+                       + (" and activation settings" if ctx.server.dag_name else "") + " saved", issues=issues,
+                       findings=findings)
 
 
 def hubtransport_draining(ctx: StepContext) -> StepOutcome:
@@ -50,12 +59,43 @@ def hubtransport_draining(ctx: StepContext) -> StepOutcome:
 def umcallrouter_draining(ctx: StepContext) -> StepOutcome:
     """2013/2016 with Unified Messaging: UMCallRouter Draining (requester Maintenance) (§1 step 3).
 
-    The component exists only on builds with UM (it is absent on 2019+, where this step skips). Waiting for
-    ``Get-UMActiveCalls`` to return nothing is not done here (not available in the simulator; see the report).
+    The plan has this step only when the inventory's version may have UM; the component exists only on builds with
+    UM, so an unknown version that turns out to be 2019+ skips here.
     """
     if UM_CALL_ROUTER not in read_components(ctx):
         return StepOutcome("skipped", "no UMCallRouter component on this build")
     return enter_vote(ctx, UM_CALL_ROUTER, "Draining", skip_when=frozenset({"Draining", "Inactive"}))
+
+
+def _um_calls(ctx: StepContext) -> list[dict[str, Any]]:
+    rows = call(ctx, "Get-UMActiveCalls", {"Server": ctx.server.name}).output
+    return [{"calling_number": c.get("CallingNumber"), "dialed_number": c.get("DialedNumber"),
+             "call_type": c.get("CallType"), "call_state": c.get("CallState"), "dial_plan": c.get("DialPlan")}
+            for c in rows]
+
+
+def um_calls_drained(ctx: StepContext) -> StepOutcome:
+    """Wait, bounded, until ``Get-UMActiveCalls -Server X`` returns nothing (§1 step 3, DSC Wait-ForUMToDrain).
+
+    With UMCallRouter Draining no new call is routed here and the calls in progress end on their own; what is still
+    up after 5 min pauses the window: the operator waits longer (retry) or accepts cutting those calls (skip).
+    """
+    if UM_CALL_ROUTER not in read_components(ctx):
+        return StepOutcome("skipped", "no UMCallRouter component on this build (no Unified Messaging)")
+    seen: dict[str, Any] = {"calls": []}
+
+    def check() -> tuple[bool, Any, str]:
+        seen["calls"] = _um_calls(ctx)
+        return not seen["calls"], len(seen["calls"]), f"{len(seen['calls'])} active UM call(s)"
+
+    result = ctx.poll(check, UM_DRAIN, what="UM calls")
+    findings: dict[str, Any] = {"polls": result.polls, "waited_s": result.elapsed}
+    if not result.done:
+        raise StepFailed(f"{len(seen['calls'])} UM call(s) still active after {result.elapsed:.0f} s",
+                         findings={**findings, "calls": seen["calls"]})
+    if result.polls == 1:
+        return StepOutcome("skipped", "no active UM calls", findings=findings)
+    return StepOutcome("passed", f"UM calls ended after {result.elapsed:.0f} s", findings=findings)
 
 
 def serverwideoffline_inactive(ctx: StepContext) -> StepOutcome:
@@ -92,19 +132,26 @@ def final_gate(ctx: StepContext) -> StepOutcome:
         issues.append(Issue(f"{sum(q['message_count'] for q in queued)} message(s) still queued on entering "
                             "maintenance", "recorded; they resume after maintenance", automatic=False))
     findings["queues"] = queued
+    if UM_CALL_ROUTER in rows:
+        try:
+            calls = _um_calls(ctx)
+        except StepFailed as exc:  # reported here, never gates: the UM step owned the calls
+            calls, findings["um_calls_error"] = [], str(exc)
+        if calls:
+            issues.append(Issue(f"{len(calls)} UM call(s) still active on entering maintenance",
+                                "recorded; an operator went on past the UM drain", automatic=False))
+        findings["um_calls"] = calls
     if ctx.server.dag_name:
         settings = read_mailbox_server(ctx)
         node = cluster_state(ctx)
-        dag = first(call(ctx, "Get-DatabaseAvailabilityGroup", {"Identity": ctx.server.dag_name, "Status": True}),
-                    "Get-DatabaseAvailabilityGroup")
-        pam = str(dag.get("PrimaryActiveManager") or "")
+        pam = read_dag(ctx)["primary_active_manager"]
         active = active_here(copies_on(ctx), replicated_databases(ctx))
         findings.update(activation=settings, cluster_node=node, primary_active_manager=pam, active_databases=active)
         if settings["policy"] != "Blocked":
             failures.append(f"DatabaseCopyAutoActivationPolicy is {settings['policy']}")
         if node == "Up":
             failures.append("cluster node is Up")
-        if pam.lower() == ctx.server.name.lower():
+        if same_server(pam, ctx.server.name):
             failures.append("server is still the Primary Active Manager")
         if active:
             issues.append(Issue(f"{len(active)} replicated database(s) still active on the server",

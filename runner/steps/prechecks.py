@@ -9,11 +9,11 @@ from typing import Any
 
 from runner.exchange.parsing import service_health
 from runner.exchange.session import CmdletError
-from runner.step_types import Issue, StepContext, StepFailed, StepOutcome
+from runner.step_types import Issue, ServerInfo, StepContext, StepFailed, StepOutcome
 
 from .base import DEFAULT, call, iso
 from .components import classify, foreign_vote_issues, holders, not_active, read_components
-from .dag import cluster_state, peer_status, read_mailbox_server
+from .dag import cluster_state, peer_status, read_dag, read_mailbox_server, same_server
 from .transport import is_own_mail, queue_row
 
 BACKUP_FIELDS = ("LastFullBackup", "LastIncrementalBackup", "LastDifferentialBackup")
@@ -126,22 +126,44 @@ def transport_and_services(ctx: StepContext) -> StepOutcome:
 
 
 def dag_members(ctx: StepContext) -> StepOutcome:
-    """No other DAG member may be in maintenance at the same time (§3.1, §7.6)."""
-    peers = [peer_status(ctx, p) for p in ctx.server.peers]
+    """No other DAG member may be in maintenance at the same time (§3.1, §7.6).
+
+    The members are the DAG's own (``Get-DatabaseAvailabilityGroup -Status``), not only the inventory's: a member
+    the inventory does not know could be in maintenance unseen, so any difference between the two refuses the window.
+    """
+    dag = read_dag(ctx)
+    known = [ctx.server, *ctx.server.peers]
+    unknown = [m for m in dag["servers"] if not any(same_server(m, k.name) for k in known)]
+    missing = [k.name for k in known if not any(same_server(k.name, m) for m in dag["servers"])]
+    members = [p for p in ctx.server.peers if p.name not in missing] + [ServerInfo(m, "") for m in unknown]
+    peers = [peer_status(ctx, p) for p in members]
     try:
         nodes = {str(n.get("Name")): str(n.get("State"))
                  for n in ctx.run("Get-ClusterNode", endpoint=DEFAULT).output}
     except CmdletError as exc:
         nodes = {"error": exc.record.message}
+    paused = dag["in_maintenance"] or []
     for p in peers:
         p["cluster_node"] = nodes.get(p["server"], "unknown")
-    busy = [p["server"] for p in peers if p["in_maintenance"] or p["cluster_node"] not in ("Up", "unknown")]
-    findings = {"peers": peers}
+        p["in_inventory"] = p["server"] not in unknown
+        p["operational"] = None if dag["operational"] is None else any(same_server(p["server"], m)
+                                                                        for m in dag["operational"])
+    busy = [p["server"] for p in peers if p["in_maintenance"] or p["cluster_node"] not in ("Up", "unknown")
+            or p["operational"] is False or any(same_server(p["server"], m) for m in paused)]
+    findings = {"dag": {"name": ctx.server.dag_name, **dag}, "inventory": [k.name for k in known], "peers": peers}
+    problems = []
+    if unknown or missing:
+        differences = ([f"members missing from the inventory: {', '.join(unknown)}"] if unknown else []) + (
+            [f"in the inventory but not members: {', '.join(missing)}"] if missing else [])
+        problems.append(f"{ctx.server.dag_name} membership differs from the inventory ({'; '.join(differences)})")
     if busy:
-        raise StepFailed(f"another DAG member is in maintenance: {', '.join(busy)}", findings=findings)
-    if not any(p["redirect_ok"] for p in peers):
-        raise StepFailed("no DAG member can take over mail and databases", findings=findings)
-    return StepOutcome("passed", f"{len(peers)} other member(s), none in maintenance", findings=findings)
+        problems.append(f"another DAG member is in maintenance or not operational: {', '.join(busy)}")
+    if not any(p["redirect_ok"] and p["in_inventory"] for p in peers):
+        problems.append("no DAG member can take over mail and databases")
+    if problems:
+        raise StepFailed("; ".join(problems), findings=findings)
+    return StepOutcome("passed", f"{len(peers)} other member(s) of {ctx.server.dag_name}, as in the inventory, none in "
+                       f"maintenance; Primary Active Manager {dag['primary_active_manager']}", findings=findings)
 
 
 def _copy_health(copy: dict[str, Any], in_maintenance: bool) -> str:

@@ -35,8 +35,9 @@ EXIT_RESTART = "transport_restarted_exit"
 
 def queue_row(q: dict[str, Any]) -> dict[str, Any]:
     return {"identity": str(q.get("Identity", "")), "delivery_type": str(q.get("DeliveryType", "")),
-            "next_hop": str(q.get("NextHopDomain", "")), "status": str(q.get("Status", "")),
-            "message_count": int(q.get("MessageCount") or 0), "last_error": q.get("LastError")}
+            "next_hop": str(q.get("NextHopDomain", "")), "next_hop_category": str(q.get("NextHopCategory") or ""),
+            "status": str(q.get("Status", "")), "message_count": int(q.get("MessageCount") or 0),
+            "last_error": q.get("LastError")}
 
 
 def is_own_mail(q: dict[str, Any]) -> bool:

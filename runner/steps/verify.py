@@ -6,14 +6,20 @@ from typing import Any
 from runner.exchange.parsing import service_health
 from runner.step_types import Issue, Poll, StepContext, StepFailed, StepOutcome
 
-from .base import call, first
+from .base import call
 from .components import SERVER_WIDE_OFFLINE, holders, not_active, read_components, snapshot_vote, votes
 from .dag import cluster_state, copies_on, read_mailbox_server
 from .prechecks import MAX_COPY_QUEUE, MAX_REPLAY_QUEUE
-from .transport import is_own_mail, queue_row
+from .transport import POISON_HOP, SHADOW, queue_row
 
 # Copies pass through Initializing after service starts and monitors need minutes: poll rather than judge once.
 SETTLE = Poll(interval=15, total_timeout=300)
+# One look at the queues cannot tell one that grows from one that holds still: they are watched.
+QUEUE_WATCH = Poll(interval=15, total_timeout=300)
+GROWTH_WATCH = 60.0  # s a Retry queue to an external hop is watched before it counts as holding still
+# Hops outside the organisation: Retry there is the remote end refusing, and the queue resumes by itself.
+EXTERNAL_DELIVERY = frozenset({"DnsConnectorDelivery", "SmartHostConnectorDelivery", "NonSmtpGatewayDelivery",
+                               "DeliveryAgent", "SmtpRelayToRemoteForest"})
 
 
 def components(ctx: StepContext) -> StepOutcome:
@@ -124,14 +130,76 @@ def cluster_and_activation(ctx: StepContext) -> StepOutcome:
     return StepOutcome("passed", f"cluster node Up; activation policy {settings['policy']}", findings=findings)
 
 
+def _own(q: dict[str, Any]) -> bool:
+    return q["delivery_type"] != SHADOW and q["next_hop"] != POISON_HOP
+
+
+def _external(q: dict[str, Any]) -> bool:
+    return q["next_hop_category"] == "External" or q["delivery_type"] in EXTERNAL_DELIVERY
+
+
 def queues(ctx: StepContext) -> StepOutcome:
-    """Submission not Suspended; queues in Retry are reported (they resume on their own, §1(a) step 4)."""
-    rows = [queue_row(q) | {"own": is_own_mail(q)} for q in call(ctx, "Get-Queue", {"Server": ctx.server.name}).output]
-    submission = first(call(ctx, "Get-Queue", {"Identity": f"{ctx.server.name}\\Submission"}), "Submission queue")
-    findings = {"queues": [q for q in rows if q["message_count"] or q["status"] not in ("Ready", "Active")]}
-    if str(submission.get("Status")) == "Suspended":
-        raise StepFailed("the Submission queue is Suspended", findings=findings)
-    issues = [Issue(f"queue {q['identity']} to {q['next_hop']} is {q['status']} with {q['message_count']} "
-                    f"message(s): {q['last_error']}", "reported; transport retries it", automatic=False)
-              for q in rows if q["own"] and q["status"] in ("Retry", "Suspended")]
-    return StepOutcome("passed", "Submission queue flowing", issues=issues, findings=findings)
+    """Mail flows again (§2 step 5, §2.1 "Queues", §5.1, §5.2). Over the server's own queues (shadow-redundancy
+    queues hold other servers' mail and are ignored):
+
+    - fails: the Submission queue Suspended or missing; any queue Suspended (only an admin resumes it); any queue in
+      Retry whose message count grows; a queue to an internal hop (mailbox delivery, DAG or site relay) still in
+      Retry - the organisation's own paths must work;
+    - reported: a queue to an external hop in Retry that holds still (the remote end refuses; it resumes by itself,
+      §1(a) step 4); a non-empty poison queue (never retried); a problem that cleared while watched.
+
+    Watched every 15 s for up to 5 min; a Retry queue to an external hop for 1 min at least, to see whether it grows.
+    """
+    first_seen: dict[str, tuple[Any, int]] = {}
+    seen: dict[str, Any] = {"rows": [], "problems": {}, "ever": {}}
+
+    def check() -> tuple[bool, Any, str]:
+        rows = [queue_row(q) for q in call(ctx, "Get-Queue", {"Server": ctx.server.name}).output]
+        now = ctx.clock.now()
+        problems: dict[str, str] = {}
+        watching = False
+        if not any(r["identity"].lower().endswith("\\submission") for r in rows):
+            problems[f"{ctx.server.name}\\Submission"] = "not listed by Get-Queue"
+        for r in rows:
+            since, before = first_seen.setdefault(r["identity"], (now, r["message_count"]))
+            r["first_count"] = before
+            if not _own(r):
+                continue
+            where = f"{r['identity']} to {r['next_hop']}"
+            if r["status"] == "Suspended":
+                problems[where] = "Suspended"
+            elif r["status"] == "Retry":
+                if r["message_count"] > before:
+                    problems[where] = (f"in Retry and growing ({before} -> {r['message_count']} messages in "
+                                       f"{(now - since).total_seconds():.0f} s)")
+                elif not _external(r):
+                    problems[where] = "in Retry on an internal hop"
+                elif (now - since).total_seconds() < GROWTH_WATCH:
+                    watching = True
+        seen.update(rows=rows, problems=problems)
+        seen["ever"].update(problems)
+        detail = "; ".join(f"{q}: {p}" for q, p in problems.items()) or (
+            "watching queues in Retry" if watching else "queues flowing")
+        return not problems and not watching, tuple(sorted(problems.items())), detail
+
+    result = ctx.poll(check, QUEUE_WATCH, what="queues")
+    rows = seen["rows"]
+    findings: dict[str, Any] = {"queues": [r for r in rows if r["message_count"] or r["status"] not in ("Ready",
+                                                                                                        "Active")],
+                                "polls": result.polls, "watched_s": result.elapsed}
+    if not result.done:
+        findings["problems"] = seen["problems"]
+        raise StepFailed(f"queues not flowing after {result.elapsed:.0f} s: "
+                         + "; ".join(f"{q}: {p}" for q, p in seen["problems"].items()), findings=findings)
+    issues = [Issue(f"{q} was {p}", f"flowing again after {result.elapsed:.0f} s") for q, p in seen["ever"].items()]
+    for r in rows:
+        if _own(r) and r["status"] == "Retry":
+            issues.append(Issue(f"queue {r['identity']} to {r['next_hop']} is in Retry with {r['message_count']} "
+                                f"message(s), not growing over {result.elapsed:.0f} s: {r['last_error']}",
+                                "reported; the remote end refuses and transport retries it", automatic=False))
+        elif r["next_hop"] == POISON_HOP and r["message_count"]:
+            issues.append(Issue(f"{r['message_count']} message(s) in the poison queue {r['identity']}",
+                                "reported; poison messages are never retried (export or remove them deliberately)",
+                                automatic=False))
+    return StepOutcome("passed", "Submission queue flowing; no queue Suspended, or stuck or growing in Retry",
+                       issues=issues, findings=findings)

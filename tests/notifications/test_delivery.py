@@ -7,9 +7,13 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from changes.models import Change, Server
+from changes.models import AuditEvent, Change, Server
 from notifications import dispatch
 from notifications.models import Delivery
+from runner.exchange.pypsrp_session import EndpointConfig, PypsrpSession
+from runner.exchange.session import Endpoint
+from runner.simulator.databases import Mailbox
+from runner.simulator.endpoint import RunningEndpoint, start_endpoint
 from runner.simulator.model import SimulatedExchange
 
 from .fixtures import SmtpSink, create, deliveries, drain, has_affected_field, sim_factory
@@ -58,6 +62,104 @@ def test_the_mailbox_read_is_capped_and_says_so(requester, servers, smtp, sim, a
     drain(sessions_factory=sim_factory(sim))
     row = announcement(change)
     assert row.recipients_count == 7 and "more than 5 mailboxes" in row.last_error
+
+
+def mailbox_pages(sim: SimulatedExchange) -> list[dict[str, object]]:
+    """The Get-Mailbox calls the simulated Exchange received, with their outcome."""
+    return [{**dict(c.parameters), "outcome": c.outcome} for c in sim.commands if c.cmdlet == "Get-Mailbox"]
+
+
+def add_mailbox(sim: SimulatedExchange, server: str, name: str, alias: str) -> None:
+    """A mailbox created late: it sits last in the directory, whatever its alias."""
+    db = [d for d in sim.databases.values() if d.active == server][-1]
+    db.mailboxes.append(Mailbox(name, alias, db.name))
+
+
+def test_a_server_with_more_mailboxes_than_a_page_is_read_page_by_page_and_everyone_is_told_once(
+        requester, servers, smtp, sim, affected, notification_settings) -> None:
+    notification_settings["MAILBOX_PAGE_SIZE"] = 10
+    notification_settings["BATCH_SIZE"] = 7
+    add_mailbox(sim, "EX01", "Aaron Able", "aaron")  # first by alias, last in the directory: the pages must sort
+    change = create(requester, change_type="standard", affected=True)
+    drain(sessions_factory=sim_factory(sim))
+    sent = [m for m in smtp.messages if "Scheduled" in m.message["Subject"]]
+    everyone = [r for m in sent for r in m.rcpt_tos]
+    users = {f"user{n:03d}@contoso.com" for n in range(1, 25)} | {"aaron@contoso.com"}
+    assert sorted(everyone) == sorted(users | {"exchange-team@example.com", "helpdesk@example.com"})  # each once
+    assert [len(m.rcpt_tos) for m in sent] == [7, 7, 7, 6]  # 27 in Bcc batches of 7
+    assert all(m.message["To"] == "undisclosed-recipients:;" for m in sent)
+    page = {"Server": "EX01", "SortBy": "Alias", "ResultSize": 10, "outcome": "ok"}
+    # aaron, user001…user009 | user009…user018 | user018…user024 (short: the last page)
+    assert mailbox_pages(sim) == [page, {**page, "Filter": "Alias -ge 'user009'"},
+                                  {**page, "Filter": "Alias -ge 'user018'"}]
+    row = announcement(change)
+    assert (row.recipients_count, row.batches_sent, row.recipients_problems) == (27, 4, "")
+
+
+def test_an_alias_with_a_quote_at_a_page_boundary_is_quoted_in_the_filter(requester, servers, smtp,
+                                                                          affected, notification_settings) -> None:
+    notification_settings["MAILBOX_PAGE_SIZE"] = 2
+    sim = SimulatedExchange()
+    sim.add_standalone("EX01")  # user001…user008
+    add_mailbox(sim, "EX01", "Aaron Able", "aaron")
+    add_mailbox(sim, "EX01", "Sean O'Brien", "o'brien")  # apostrophes are legal in an alias
+    change = create(requester, change_type="standard", affected=True)
+    drain(sessions_factory=sim_factory(sim))
+    pages = mailbox_pages(sim)
+    assert pages[1]["Filter"] == "Alias -ge 'o''brien'"
+    assert {p["outcome"] for p in pages} == {"ok"} and len(pages) == 10  # 10 mailboxes, one new per page after #1
+    everyone = [r for m in smtp.messages if "Scheduled" in m.message["Subject"] for r in m.rcpt_tos]
+    assert len(everyone) == len(set(everyone)) == 12 and "o'brien@contoso.com" in everyone
+    assert announcement(change).recipients_problems == ""
+
+
+class PsrpSessions:
+    """``runner.sessions.open_sessions`` over real WinRM/PSRP: the pypsrp adapter against the simulator's endpoint."""
+
+    def __init__(self, running: RunningEndpoint, server: str) -> None:
+        config = EndpointConfig(url=running.url_for(server, Endpoint.EXCHANGE.value),
+                                configuration_name=Endpoint.EXCHANGE.value, auth="basic", username="exmaint-svc",
+                                password="Sim-Passw0rd-42", encryption="never", connection_timeout=5,
+                                operation_timeout=20, read_timeout=30)
+        self.session = PypsrpSession(server, {Endpoint.EXCHANGE: config})
+
+    def __call__(self, endpoint: Endpoint) -> PypsrpSession:
+        return self.session
+
+    def close(self) -> None:
+        self.session.close()
+
+
+def test_the_pages_travel_over_real_psrp_as_plain_parameters(requester, servers, smtp, sim, affected,
+                                                              notification_settings) -> None:
+    notification_settings["MAILBOX_PAGE_SIZE"] = 10
+    with start_endpoint(sim, users={"exmaint-svc": "Sim-Passw0rd-42"}) as running:
+        change = create(requester, change_type="standard", affected=True)
+        drain(sessions_factory=lambda server: PsrpSessions(running, server.name))
+    everyone = [r for m in smtp.messages if "Scheduled" in m.message["Subject"] for r in m.rcpt_tos]
+    assert len(everyone) == len(set(everyone)) == 26
+    pages = mailbox_pages(sim)
+    assert [p.get("Filter") for p in pages] == [None, "Alias -ge 'user010'", "Alias -ge 'user019'"]
+    assert all(p["ResultSize"] == 10 and p["SortBy"] == "Alias" and p["outcome"] == "ok" for p in pages)
+    assert not [c for c in sim.commands if c.is_script]  # cmdlets and parameters, never script text
+    assert announcement(change).recipients_problems == ""
+
+
+def test_the_paged_read_stops_at_the_cap_and_the_delivery_and_audit_say_so(requester, servers, smtp, sim, affected,
+                                                                           notification_settings) -> None:
+    notification_settings["MAILBOX_LIMIT"] = 12
+    notification_settings["MAILBOX_PAGE_SIZE"] = 5
+    change = create(requester, change_type="standard", affected=True)
+    drain(sessions_factory=sim_factory(sim))
+    assert len(mailbox_pages(sim)) == 3  # 5 + 4 + 4 new: past the cap of 12; the other 11 mailboxes are not read
+    row = announcement(change)
+    note = "EX01: more than 12 mailboxes; only the first 12 were notified"
+    assert (row.status, row.recipients_count, row.recipients_problems) == ("sent", 14, note)
+    everyone = [r for m in smtp.messages if "Scheduled" in m.message["Subject"] for r in m.rcpt_tos]
+    assert sorted(a for a in everyone if a.endswith("@contoso.com")) == [
+        f"user{n:03d}@contoso.com" for n in range(1, 13)]
+    sent_events = AuditEvent.objects.filter(action="notification.sent", object_id=str(change.pk))
+    assert sent_events.count() == 2 and all(e.reason == note for e in sent_events)
 
 
 def test_an_unreadable_server_is_retried_then_the_notice_reaches_the_notify_list(requester, servers, smtp, sim,

@@ -1,16 +1,19 @@
-"""The calendar invite across schedule → move → cancel: one UID, SEQUENCE raised, REQUEST then CANCEL; reminders."""
+"""The calendar invite across schedule → move → cancel: one UID, SEQUENCE raised, REQUEST then CANCEL; the move of an
+approved window back to approval (tentative at once, confirmed on re-approval, cancelled on rejection); reminders."""
 from __future__ import annotations
 
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 import pytest
 from django.utils import timezone
 from icalendar import Calendar
 
 from changes import services
+from changes.models import Change
 from notifications.models import Delivery
 
-from .fixtures import create, deliveries, drain
+from .fixtures import Received, SmtpSink, create, deliveries, drain
 
 pytestmark = pytest.mark.django_db
 
@@ -25,6 +28,39 @@ def event_of(cal: Calendar):
     return event
 
 
+@dataclass
+class Invite:
+    """One received message that carries an invite, as a calendar client reads it."""
+
+    received: Received
+    calendar: Calendar
+
+    @property
+    def method(self) -> str:
+        return str(self.calendar["METHOD"])
+
+    @property
+    def event(self):  # noqa: ANN201 - an icalendar Event
+        return event_of(self.calendar)
+
+    @property
+    def text(self) -> str:
+        return self.received.message.get_body(("plain",)).get_content()
+
+
+def invites(smtp: SmtpSink) -> list[Invite]:
+    """Every invite received, in order: whatever the subject, so an unexpected update cannot hide."""
+    return [Invite(m, invite_of(m)) for m in smtp.messages
+            if any(p.get_content_type() == "text/calendar" for p in m.message.walk())]
+
+
+def move(change: Change, actor, days: float) -> datetime:
+    start = change.window_start + timedelta(days=days)
+    services.change_update(change, actor=actor, data={"window_start": start, "window_end": start + timedelta(hours=2)})
+    change.refresh_from_db()
+    return start
+
+
 def test_the_invite_keeps_its_uid_raises_its_sequence_and_ends_cancelled(requester, alice, servers, smtp) -> None:
     change = create(requester, change_type="standard")
     drain()
@@ -33,15 +69,103 @@ def test_the_invite_keeps_its_uid_raises_its_sequence_and_ends_cancelled(request
     drain()
     services.change_cancel(change, actor=requester, reason="vendor pulled the CU")
     drain()
-    invites = [invite_of(m) for m in smtp.messages if m.message["Subject"].split("] ")[1].startswith(
-        ("Scheduled", "Rescheduled", "Cancelled"))]
-    assert [str(c["METHOD"]) for c in invites] == ["REQUEST", "REQUEST", "CANCEL"]
-    events = [event_of(c) for c in invites]
+    # A standard change is re-scheduled in the same transaction as its move: no tentative step in between.
+    calendars = [i.calendar for i in invites(smtp)]
+    assert [str(c["METHOD"]) for c in calendars] == ["REQUEST", "REQUEST", "CANCEL"]
+    events = [event_of(c) for c in calendars]
     assert {str(e["UID"]) for e in events} == {f"change-{change.pk}@example.com"}
     assert [int(e["SEQUENCE"]) for e in events] == [0, 1, 2]
     assert events[0].decoded("DTSTART") == change.window_start
     assert events[1].decoded("DTSTART") == change.window_start + timedelta(days=1)
-    assert str(events[2]["STATUS"]) == "CANCELLED"
+    assert [str(e["STATUS"]) for e in events] == ["CONFIRMED", "CONFIRMED", "CANCELLED"]
+
+
+def test_a_window_moved_back_to_approval_is_tentative_at_once_confirmed_when_approved_again_then_cancelled(
+        requester, alice, servers, smtp) -> None:
+    change = create(requester)  # normal, low risk: one approval
+    services.change_approve(change, actor=alice, comment="CU15 tested in the lab")
+    drain()
+    first = change.window_start
+    moved = move(change, requester, days=1)
+    assert change.state == "awaiting_approval"
+    drain()
+    # Before anyone decides: holders of the invite already know the old slot no longer stands.
+    [announced, held] = invites(smtp)
+    assert (held.method, str(held.event["STATUS"])) == ("REQUEST", "TENTATIVE")
+    assert held.event.decoded("DTSTART") == moved
+    assert "awaiting re-approval" in held.received.message["Subject"]
+    assert str(held.event["SUMMARY"]).startswith("[Awaiting re-approval]")
+    assert "awaits re-approval" in str(held.event["DESCRIPTION"])
+    assert f"no longer takes place {first:%a %d %b %Y %H:%M} UTC" in held.text
+    assert sorted(held.received.rcpt_tos) == ["exchange-team@example.com", "helpdesk@example.com"]
+
+    change = services.change_approve(change, actor=alice, comment="the new slot is fine")
+    drain()
+    services.change_cancel(change, actor=requester, reason="vendor pulled the CU")
+    drain()
+    received = invites(smtp)
+    assert [(i.method, str(i.event["STATUS"])) for i in received] == [
+        ("REQUEST", "CONFIRMED"), ("REQUEST", "TENTATIVE"), ("REQUEST", "CONFIRMED"), ("CANCEL", "CANCELLED")]
+    assert {str(i.event["UID"]) for i in received} == {f"change-{change.pk}@example.com"}
+    sequences = [int(i.event["SEQUENCE"]) for i in received]
+    assert all(a < b for a, b in zip(sequences, sequences[1:], strict=False)), sequences
+    assert [i.event.decoded("DTSTART") for i in received] == [first, moved, moved, moved]
+    # Outlook acts on the method parameter of the text/calendar part, not on the calendar's body.
+    assert [part.get_params(header="content-type")[1] for i in received for part in i.received.message.walk()
+            if part.get_content_type() == "text/calendar"] == [("method", i.method) for i in received]
+    confirmed = received[2]
+    assert "approved again" in confirmed.text and not str(confirmed.event["SUMMARY"]).startswith("[Awaiting")
+
+
+def test_a_rejection_after_the_move_back_cancels_the_entry_where_it_now_stands(requester, alice, bob, servers,
+                                                                               smtp) -> None:
+    change = create(requester)
+    services.change_approve(change, actor=alice, comment="ok")
+    drain()
+    moved = move(change, requester, days=2)
+    drain()
+    services.change_reject(change, actor=bob, comment="not in quarter-end week")
+    drain()
+    received = invites(smtp)
+    assert [(i.method, str(i.event["STATUS"]), int(i.event["SEQUENCE"])) for i in received] == [
+        ("REQUEST", "CONFIRMED", 0), ("REQUEST", "TENTATIVE", 1), ("CANCEL", "CANCELLED", 2)]
+    assert received[2].event.decoded("DTSTART") == moved
+    assert "not in quarter-end week" in received[2].text
+
+
+def test_a_second_move_while_awaiting_re_approval_moves_the_tentative_entry_again(requester, alice, servers,
+                                                                                   smtp) -> None:
+    change = create(requester)
+    services.change_approve(change, actor=alice, comment="ok")
+    drain()
+    move(change, requester, days=1)
+    drain()
+    again = move(change, requester, days=1)
+    drain()
+    held = invites(smtp)[1:]
+    assert [(str(i.event["STATUS"]), int(i.event["SEQUENCE"])) for i in held] == [("TENTATIVE", 1), ("TENTATIVE", 2)]
+    assert held[-1].event.decoded("DTSTART") == again
+
+
+def test_a_tentative_update_still_unsent_when_the_change_is_approved_again_is_dropped(requester, alice, servers,
+                                                                                      smtp) -> None:
+    change = create(requester)
+    services.change_approve(change, actor=alice, comment="ok")
+    drain()
+    move(change, requester, days=1)
+    services.change_approve(change, actor=alice, comment="the new slot is fine")  # before any worker sent it
+    drain()
+    assert [(str(i.event["STATUS"]), int(i.event["SEQUENCE"])) for i in invites(smtp)] == [
+        ("CONFIRMED", 0), ("CONFIRMED", 2)]
+    [held] = [d for d in deliveries(change, kind="announcement") if d.payload.get("status") == "TENTATIVE"]
+    assert held.status == "cancelled" and "superseded" in held.last_error
+
+
+def test_a_change_never_scheduled_sends_no_invite_when_its_window_moves(requester, servers, smtp) -> None:
+    change = create(requester)
+    move(change, requester, days=1)
+    drain()
+    assert deliveries(change, kind="announcement") == [] and invites(smtp) == []
 
 
 def test_every_batch_carries_identical_invite_bytes(requester, servers, smtp, notification_settings) -> None:

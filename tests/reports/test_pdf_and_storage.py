@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
+import stat
 
 import pytest
 from pypdf import PdfReader
@@ -90,21 +90,41 @@ def test_the_report_is_stored_once_read_only_with_its_sha256_and_head(completed)
     report = services.report_generate(completed.pk)
     path = services.reports_dir() / report.file_name
     assert (report.head_seq, report.head_hash) == (head.seq, head.hash)
-    assert report.size == path.stat().st_size and report.pages > 1
-    assert not os.access(path, os.W_OK) or os.geteuid() == 0
-    assert path.stat().st_mode & 0o222 == 0
+    stored = path.stat()
+    assert report.size == stored.st_size and report.pages > 1
+    # The mode bits themselves, not os.access(): root is granted write access whatever the bits say.
+    assert stat.S_ISREG(stored.st_mode)
+    assert stat.S_IMODE(stored.st_mode) & 0o222 == 0, oct(stored.st_mode)  # nobody may write it
+    assert stat.S_IMODE(stored.st_mode) & stat.S_IRUSR  # the service can still read it back
     assert services.report_generate(completed.pk) == report
+    after = path.stat()
+    assert (after.st_ino, after.st_mtime_ns, after.st_size) == (stored.st_ino, stored.st_mtime_ns, stored.st_size)
     assert Report.objects.count() == 1
     event = AuditEvent.objects.get(action="report.generated")
     assert event.seq == head.seq + 1 and event.changes["sha256"] == [None, report.sha256]
 
 
-def test_a_file_in_the_way_with_other_bytes_is_never_overwritten(completed, tmp_path) -> None:
+def test_a_file_in_the_way_with_other_bytes_is_never_overwritten_even_when_writable(completed) -> None:
     report = services.report_generate(completed.pk)
     path = services.reports_dir() / report.file_name
-    with pytest.raises(FileExistsError):
+    # Made writable, so only the storage itself (not the mode bits, which root ignores) can refuse.
+    path.chmod(0o644)
+    before = path.stat()
+    with pytest.raises(FileExistsError, match="never overwritten"):
         services._write_once(path, b"something else")
     assert hashlib.sha256(path.read_bytes()).hexdigest() == report.sha256
+    assert (path.stat().st_ino, path.stat().st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+
+
+def test_writing_the_same_bytes_again_leaves_the_stored_file_untouched(completed) -> None:
+    """A retried task: accepted, and the file is neither rewritten nor replaced."""
+    report = services.report_generate(completed.pk)
+    path = services.reports_dir() / report.file_name
+    before = path.stat()
+    services._write_once(path, path.read_bytes())
+    after = path.stat()
+    assert (after.st_ino, after.st_mtime_ns, stat.S_IMODE(after.st_mode)) == (
+        before.st_ino, before.st_mtime_ns, stat.S_IMODE(before.st_mode))
 
 
 def test_an_altered_file_fails_verification(completed) -> None:

@@ -96,6 +96,15 @@ class Run:
     def issues(self) -> list[str]:
         return [i.summary for o in self.outcomes.values() if isinstance(o, StepOutcome) for i in o.issues]
 
+    def reads(self, cmdlet: str, since: int = 0) -> list[Any]:
+        """The simulator's records of ``cmdlet`` since ``since`` (reads included)."""
+        return [r for r in self.sim.commands[since:] if r.cmdlet == cmdlet]
+
+    def index(self, cmdlet: str, **parameters: Any) -> list[int]:
+        """Positions in the simulator's command log of ``cmdlet`` with these parameter values (str-compared)."""
+        return [i for i, r in enumerate(self.sim.commands) if r.cmdlet == cmdlet
+                and all(str(r.get(k)) == str(v) for k, v in parameters.items())]
+
 
 def _show(value: Any) -> str:
     if isinstance(value, list):
@@ -103,9 +112,11 @@ def _show(value: Any) -> str:
     return str(value)
 
 
-def start(sim: SimulatedExchange, name: str, options: Options | None = None, *, window_hours: float = 4) -> Run:
+def start(sim: SimulatedExchange, name: str, options: Options | None = None, *, window_hours: float = 4,
+          server: ServerInfo | None = None) -> Run:
+    """A run against ``name``; ``server`` replaces what the inventory says (to make it disagree with the server)."""
     options = options or Options()
-    server = server_info(sim, name)
+    server = server or server_info(sim, name)
     sessions = {Endpoint.EXCHANGE: SimulatorSession(sim, name), Endpoint.DEFAULT: SimulatorSession(sim, name)}
     end = sim.clock.now() + timedelta(hours=window_hours)
     ctx = ExecutionContext(server=server, sessions=sessions, clock=SimulatedClock(sim), options=options,

@@ -72,3 +72,32 @@ def test_describe_lists_each_step_for_a_dry_run() -> None:
     assert rows[0] == {"key": "precheck.backups", "phase": "precheck", "title": rows[0]["title"], "mutating": False,
                        "idempotent": True, "skippable": True, "gate": True}
     assert [r["key"] for r in rows if r["phase"] == "work"] == ["work.hold"]
+
+
+UM_STEPS = {"enter.umcallrouter_draining", "enter.um_calls_drained", "exit.umcallrouter_active"}
+
+
+@pytest.mark.parametrize("version", ["2019", "Exchange Server 2019 CU14", "SE", "15.2.1544.4"])
+def test_exchange_2019_and_se_have_no_unified_messaging_steps(version: str) -> None:
+    plan = build_plan("maintenance", ServerInfo("EX01", "EX01.contoso.com", version=version), Options())
+    assert not UM_STEPS & {s.key for s in plan.steps}
+
+
+@pytest.mark.parametrize("version", ["2016", "Exchange Server 2016 CU23", "Exchange 2013 CU23", "15.1.2507.6", ""])
+def test_um_builds_and_unknown_versions_drain_um_calls_after_the_transport_restart(version: str) -> None:
+    plan = build_plan("maintenance", ServerInfo("EX01", "EX01.contoso.com", version=version), Options())
+    keys = [s.key for s in plan.steps]
+    assert UM_STEPS <= set(keys)
+    assert keys.index("enter.restart_transport") < keys.index("enter.umcallrouter_draining") \
+        < keys.index("enter.um_calls_drained") < keys.index("enter.drain_queues")
+    wait = plan.step("enter.um_calls_drained")
+    assert (wait.mutating, wait.skippable) == (False, True)  # the operator may accept cutting calls still up
+
+
+def test_a_dag_member_checks_the_primary_active_manager_after_moving_its_databases() -> None:
+    plan = build_plan("maintenance", DAG_MEMBER, Options())
+    keys = [s.key for s in plan.steps]
+    assert keys.index("enter.suspend_cluster_node") < keys.index("enter.databases_moved") \
+        < keys.index("enter.pam_moved") < keys.index("enter.serverwideoffline_inactive")
+    assert not plan.step("enter.pam_moved").mutating
+    assert "enter.pam_moved" not in {s.key for s in build_plan("maintenance", STANDALONE, Options()).steps}

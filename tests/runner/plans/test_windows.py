@@ -154,7 +154,15 @@ def test_an_exchange_2016_server_also_drains_and_restores_umcallrouter() -> None
     sim.add_standalone("EX16", version="2016")
     run = start(sim, "EX16")
     run.all_through()
-    um = [c for c in run.mutating() if "Component=UMCallRouter" in c]
-    assert um == [("Set-ServerComponentState", "Identity=EX16", "Component=UMCallRouter", f"State={state}",
-                   "Requester=Maintenance") for state in ("Draining", "Active")]
+
+    def um(state: str) -> tuple[str, ...]:
+        return ("Set-ServerComponentState", "Identity=EX16", "Component=UMCallRouter", f"State={state}",
+                "Requester=Maintenance")
+
+    # §1 step 3 after the transport restart; §2 step 2 right after ServerWideOffline Active.
+    assert run.mutating() == [
+        hub("EX16", "Draining"), *RESTART, um("Draining"), swo("EX16", "Inactive"),
+        swo("EX16", "Active"), um("Active"), hub("EX16", "Active"), *RESTART,
+    ]
+    assert run.outcomes["enter.um_calls_drained"].status == "passed"  # the seeded calls ended on their own
     assert fully_active(run.components())

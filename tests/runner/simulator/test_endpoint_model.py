@@ -9,6 +9,7 @@ import requests
 from pypsrp.powershell import PowerShell, RunspacePool
 from pypsrp.wsman import WSMan
 
+from runner.exchange.parsing import to_plain
 from runner.simulator.endpoint import DEFAULT, EXCHANGE, RunningEndpoint, start_endpoint
 
 model = pytest.importorskip(
@@ -74,6 +75,30 @@ def test_the_exchange_endpoint_refuses_scripts(endpoint: RunningEndpoint) -> Non
         ps.add_script("Get-ExchangeServer")
         ps.invoke()
     assert ps.had_errors is True
+
+
+def test_dag_status_arrives_in_the_shape_the_steps_read(endpoint: RunningEndpoint, sim: Any) -> None:
+    sim.invoke("EX03", DEFAULT, "Suspend-ClusterNode", [("Name", "EX02")])
+    with pool_for(endpoint, "EX03") as pool:
+        ps = invoke(pool, "Get-DatabaseAvailabilityGroup", Identity="DAG1", Status=True)
+    assert not ps.had_errors
+    dag = to_plain(ps.output[0])
+    # Lists of ADObjectIds become dicts with a Name; a single ADObjectId becomes its ToString.
+    assert [s["Name"] for s in dag["Servers"]] == ["EX02", "EX03"]
+    assert [s["Name"] for s in dag["OperationalServers"]] == ["EX02", "EX03"]
+    assert [s["Name"] for s in dag["ServersInMaintenance"]] == ["EX02"]
+    assert dag["PrimaryActiveManager"] == "EX03"
+
+
+def test_um_active_calls_arrive_from_a_2016_server(endpoint: RunningEndpoint, sim: Any) -> None:
+    sim.add_standalone("EX16", version="2016")
+    with pool_for(endpoint, "EX16") as pool:
+        ps = invoke(pool, "Get-UMActiveCalls", Server="EX16")
+    assert not ps.had_errors
+    assert ps.output[0].types[0] == "Deserialized.Microsoft.Exchange.UM.Rpc.ActiveCalls"
+    calls = [to_plain(o) for o in ps.output]
+    assert [(c["CallType"], c["CallState"]) for c in calls] == [("CallAnswering", "Connected"),
+                                                                ("SubscriberAccess", "Connected")]
 
 
 def test_services_are_served_on_the_wsman_path(endpoint: RunningEndpoint) -> None:

@@ -109,6 +109,57 @@ def test_suspending_a_cluster_node_pauses_it_and_moves_the_pam(sim: SimulatedExc
     assert states == {"EX01": "Up", "EX02": "Up"}
 
 
+def dag_status(sim: SimulatedExchange) -> dict:
+    (dag,) = sim.invoke("EX02", EX, "Get-DatabaseAvailabilityGroup", [("Identity", "DAG1"), ("Status", None)]).output
+    return dag.props
+
+
+def names(value: object) -> list[str]:
+    return [item.to_string for item in value.items]
+
+
+def test_dag_status_counts_a_paused_node_operational_and_in_maintenance(sim: SimulatedExchange) -> None:
+    (plain,) = sim.invoke("EX02", EX, "Get-DatabaseAvailabilityGroup", [("Identity", "DAG1")]).output
+    assert [plain.props[p] for p in ("OperationalServers", "PrimaryActiveManager", "ServersInMaintenance")] == \
+        [None, None, None]  # blank without -Status
+    assert names(dag_status(sim)["ServersInMaintenance"]) == []
+    sim.invoke("EX01", DEFAULT, "Suspend-ClusterNode", [("Name", "EX01")])
+    status = dag_status(sim)
+    assert names(status["Servers"]) == ["EX01", "EX02"]
+    assert names(status["OperationalServers"]) == ["EX01", "EX02"]
+    assert names(status["ServersInMaintenance"]) == ["EX01"]
+    assert status["ServersInDeferredRecovery"].items == []
+
+
+def test_pam_stuck_keeps_the_role_on_the_paused_node_until_the_cluster_group_is_moved(sim: SimulatedExchange) \
+        -> None:
+    sim.inject("pam-stuck", "EX02")
+    sim.invoke("EX02", DEFAULT, "Suspend-ClusterNode", [("Name", "EX02")])
+    sim.advance(3600)
+    assert dag_status(sim)["PrimaryActiveManager"].to_string == "EX02"
+    sim.invoke("EX01", DEFAULT, "Suspend-ClusterNode", [("Name", "EX01")])
+    with pytest.raises(SimTerminatingError, match="the node is paused"):  # a paused node takes no group
+        sim.invoke("EX01", DEFAULT, "Move-ClusterGroup", [("Name", "Cluster Group"), ("Node", "EX01")])
+    sim.invoke("EX01", DEFAULT, "Resume-ClusterNode", [("Name", "EX01")])
+    (group,) = sim.invoke("EX01", DEFAULT, "Move-ClusterGroup", [("Name", "Cluster Group"), ("Node", "EX01")]).output
+    assert (group.props["OwnerNode"], group.props["State"].name) == ("EX01", "Online")
+    assert dag_status(sim)["PrimaryActiveManager"].to_string == "EX01"
+
+
+def test_pam_stuck_for_some_seconds_moves_the_role_late(sim: SimulatedExchange) -> None:
+    sim.inject_spec("pam-stuck@EX02:30")
+    sim.invoke("EX02", DEFAULT, "Suspend-ClusterNode", [("Name", "EX02")])
+    sim.advance(29)
+    assert dag_status(sim)["PrimaryActiveManager"].to_string == "EX02"
+    sim.advance(1)
+    assert dag_status(sim)["PrimaryActiveManager"].to_string == "EX01"
+
+
+def test_only_the_core_cluster_group_can_be_moved(sim: SimulatedExchange) -> None:
+    with pytest.raises(SimTerminatingError, match="'Available Storage' was not found"):
+        sim.invoke("EX01", DEFAULT, "Move-ClusterGroup", [("Name", "Available Storage"), ("Node", "EX02")])
+
+
 def test_a_standalone_server_has_no_cluster(sim: SimulatedExchange) -> None:
     with pytest.raises(SimTerminatingError) as caught:
         sim.invoke("SOLO01", DEFAULT, "Get-ClusterNode", [])

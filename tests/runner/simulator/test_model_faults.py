@@ -84,6 +84,40 @@ def test_queue_stuck_never_drains_nor_redirects(sim: SimulatedExchange) -> None:
     assert stuck.props["LastError"].startswith("451 4.4.0")
 
 
+def queue_to(sim: SimulatedExchange, hop: str, server: str = "EX01") -> dict:
+    (queue,) = sim.invoke("EX02", EX, "Get-Queue", [("Server", server),
+                                                     ("Filter", f"NextHopDomain -eq '{hop}'")]).output
+    return queue.props
+
+
+def test_queue_retry_grows_while_transport_accepts_mail_and_stops_once_draining(sim: SimulatedExchange) -> None:
+    sim.inject_spec("queue-retry@EX01:30")
+    start = queue_to(sim, "fabrikam.com")["MessageCount"]
+    sim.clock.advance(300)
+    queue = queue_to(sim, "fabrikam.com")
+    assert (queue["Status"].name, queue["MessageCount"]) == ("Retry", start + 10)
+    assert queue["LastError"].startswith("451 4.4.0")
+    start_draining(sim)  # no new mail is accepted: the queue stops growing, and never drains
+    held = queue_to(sim, "fabrikam.com")["MessageCount"]
+    sim.clock.advance(3600)
+    assert queue_to(sim, "fabrikam.com")["MessageCount"] == held
+
+
+def test_queue_retry_on_a_named_queue_that_does_not_grow(sim: SimulatedExchange) -> None:
+    sim.inject("queue-retry", "EX01", queue="dag1", every=0, messages=4)
+    sim.clock.advance(3600)
+    queue = queue_to(sim, "dag1")
+    assert (queue["Status"].name, queue["MessageCount"], queue["DeliveryType"].name) == ("Retry", 6, "SmtpRelayToDag")
+
+
+def test_queue_suspended_suspends_the_submission_queue_by_default(sim: SimulatedExchange) -> None:
+    sim.inject("queue-suspended", "EX01")
+    (queue,) = sim.invoke("EX02", EX, "Get-Queue", [("Identity", "EX01\\Submission")]).output
+    assert queue.props["Status"].name == "Suspended"
+    with pytest.raises(ValueError):
+        sim.inject("queue-suspended", "EX01", queue="nowhere.example")
+
+
 def test_queue_slow_drains_only_after_n_polls(sim: SimulatedExchange) -> None:
     sim.inject_spec("queue-slow@EX01:3")
     start_draining(sim)
