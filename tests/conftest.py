@@ -2,17 +2,22 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import socket
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
+from django.conf import settings
 from django.contrib.auth.models import Group, User
 from django.db import connection
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from changes.models import ApiClient, Server
+from tests.support.workers import Workers
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
@@ -31,6 +36,24 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def _require_postgres(request: pytest.FixtureRequest) -> None:
     if request.node.get_closest_marker("postgres") and connection.vendor != "postgresql":
         need_service("PostgreSQL", RuntimeError(f"the test database is {connection.vendor}; set DATABASE_URL"))
+
+
+@pytest.fixture(autouse=True)
+def _require_redis(request: pytest.FixtureRequest) -> None:
+    """Tests marked redis need a reachable Redis broker: they skip on a developer machine and fail under CI=true."""
+    if not request.node.get_closest_marker("redis"):
+        return
+    url = settings.CELERY_BROKER_URL
+    if not url.startswith("redis://"):
+        need_service("Redis", RuntimeError(f"CELERY_BROKER_URL is {url!r}; set redis://127.0.0.1:6379/0"))
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 6379), timeout=2) as sock:
+            sock.sendall(b"PING\r\n")
+            if not sock.recv(16).startswith(b"+PONG"):
+                raise RuntimeError("no PONG")
+    except (OSError, RuntimeError) as exc:
+        need_service("Redis", exc)
 
 
 def need_service(name: str, error: Exception) -> None:
@@ -144,6 +167,15 @@ def api() -> Callable[[User | None], APIClient]:
         return client
 
     return make
+
+
+@pytest.fixture
+def celery_workers() -> Iterator[Workers]:
+    """Real Celery worker processes on this session's database, broker and queue; any still alive are SIGKILLed
+    at teardown."""
+    workers = Workers(Path(settings.VAR_DIR))
+    yield workers
+    workers.stop_all()
 
 
 @pytest.fixture

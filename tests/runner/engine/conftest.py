@@ -1,43 +1,25 @@
-"""Fixtures of the engine tests: a simulated EX01 whose clock starts now, and the Redis marker check."""
+"""Fixtures of the engine tests: a simulated EX01 whose clock starts now, and the simulator served over WinRM/PSRP
+to the inventory (for the real pypsrp client, in this process or in a worker)."""
 from __future__ import annotations
 
-import socket
-from urllib.parse import urlsplit
+import contextlib
+from collections.abc import Callable, Iterator
 
 import pytest
-from django.conf import settings
-from django.utils import timezone
 
+from changes.models import Server
 from runner.clock import SimulatedClock
+from runner.simulator.endpoint import RunningEndpoint, start_endpoint
 from runner.simulator.model import SimulatedExchange
-from tests.conftest import need_service
 
-from .support import Hooks, build_test_plan, sim_factory
+from .support import Hooks, build_test_plan, organisation, sim_factory
 
-
-@pytest.fixture(autouse=True)
-def _require_redis(request: pytest.FixtureRequest) -> None:
-    """Tests marked redis need a reachable Redis broker: they skip on a developer machine and fail under CI=true."""
-    if not request.node.get_closest_marker("redis"):
-        return
-    url = settings.CELERY_BROKER_URL
-    if not url.startswith("redis://"):
-        need_service("Redis", RuntimeError(f"CELERY_BROKER_URL is {url!r}; set redis://127.0.0.1:6379/0"))
-    parts = urlsplit(url)
-    try:
-        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 6379), timeout=2) as sock:
-            sock.sendall(b"PING\r\n")
-            if not sock.recv(16).startswith(b"+PONG"):
-                raise RuntimeError("no PONG")
-    except (OSError, RuntimeError) as exc:
-        need_service("Redis", exc)
+USER, PASSWORD = "exmaint-svc", "Sim-Passw0rd-for-tests"
 
 
 @pytest.fixture
 def sim() -> SimulatedExchange:
-    sim = SimulatedExchange(start=timezone.now())
-    sim.add_standalone("EX01", fqdn="ex01.corp.example")
-    return sim
+    return organisation(standalone=("EX01",))
 
 
 @pytest.fixture
@@ -59,3 +41,21 @@ def opened() -> list:
 @pytest.fixture
 def engine_kwargs(sim, clock, hooks, opened, servers) -> dict:
     return {"clock": clock, "sessions_factory": sim_factory(sim, opened), "plan_builder": build_test_plan(hooks)}
+
+
+@pytest.fixture
+def serve(servers) -> Iterator[Callable[[SimulatedExchange], RunningEndpoint]]:
+    """``serve(sim)``: serve ``sim`` over WinRM/PSRP (basic auth, loopback) until the test ends and point the
+    inventory's rows of its servers at it, so the engine reaches them through the real pypsrp client."""
+    with contextlib.ExitStack() as stack:
+        def start(sim: SimulatedExchange) -> RunningEndpoint:
+            endpoint = stack.enter_context(start_endpoint(sim, users={USER: PASSWORD}, auth=("basic",)))
+            for server in Server.objects.filter(name__in=list(sim.servers)):
+                server.endpoint_url = endpoint.url_for(server.name, "Microsoft.Exchange")
+                server.winrm_url = endpoint.url_for(server.name, "Microsoft.PowerShell")
+                server.auth_method, server.username = "basic", USER
+                server.set_password(PASSWORD)
+                server.save()
+            return endpoint
+
+        yield start

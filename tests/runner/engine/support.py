@@ -1,10 +1,11 @@
 """Test plans and helpers for the engine: small plans over real cmdlets of the simulated Exchange, with hooks to
-make a step fail, hold or block. Also imported by the Celery worker the integration tests start (worker_app.py)."""
+make a step fail, hold or block; simulated organisations matching the test inventory, a held command answer, and
+what a server keeps of maintenance. Also imported by the Celery worker the integration tests start (worker_app.py)."""
 from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -15,7 +16,9 @@ from changes import services
 from changes.models import Change
 from changes.run_services import change_start
 from runner.exchange.session import Endpoint
+from runner.simulator.components import INACTIVE_BY_DESIGN
 from runner.simulator.model import SimulatedExchange
+from runner.simulator.objects import SimResult
 from runner.simulator.session import SimulatorSession
 from runner.step_types import (
     Hold,
@@ -187,3 +190,68 @@ def running_change(requester: Any, servers: tuple[str, ...] = ("EX01",), ref: st
     change_start(change, actor="system:scheduler")
     change.refresh_from_db()
     return change
+
+
+def organisation(*, standalone: Sequence[str] = (), dags: dict[str, Sequence[str]] | None = None,
+                 speed: float | None = None) -> SimulatedExchange:
+    """A simulated organisation whose clock starts now, with the FQDNs of the test inventory (``servers``).
+    ``speed``: its clock also runs on its own, that many times faster than the wall clock, for an engine in another
+    process that waits in scaled time (EXMAINT_RUNNER_CLOCK=scaled:<speed>)."""
+    sim = SimulatedExchange(start=timezone.now(), speed=speed)
+    for name in standalone:
+        sim.add_standalone(name, fqdn=f"{name.lower()}.corp.example")
+    for dag, members in (dags or {}).items():
+        sim.add_dag(dag, list(members), fqdns={m: f"{m.lower()}.corp.example" for m in members})
+    return sim
+
+
+class HeldAnswer:
+    """Holds back the answer to a command matching ``cmdlet`` and ``parameters`` (the first one, or the one after
+    ``after`` earlier matches) once the simulated server has executed it, until ``release()``: the client sees a
+    command sent and no reply — where a worker killed now leaves a change made on the server that its own records
+    cannot confirm. Installed on one simulation."""
+
+    def __init__(self, sim: SimulatedExchange, cmdlet: str, *, after: int = 0, **parameters: str) -> None:
+        self.cmdlet, self.parameters = cmdlet, parameters
+        self.reached, self._released = threading.Event(), threading.Event()
+        self._passed = after
+        original = sim.invoke
+
+        def invoke(server: str, endpoint: str, cmdlet: str, params: Sequence[tuple[str | None, Any]],
+                   **kwargs: Any) -> SimResult:
+            result = original(server, endpoint, cmdlet, params, **kwargs)  # executed, and recorded in sim.commands
+            if not self.reached.is_set() and self._matches(cmdlet, params):
+                if self._passed > 0:
+                    self._passed -= 1
+                else:
+                    self.reached.set()
+                    self._released.wait(timeout=120)  # the endpoint runs each pipeline on its own thread
+            return result
+
+        sim.invoke = invoke  # type: ignore[method-assign] - the endpoint looks it up per command
+
+    def _matches(self, cmdlet: str, params: Sequence[tuple[str | None, Any]]) -> bool:
+        given = {str(n): str(v) for n, v in params}
+        return cmdlet == self.cmdlet and all(given.get(k) == v for k, v in self.parameters.items())
+
+    def release(self) -> None:
+        self._released.set()
+
+
+def maintenance_leftovers(sim: SimulatedExchange, name: str) -> list[str]:
+    """What still keeps server ``name`` (partly) in maintenance, as the simulator sees it; [] when fully out."""
+    server = sim.servers[name]
+    left = [f"{c} is {server.components.effective(c)}" for c in server.components.names
+            if c not in INACTIVE_BY_DESIGN and server.components.effective(c) != "Active"]
+    left += [f"{c} keeps a Maintenance {v} vote" for c in server.components.names
+             if (v := server.components.holders(c).get("Maintenance")) not in (None, "Active")]
+    transport = server.transport
+    if transport.observed_hub_state != "Active" or not transport.is_ready(sim.clock.now()):
+        left.append(f"transport acts on HubTransport {transport.observed_hub_state}, ready: "
+                    f"{transport.is_ready(sim.clock.now())}")
+    if server.dag is not None:
+        if server.cluster_state != "Up":
+            left.append(f"cluster node {server.cluster_state}")
+        if server.move_now or server.activation_policy == "Blocked":
+            left.append(f"activation {server.activation_policy}, move now {server.move_now}")
+    return left

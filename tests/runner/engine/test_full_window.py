@@ -10,34 +10,22 @@ import pytest
 from django.utils import timezone
 
 from changes import services
-from changes.models import Server, StepRun, WindowRun
+from changes.models import StepRun, WindowRun
 from changes.run_services import change_resume, change_work_done
 from changes.states import State
 from runner.clock import SimulatedClock
 from runner.engine import run_window
 from runner.scheduler import start_due_windows
-from runner.simulator.endpoint import start_endpoint
-from runner.simulator.model import SimulatedExchange
 
-from .support import mutating_commands
+from .support import mutating_commands, organisation
 
 pytestmark = pytest.mark.django_db
 
-USER, PASSWORD = "exmaint-svc", "Sim-Passw0rd-for-tests"
-
 
 @pytest.fixture
-def served(servers):
-    sim = SimulatedExchange(start=timezone.now())
-    sim.add_standalone("EX01", fqdn="ex01.corp.example")
-    with start_endpoint(sim, users={USER: PASSWORD}, auth=("basic",)) as endpoint:
-        server = Server.objects.get(name="EX01")
-        server.endpoint_url = endpoint.url_for("EX01", "Microsoft.Exchange")
-        server.winrm_url = endpoint.url_for("EX01", "Microsoft.PowerShell")
-        server.auth_method, server.username = "basic", USER
-        server.set_password(PASSWORD)
-        server.save()
-        yield sim, endpoint
+def served(serve):
+    sim = organisation(standalone=("EX01",))
+    return sim, serve(sim)
 
 
 def scheduled(requester):
@@ -100,18 +88,9 @@ def test_a_stuck_queue_pauses_takes_a_skip_and_completes_with_the_issue_recorded
 
 
 @pytest.fixture
-def served_dag(servers):
-    sim = SimulatedExchange(start=timezone.now())
-    sim.add_dag("DAG1", ["EX02", "EX03", "EX04"], fqdns={n: f"{n.lower()}.corp.example" for n in ("EX02", "EX03",
-                                                                                                  "EX04")})
-    with start_endpoint(sim, users={USER: PASSWORD}, auth=("basic",)) as endpoint:
-        for server in Server.objects.filter(name__in=["EX02", "EX03", "EX04"]):
-            server.endpoint_url = endpoint.url_for(server.name, "Microsoft.Exchange")
-            server.winrm_url = endpoint.url_for(server.name, "Microsoft.PowerShell")
-            server.auth_method, server.username = "basic", USER
-            server.set_password(PASSWORD)
-            server.save()
-        yield sim, endpoint
+def served_dag(serve):
+    sim = organisation(dags={"DAG1": ("EX02", "EX03", "EX04")})
+    return sim, serve(sim)
 
 
 def test_a_dag_member_window_sends_the_documented_commands_in_order_through_pypsrp(requester, operator,
@@ -168,5 +147,13 @@ def test_a_dag_member_window_sends_the_documented_commands_in_order_through_pyps
             and "DatabaseCopyActivationDisabledAndMoveNow" in p] == ["True", "False"]
     assert [p.get("DatabaseCopyAutoActivationPolicy") for c, p in sent if c == "Set-MailboxServer"
             and "DatabaseCopyAutoActivationPolicy" in p] == ["Blocked", "IntrasiteOnly"]
+    # Reads only, so the writes above are unchanged: the DAG's own member list before the entry (checked against
+    # the inventory), and the Primary Active Manager after the pause (§1(b) 5e).
+    window = sim.commands[first_command:]
+    dag_reads = [i for i, c in enumerate(window) if c.cmdlet == "Get-DatabaseAvailabilityGroup"]
+    pause = next(i for i, c in enumerate(window) if c.cmdlet == "Suspend-ClusterNode")
+    assert dag_reads[0] < pause < dag_reads[1]
+    assert (statuses(change)["precheck.dag_members"], statuses(change)["enter.pam_moved"]) == (
+        StepRun.Status.PASSED, StepRun.Status.SKIPPED)  # skipped: the role had already left with the pause
     assert sim.servers["EX02"].components.effective("ServerWideOffline") == "Active"
     assert endpoint.open_shells() == []

@@ -1,116 +1,229 @@
-"""A real Celery worker (prefork, Redis broker, PostgreSQL) runs a window against the simulator served over
-WinRM/PSRP in this process; the worker is SIGKILLed mid-step and a new worker finishes the window."""
+"""Real Celery workers (prefork, Redis broker, PostgreSQL) run windows against the simulator served over WinRM/PSRP
+in this process; a worker is SIGKILLed mid-window and a new worker finishes the window: the engine's test plan
+killed in a poll, and the real maintenance plan killed with a mutating command executed but not yet answered."""
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
-import sys
-import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
-from django.conf import settings
-from django.db import connection
-from django.utils import timezone
 
-from changes.models import Change, Server, StepRun, WindowRun
+from changes.models import Change, StepRun, WindowRun
 from changes.run_services import change_work_done
 from changes.states import State
 from runner.scheduler import resume_held_windows
-from runner.simulator.endpoint import start_endpoint
-from runner.simulator.model import SimulatedExchange
+from tests.support.workers import Workers
 
-from .support import mutating_commands, running_change
+from .support import (
+    MUTATING_VERBS,
+    HeldAnswer,
+    maintenance_leftovers,
+    mutating_commands,
+    organisation,
+    running_change,
+)
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.django_db(transaction=True)]
 
-ROOT = Path(__file__).resolve().parents[3]
-USER, PASSWORD = "exmaint-svc", "Sim-Passw0rd-for-tests"
-
-
-def database_url() -> str:
-    db = connection.settings_dict
-    auth = db["USER"] + (f":{db['PASSWORD']}" if db.get("PASSWORD") else "")
-    return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-
-
-@pytest.fixture
-def start_worker() -> Iterator[Callable[..., subprocess.Popen]]:
-    started: list[subprocess.Popen] = []
-
-    def start(name: str, **env: str) -> subprocess.Popen:
-        environment = {
-            **os.environ, "DJANGO_SETTINGS_MODULE": "config.test_settings", "DATABASE_URL": database_url(),
-            "CELERY_BROKER_URL": settings.CELERY_BROKER_URL, "EXMAINT_TASK_QUEUE": settings.CELERY_TASK_DEFAULT_QUEUE,
-            "EXMAINT_VAR_DIR": str(settings.VAR_DIR), "EXMAINT_TEST_PLAN": "1", **env,
-        }
-        process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "tests.runner.engine.worker_app", "worker",
-             "-Q", settings.CELERY_TASK_DEFAULT_QUEUE, "--pool", "prefork", "-c", "1", "-n", f"{name}@%h",
-             "--without-gossip", "--without-mingle", "-l", "info"],
-            cwd=ROOT, env=environment, start_new_session=True,
-            stdout=open(Path(settings.VAR_DIR) / f"{name}.log", "wb"), stderr=subprocess.STDOUT,
-        )
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60, every: Callable[[], None] | None = None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        if every is not None:
-            every()
-        time.sleep(0.2)
-    logs = "\n".join(p.read_text(errors="replace")[-3000:] for p in Path(settings.VAR_DIR).glob("*.log"))
-    pytest.fail(f"timed out waiting for {what}\n{logs}")
+APP = "tests.runner.engine.worker_app"
+# The simulated Exchange and the workers' clock both run this many times faster than the wall clock (as in the
+# demo): a 10 s poll sleeps 1/6 s, the 60 s BootLoader wait after a transport restart lasts 1 s.
+SPEED = 60
+# The shortest lease the settings accept: a killed worker's run is taken over within 5 s.
+REAL_PLAN_ENV = {"EXMAINT_RUNNER_CLOCK": f"scaled:{SPEED}", "EXMAINT_LEASE_SECONDS": "5"}
+# The engine's test plan (worker_app.py) on the real clock: its settle step polls Get-Queue every 0.5 s.
+TEST_PLAN_ENV = {"EXMAINT_TEST_PLAN": "1", "EXMAINT_LEASE_SECONDS": "6"}
 
 
 def step_status(change: Change, key: str) -> str:
     return StepRun.objects.filter(change=change, key=key).values_list("status", flat=True).first() or ""
 
 
-def test_a_window_survives_a_sigkilled_worker_and_sends_no_mutating_command_twice(
-        requester, operator, servers, start_worker) -> None:
-    sim = SimulatedExchange(start=timezone.now())
-    sim.add_standalone("EX01", fqdn="ex01.corp.example")
-    with start_endpoint(sim, users={USER: PASSWORD}, auth=("basic",)) as endpoint:
-        server = Server.objects.get(name="EX01")
-        server.endpoint_url = endpoint.url_for("EX01", "Microsoft.Exchange")
-        server.winrm_url = endpoint.url_for("EX01", "Microsoft.PowerShell")
-        server.auth_method, server.username = "basic", USER
-        server.set_password(PASSWORD)
-        server.save()
+def unpaused_state(change: Change) -> str:
+    """The change's state; fails the test at once (naming the failed step) if the window paused."""
+    state = Change.objects.get(pk=change.pk).state
+    if state == State.PAUSED:
+        failed = StepRun.objects.filter(change=change, status=StepRun.Status.FAILED).first()
+        pytest.fail(f"the window paused: {failed.key}: {failed.error}" if failed else "the window paused")
+    return state
 
-        first = start_worker("w1", EXMAINT_LEASE_SECONDS="6", EXMAINT_TEST_SETTLE_SECONDS="30")
-        change = running_change(requester)  # queues run_window on commit, through Redis
-        wait_for(lambda: step_status(change, "enter.settle") == StepRun.Status.RUNNING, "the settle step to start")
-        time.sleep(1)  # a few polls into the wait
-        os.killpg(first.pid, signal.SIGKILL)
-        first.wait(timeout=10)
-        assert step_status(change, "enter.settle") == StepRun.Status.RUNNING
+
+def reached(change: Change, key: str) -> bool:
+    """Whether step ``key`` is running (a hold waits in state running)."""
+    return unpaused_state(change) == State.RUNNING and step_status(change, key) == StepRun.Status.RUNNING
+
+
+def completed(change: Change) -> bool:
+    return unpaused_state(change) == State.COMPLETED
+
+
+def real_plan_worker(workers: Workers, name: str) -> subprocess.Popen:
+    """A worker running the project's engine and the real maintenance plan (no test plan, no test sessions)."""
+    return workers.start(name, app=APP, **REAL_PLAN_ENV)
+
+
+def kill_with_answer_held(workers: Workers, held: HeldAnswer, worker: subprocess.Popen, change: Change) -> None:
+    """SIGKILL ``worker`` while the server has executed the held command and the worker still waits for its answer;
+    then let the simulator's pipeline thread finish (its answer goes to nobody)."""
+    try:
+        workers.wait_for(held.reached.is_set, f"{held.cmdlet} {held.parameters} to reach the simulated server")
         assert WindowRun.objects.get(change=change).lock_owner.startswith("w1@")
+        workers.kill(worker)
+    finally:
+        held.release()
 
-        start_worker("w2", EXMAINT_LEASE_SECONDS="6", EXMAINT_TEST_SETTLE_SECONDS="1")
-        # The broker keeps the killed worker's message unacknowledged; the beat sweep finds the expired lease.
-        wait_for(lambda: step_status(change, "work.hold") == StepRun.Status.RUNNING, "the work hold", timeout=90,
-                 every=resume_held_windows)
-        change_work_done(change, actor=operator, notes="patched")
-        wait_for(lambda: Change.objects.get(pk=change.pk).state == State.COMPLETED, "completion")
 
-        settle = StepRun.objects.get(change=change, key="enter.settle")
-        assert settle.attempts == 2
-        assert settle.issues[0]["summary"] == "found running after a worker crash"
-        assert WindowRun.objects.get(change=change).lock_owner == ""
-        sent = Counter(mutating_commands(sim))
-        assert len(sent) == 4 and set(sent.values()) == {1}, sent
+def finish_on_a_new_worker(workers: Workers, change: Change, operator) -> None:
+    """A second worker takes the run over once the killed worker's lease expires (the beat sweep re-queues it; the
+    killed worker's message stays unacknowledged in Redis), holds for the work, then exits on the work-done report."""
+    real_plan_worker(workers, "w2")
+    workers.wait_for(lambda: reached(change, "work.hold"), "the work hold", every=resume_held_windows)
+    change_work_done(change, actor=operator, notes="CU15 installed")
+    workers.wait_for(lambda: completed(change), "completion")
+
+
+def mutating_sequence(sim) -> list[tuple[str, str]]:
+    """The mutating commands the simulated servers received, in order, as (cmdlet, what it set) from the simulator's
+    redacted command record."""
+    out = []
+    for command in sim.commands:
+        if not command.cmdlet.startswith(MUTATING_VERBS):
+            continue
+        params = {str(n): str(v) for n, v in command.parameters}
+        target = params.get("Component") or params.get("Name") or params.get("Target") or ""
+        setting = next((f"{k} {v}" for k, v in params.items() if k.startswith("DatabaseCopy")), params.get("State"))
+        out.append((command.cmdlet, " ".join(filter(None, (target, setting)))))
+    return out
+
+
+def test_a_window_survives_a_sigkilled_worker_and_sends_no_mutating_command_twice(
+        requester, operator, servers, serve, celery_workers) -> None:
+    sim = organisation(standalone=("EX01",))
+    serve(sim)
+    first = celery_workers.start("w1", app=APP, **TEST_PLAN_ENV, EXMAINT_TEST_SETTLE_SECONDS="30")
+    change = running_change(requester)  # queues run_window on commit, through Redis
+    celery_workers.wait_for(lambda: reached(change, "enter.settle"), "the settle step to start")
+    celery_workers.wait_for(lambda: sum(c.cmdlet == "Get-Queue" for c in sim.commands) >= 2,
+                            "a few polls into the wait")
+    celery_workers.kill(first)
+    assert step_status(change, "enter.settle") == StepRun.Status.RUNNING
+    assert WindowRun.objects.get(change=change).lock_owner.startswith("w1@")
+
+    celery_workers.start("w2", app=APP, **TEST_PLAN_ENV, EXMAINT_TEST_SETTLE_SECONDS="1")
+    # The broker keeps the killed worker's message unacknowledged; the beat sweep finds the expired lease.
+    celery_workers.wait_for(lambda: reached(change, "work.hold"), "the work hold", timeout=90,
+                            every=resume_held_windows)
+    change_work_done(change, actor=operator, notes="patched")
+    celery_workers.wait_for(lambda: completed(change), "completion")
+
+    settle = StepRun.objects.get(change=change, key="enter.settle")
+    assert settle.attempts == 2
+    assert settle.issues[0]["summary"] == "found running after a worker crash"
+    assert WindowRun.objects.get(change=change).lock_owner == ""
+    sent = Counter(mutating_commands(sim))
+    assert len(sent) == 4 and set(sent.values()) == {1}, sent
+
+
+STANDALONE_WINDOW = [
+    ("Set-ServerComponentState", "HubTransport Draining"),
+    ("Restart-Service", "MSExchangeTransport"),
+    ("Restart-Service", "MSExchangeFrontEndTransport"),
+    ("Set-ServerComponentState", "ServerWideOffline Inactive"),
+    ("Set-ServerComponentState", "ServerWideOffline Active"),
+    ("Set-ServerComponentState", "HubTransport Active"),
+    ("Restart-Service", "MSExchangeTransport"),
+    ("Restart-Service", "MSExchangeFrontEndTransport"),
+]
+
+
+def test_the_maintenance_plan_survives_a_worker_killed_with_a_transport_restart_unanswered(
+        requester, operator, servers, serve, celery_workers) -> None:
+    sim = organisation(standalone=("EX01",), speed=SPEED)
+    serve(sim)
+    held = HeldAnswer(sim, "Restart-Service", Name="MSExchangeTransport")
+    first = real_plan_worker(celery_workers, "w1")
+    change = running_change(requester)  # the real "maintenance" plan, queued on commit through Redis
+    kill_with_answer_held(celery_workers, held, first, change)
+
+    # The killed worker left the step running and, persisted before the command, the mark that it was sent.
+    assert step_status(change, "enter.restart_transport") == StepRun.Status.RUNNING
+    assert "transport_restarted_enter_sent_MSExchangeTransport" in WindowRun.objects.get(change=change).context["EX01"]
+    assert sim.servers["EX01"].components.effective("HubTransport") == "Draining"
+
+    finish_on_a_new_worker(celery_workers, change, operator)
+
+    restart = StepRun.objects.get(change=change, key="enter.restart_transport")
+    assert restart.attempts == 2
+    assert [i["summary"] for i in restart.issues] == [
+        "found running after a worker crash", "Restart-Service MSExchangeTransport was sent before a worker crash"]
+    # The new worker verified the service instead of restarting it again, and restarted only what was left.
+    assert [(c["cmdlet"], c["parameters"]) for c in restart.commands if c["cmdlet"] == "Restart-Service"] == [
+        ("Restart-Service", {"Name": "MSExchangeFrontEndTransport"})]
+    assert set(StepRun.objects.filter(change=change).values_list("status", flat=True)) <= {
+        StepRun.Status.PASSED, StepRun.Status.SKIPPED}
+    # Exactly what an uninterrupted window sends: transport restarted once on the way in and once on the way out.
+    assert mutating_sequence(sim) == STANDALONE_WINDOW
+    assert maintenance_leftovers(sim, "EX01") == []
+    assert WindowRun.objects.get(change=change).lock_owner == ""
+
+
+DAG_MEMBER_WINDOW = [
+    ("Set-ServerComponentState", "HubTransport Draining"),
+    ("Restart-Service", "MSExchangeTransport"),
+    ("Restart-Service", "MSExchangeFrontEndTransport"),
+    ("Redirect-Message", "['ex03.corp.example']"),
+    ("Suspend-ClusterNode", "EX02"),
+    ("Set-MailboxServer", "DatabaseCopyActivationDisabledAndMoveNow True"),
+    ("Set-MailboxServer", "DatabaseCopyAutoActivationPolicy Blocked"),
+    ("Set-ServerComponentState", "ServerWideOffline Inactive"),
+    ("Set-ServerComponentState", "ServerWideOffline Active"),
+    ("Resume-ClusterNode", "EX02"),
+    ("Set-MailboxServer", "DatabaseCopyActivationDisabledAndMoveNow False"),
+    ("Set-MailboxServer", "DatabaseCopyAutoActivationPolicy Unrestricted"),
+    ("Set-ServerComponentState", "HubTransport Active"),
+    ("Restart-Service", "MSExchangeTransport"),
+    ("Restart-Service", "MSExchangeFrontEndTransport"),
+]
+
+
+def test_a_dag_member_exit_survives_a_worker_killed_with_a_transport_restart_unanswered(
+        requester, operator, servers, serve, celery_workers) -> None:
+    sim = organisation(dags={"DAG1": ("EX02", "EX03", "EX04")}, speed=SPEED)
+    # EX02's queues stand still for a few Get-Queue polls, so they still hold mail when the entry redirects it
+    # (in scaled time they could otherwise drain first, and the window would send no Redirect-Message).
+    sim.inject("queue-slow", "EX02")
+    serve(sim)
+    # The exit's restart of the second transport service (the entry restarted it once already).
+    held = HeldAnswer(sim, "Restart-Service", after=1, Name="MSExchangeFrontEndTransport")
+    first = real_plan_worker(celery_workers, "w1")
+    change = running_change(requester, servers=("EX02",))
+    celery_workers.wait_for(lambda: reached(change, "work.hold"), "the work hold")
+    assert (sim.servers["EX02"].cluster_state, sim.servers["EX02"].activation_policy) == ("Paused", "Blocked")
+    assert sim.servers["EX02"].components.effective("ServerWideOffline") == "Inactive"
+    change_work_done(change, actor=operator, notes="CU15 installed")  # the same worker runs the exit
+    kill_with_answer_held(celery_workers, held, first, change)
+
+    # Killed mid-exit: ServerWideOffline, the cluster node and activation are restored, transport is half restarted.
+    ex02 = sim.servers["EX02"]
+    assert (ex02.components.effective("ServerWideOffline"), ex02.cluster_state, ex02.activation_policy) == (
+        "Active", "Up", "Unrestricted")
+    assert step_status(change, "exit.restart_transport") == StepRun.Status.RUNNING
+    context = WindowRun.objects.get(change=change).context["EX02"]
+    assert context["transport_restarted_exit_done"] == ["MSExchangeTransport"]
+    assert "transport_restarted_exit_sent_MSExchangeFrontEndTransport" in context
+
+    real_plan_worker(celery_workers, "w2")
+    celery_workers.wait_for(lambda: completed(change), "completion", every=resume_held_windows)
+
+    restart = StepRun.objects.get(change=change, key="exit.restart_transport")
+    assert restart.attempts == 2
+    assert [i["summary"] for i in restart.issues] == [
+        "found running after a worker crash",
+        "Restart-Service MSExchangeTransport was sent before a worker crash",
+        "Restart-Service MSExchangeFrontEndTransport was sent before a worker crash"]
+    assert all(c["cmdlet"] != "Restart-Service" for c in restart.commands)
+    assert set(StepRun.objects.filter(change=change).values_list("status", flat=True)) <= {
+        StepRun.Status.PASSED, StepRun.Status.SKIPPED}
+    assert mutating_sequence(sim) == DAG_MEMBER_WINDOW
+    assert maintenance_leftovers(sim, "EX02") == []
+    assert WindowRun.objects.get(change=change).lock_owner == ""

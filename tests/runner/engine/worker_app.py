@@ -1,5 +1,6 @@
-"""The Celery app the integration tests' worker runs: the project's app, with the engine's plan builder replaced by
-the test plan when EXMAINT_TEST_PLAN=1 (its "settle" step polls for EXMAINT_TEST_SETTLE_SECONDS real seconds)."""
+"""The Celery app the integration tests' workers run: the project's app, with the engine's plan builder replaced by
+the test plan when EXMAINT_TEST_PLAN=1 (its "settle" step polls for EXMAINT_TEST_SETTLE_SECONDS real seconds);
+without it, the real maintenance plan over pypsrp sessions built from the inventory, as in production."""
 from __future__ import annotations
 
 import os
