@@ -201,5 +201,8 @@ def queues(ctx: StepContext) -> StepOutcome:
             issues.append(Issue(f"{r['message_count']} message(s) in the poison queue {r['identity']}",
                                 "reported; poison messages are never retried (export or remove them deliberately)",
                                 automatic=False))
-    return StepOutcome("passed", "Submission queue flowing; no queue Suspended, or stuck or growing in Retry",
-                       issues=issues, findings=findings)
+    summary = "Submission queue flowing; no queue Suspended, or growing or stuck in Retry on an internal hop"
+    reported = sum(1 for i in issues if not i.automatic)
+    if reported:
+        summary += f"; {reported} queue(s) reported for the review (see the issues)"
+    return StepOutcome("passed", summary, issues=issues, findings=findings)
