@@ -27,8 +27,8 @@ class DeliverySerializer(serializers.ModelSerializer):
     class Meta:
         model = Delivery
         fields = ["id", "channel", "kind", "status", "target", "recipients_count", "batches_sent", "batches_total",
-                  "attempts", "not_before", "next_attempt_at", "first_attempt_at", "sent_at", "last_error",
-                  "response_status", "message_id", "created_at"]
+                  "batch_in_flight", "attempts", "not_before", "next_attempt_at", "first_attempt_at", "sent_at",
+                  "last_error", "response_status", "message_id", "created_at"]
         read_only_fields = fields
 
     def get_target(self, obj: Delivery) -> str:

@@ -8,6 +8,11 @@ that takes over, with the same Message-ID (mail stores and clients that de-dupli
 other batch can be repeated, and no two workers hold a delivery at once unless a lease expires under a live worker
 (leases are renewed per batch and outlast the SMTP timeout). Callbacks: the same, for the one request, with the
 same ``X-Exmaint-Delivery`` id for receivers that de-duplicate.
+
+SMTP offers no way to ask whether a message was accepted, so that one batch can only be sent again (never lost) or
+dropped (maybe lost). It is sent again, and never silently: each batch is marked in flight in the lease renewal
+before it goes out (no extra write), so the worker that takes over knows it is in doubt, and its audit event and
+the report say it may have arrived twice.
 """
 from __future__ import annotations
 
@@ -36,6 +41,10 @@ Status = Delivery.Status
 
 class LeaseLost(Exception):
     """Another worker took the delivery over (our lease expired): stop without touching it."""
+
+
+IN_DOUBT = ("sent again: the worker sending it stopped after handing it over and before recording it, so it may "
+            "have arrived twice (same Message-ID / X-Exmaint-Delivery, for receivers that de-duplicate)")
 
 
 def backoff(attempt: int) -> timedelta:
@@ -85,6 +94,8 @@ class _Run:
     worker: str
     now: datetime
     clock: Clock
+    # The batch a previous owner handed over and never recorded: sending it again may duplicate it.
+    in_doubt: int | None = None
 
 
 def deliver(delivery_id: int, *, worker: str = "", now: datetime | None = None, sessions_factory: Any = None,
@@ -98,8 +109,9 @@ def deliver(delivery_id: int, *, worker: str = "", now: datetime | None = None, 
     delivery = claim(delivery_id, worker=worker, now=now)
     if delivery is None:
         return ""
+    in_doubt = delivery.batch_in_flight if delivery.batch_in_flight == delivery.batches_sent else None
     try:
-        return _attempt(_Run(delivery, worker, now, clock), sessions_factory, after_batch)
+        return _attempt(_Run(delivery, worker, now, clock, in_doubt), sessions_factory, after_batch)
     except LeaseLost:
         log.warning("delivery %s: lease lost (expired or taken over); stopping", delivery_id)
         return ""
@@ -114,7 +126,7 @@ def _attempt(run: _Run, sessions_factory: Any, after_batch: Callable[[Delivery, 
             return Status.CANCELLED
         if delivery.channel == Delivery.Channel.CALLBACK:
             if not delivery.batches_sent:  # recorded by a worker that died before finishing: never POST twice
-                _check_lease(run)
+                _check_lease(run, 0)
                 code = senders.send_callback(delivery)
                 _record(run, 0, [delivery.payload["url"]], delivery.message_id, http_status=code)
         else:
@@ -122,7 +134,7 @@ def _attempt(run: _Run, sessions_factory: Any, after_batch: Callable[[Delivery, 
             senders.send_email(
                 delivery,
                 record=lambda index, batch, mid: _after(run, index, batch, mid, after_batch),
-                before_batch=lambda index: _check_lease(run))
+                before_batch=lambda index: _check_lease(run, index))
         _finish(run, status=Status.SENT, sent_at=run.now)
         return Status.SENT
     except LeaseLost:
@@ -193,13 +205,14 @@ def _lease_end(run: _Run) -> tuple[datetime, datetime]:
     return current, current + timedelta(seconds=int(conf.get("LEASE_SECONDS")))
 
 
-def _check_lease(run: _Run) -> None:
+def _check_lease(run: _Run, index: int) -> None:
     """Before each batch (and the callback): go on only while the lease is ours and not expired — once it expired,
     the sweep may hand the row to another worker at any moment — and renew it, so the batch has a whole lease
-    (which outlasts the SMTP timeout) rather than what was left. One compare-and-set."""
+    (which outlasts the SMTP timeout) rather than what was left; and mark the batch in flight. One compare-and-set."""
     current, lease = _lease_end(run)
     if not Delivery.objects.filter(pk=run.delivery.pk, lease_owner=run.worker, status=Status.SENDING,
-                                   lease_expires_at__gt=current).update(lease_expires_at=lease, updated_at=current):
+                                   lease_expires_at__gt=current).update(lease_expires_at=lease, updated_at=current,
+                                                                        batch_in_flight=index):
         raise LeaseLost
 
 
@@ -216,7 +229,8 @@ def _record(run: _Run, index: int, batch: list[str], mid: str, http_status: int 
     current, lease = _lease_end(run)
     with transaction.atomic():
         updated = Delivery.objects.filter(pk=delivery.pk, lease_owner=run.worker, batches_sent=index).update(
-            batches_sent=index + 1, lease_expires_at=lease, response_status=http_status, updated_at=current)
+            batches_sent=index + 1, batch_in_flight=None, lease_expires_at=lease, response_status=http_status,
+            updated_at=current)
         if not updated:
             raise LeaseLost
         total = delivery.batches_total
@@ -226,9 +240,13 @@ def _record(run: _Run, index: int, batch: list[str], mid: str, http_status: int 
             "sent_at": [None, current]}
         if http_status is not None:
             changes["http_status"] = [None, http_status]
+        reason = delivery.recipients_problems
         if delivery.recipients_problems:
             changes["recipients_problems"] = [None, delivery.recipients_problems]
-        _audit("notification.sent", delivery, changes, reason=delivery.recipients_problems)
+        if index == run.in_doubt:
+            changes["sent_again_in_doubt"] = [None, True]
+            reason = "; ".join(filter(None, [IN_DOUBT, reason]))
+        _audit("notification.sent", delivery, changes, reason=reason)
     delivery.batches_sent = index + 1
 
 
@@ -253,7 +271,8 @@ def _failed_attempt(run: _Run, exc: senders.SendError) -> str:
     delivery = run.delivery
     if not exc.retryable or not _retry_fits(run):
         with transaction.atomic():
-            _finish(run, status=Status.FAILED, last_error=str(exc)[:2000], response_status=exc.status)
+            _finish(run, status=Status.FAILED, last_error=str(exc)[:2000], response_status=exc.status,
+                    batch_in_flight=None)
             _audit("notification.failed", delivery, {
                 "delivery": [None, delivery.pk], "channel": [None, delivery.channel], "kind": [None, delivery.kind],
                 "recipients": [None, delivery.recipients_count], "message_id": [None, delivery.message_id],
@@ -261,8 +280,9 @@ def _failed_attempt(run: _Run, exc: senders.SendError) -> str:
         log.error("delivery %s failed for good after %s attempt(s): %s", delivery.pk, delivery.attempts, exc)
         return Status.FAILED
     retry_at = run.now + backoff(delivery.attempts)
+    # The send raised, so the server did not confirm it: not in doubt, the retry sends it as a first try.
     _finish(run, status=Status.PENDING, next_attempt_at=retry_at, last_error=str(exc)[:2000],
-            response_status=exc.status)
+            response_status=exc.status, batch_in_flight=None)
     from .outbox import kick
 
     kick(delivery.pk, eta=retry_at)

@@ -49,6 +49,9 @@ class Delivery(models.Model):
     recipients_count = models.PositiveIntegerField(default=0)
     batch_size = models.PositiveIntegerField(default=50)
     batches_sent = models.PositiveIntegerField(default=0)
+    batch_in_flight = models.PositiveIntegerField(
+        null=True, blank=True, help_text="The batch (or callback) being handed to the SMTP server or the ITSM and not "
+                                         "yet recorded; found set by a new owner, it is in doubt.")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
     attempts = models.PositiveIntegerField(default=0)
     not_before = models.DateTimeField(help_text="Not sent before this time (reminders).")

@@ -613,6 +613,14 @@ _NOTIFICATION_KINDS = {
 }
 
 
+def _notification_status(ev: AuditEvent, after: dict[str, Any]) -> str:
+    if ev.action == "notification.failed":
+        return f"failed: {clip(ev.reason, 200)}"
+    if after.get("sent_again_in_doubt"):
+        return "sent again after a worker stopped mid-send: may have arrived twice"
+    return "sent"
+
+
 def _notifications(events: list[AuditEvent]) -> list[NotificationRow]:
     """What was sent, from the audit trail up to the report's head (so a regenerated report is identical)."""
     rows = []
@@ -631,7 +639,7 @@ def _notifications(events: list[AuditEvent]) -> list[NotificationRow]:
             time=fmt_dt(ev.created_at), kind=_NOTIFICATION_KINDS.get(after.get("kind", ""), after.get("kind", "")),
             channel="callback" if channel == "callback" else "e-mail", recipients=count,
             message_id=str(after.get("message_id", "")),
-            status="sent" if ev.action == "notification.sent" else f"failed: {clip(ev.reason, 200)}"))
+            status=_notification_status(ev, after)))
     return rows
 
 

@@ -137,6 +137,69 @@ def test_a_worker_whose_lease_expired_between_batches_stops_without_sending(requ
     assert sorted(announced_to(smtp)) == sorted(NOTIFY)
 
 
+class Killed(BaseException):
+    """A worker killed between the SMTP server's acceptance and the commit recording it (escapes every handler)."""
+
+
+def test_a_batch_accepted_but_never_recorded_is_sent_again_and_marked_in_doubt(requester, servers, smtp, clock,
+                                                                              monkeypatch) -> None:
+    change = create(requester, change_type="standard", notify=NOTIFY)
+    row = announcement(change)
+    record = dispatch._record
+
+    def killed_before_recording_batch_two(run, index, *args: Any, **kwargs: Any) -> None:
+        if index == 1:
+            raise Killed
+        record(run, index, *args, **kwargs)
+
+    monkeypatch.setattr(dispatch, "_record", killed_before_recording_batch_two)
+    with pytest.raises(Killed):
+        dispatch.deliver(row.pk, worker="w1")
+    monkeypatch.setattr(dispatch, "_record", record)
+    row.refresh_from_db()
+    assert (row.status, row.batches_sent, row.batch_in_flight) == ("sending", 1, 1)
+    assert len(announced_to(smtp)) == 20  # the SMTP server has batches 1 and 2
+    clock.advance(301)  # the dead worker's lease runs out
+    assert drain()[row.pk] == "sent"
+    received = announced_to(smtp)
+    assert sorted(set(received)) == sorted(NOTIFY)
+    twice = sorted(r for r in set(received) if received.count(r) > 1)
+    assert twice == sorted(NOTIFY[10:20])  # batch 2 only, with the same Message-ID both times
+    ids = [m.message["Message-ID"] for m in smtp.messages if "user10@example.com" in m.rcpt_tos]
+    assert len(ids) == 2 and ids[0] == ids[1]
+    sent = [e.changes for e in AuditEvent.objects.filter(action="notification.sent", object_id=str(change.pk))]
+    flagged = [c["batch"][1] for c in sent if c.get("sent_again_in_doubt")]
+    assert flagged == ["2/3"]  # batch 3 went out once, as a first try: not flagged
+    row.refresh_from_db()
+    assert row.batch_in_flight is None
+
+
+def test_a_send_that_failed_outright_is_retried_without_being_marked_in_doubt(requester, servers, smtp, clock,
+                                                                              monkeypatch) -> None:
+    change = create(requester, change_type="standard", notify=NOTIFY)
+    row = announcement(change)
+    build = compose.build
+
+    def refused(delivery: Delivery, batch: int, recipients: list[str], **kwargs: Any):
+        message = build(delivery, batch, recipients, **kwargs)
+        if batch == 1:
+            def refuse(*args: Any, **kw: Any) -> int:
+                raise ConnectionRefusedError(111, "Connection refused")
+            message.send = refuse
+        return message
+
+    monkeypatch.setattr(compose, "build", refused)
+    assert dispatch.deliver(row.pk, worker="w1") == "pending"
+    monkeypatch.setattr(compose, "build", build)
+    row.refresh_from_db()
+    assert (row.batches_sent, row.batch_in_flight) == (1, None)
+    clock.advance(3600)
+    assert drain()[row.pk] == "sent"
+    sent = AuditEvent.objects.filter(action="notification.sent", object_id=str(change.pk))
+    assert not any(e.changes.get("sent_again_in_doubt") for e in sent)
+    assert sorted(announced_to(smtp)) == sorted(NOTIFY)  # each once
+
+
 # --- 2. any exception is a failed attempt ---------------------------------------------------------------------------
 
 def test_a_template_error_is_retried_then_failed_and_audited(requester, servers, smtp, monkeypatch, caplog,

@@ -205,3 +205,18 @@ def test_a_scaled_engine_clock_is_noted_in_the_command_appendix(completed) -> No
     step.commands = [{**step.commands[0], "started_at": late}]
     step.save()
     assert "faster than real time" in data_of(completed).clock_note
+
+
+def test_a_notification_sent_again_in_doubt_says_it_may_have_arrived_twice(completed) -> None:
+    for batch, doubt in (("1/2", False), ("2/2", True)):
+        changes = {"channel": [None, "email"], "kind": [None, "announcement"], "recipients": [None, 10],
+                   "message_id": [None, "<n1@contoso.com>"], "batch": [None, batch]}
+        if doubt:
+            changes["sent_again_in_doubt"] = [None, True]
+        audit.append(actor=None, action="notification.sent", object_type="change", object_id=completed.pk,
+                     changes=changes)
+    head = AuditHead.objects.get(id=1)
+    rows = build_report_data(completed.pk, head_seq=head.seq, head_hash=head.hash).notifications[-2:]
+    assert [(r.recipients, r.status) for r in rows] == [
+        ("10 (batch 1/2)", "sent"),
+        ("10 (batch 2/2)", "sent again after a worker stopped mid-send: may have arrived twice")]
