@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from runner.exchange.parsing import service_health
+from runner.exchange.session import CmdletError
 from runner.step_types import Issue, Poll, StepContext, StepFailed, StepOutcome
 
 from .base import call
@@ -154,7 +155,17 @@ def queues(ctx: StepContext) -> StepOutcome:
     seen: dict[str, Any] = {"rows": [], "problems": {}, "ever": {}}
 
     def check() -> tuple[bool, Any, str]:
-        rows = [queue_row(q) for q in call(ctx, "Get-Queue", {"Server": ctx.server.name}).output]
+        try:
+            result = ctx.run("Get-Queue", {"Server": ctx.server.name})
+            error = "; ".join(e.message for e in result.errors)
+        except CmdletError as exc:
+            result, error = None, exc.record.message
+        if result is None or error:
+            # Transport's BootLoader still loading after a (re)start (§5.1(2)): not flowing yet, within the watch.
+            seen["problems"] = {"Get-Queue": error}
+            seen["ever"]["Get-Queue"] = "not answering (transport starting)"
+            return False, ("unanswered",), f"Get-Queue: {error}"
+        rows = [queue_row(q) for q in result.output]
         now = ctx.clock.now()
         problems: dict[str, str] = {}
         watching = False
