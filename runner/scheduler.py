@@ -44,12 +44,16 @@ def start_window(change_id: int) -> str:
     try:
         change_start(change, actor=SCHEDULER)
     except (DomainError, TransitionNotAllowed) as exc:
-        # Freeze, changed approvals or a race with an operator's start: the change stays as it is, and people are
-        # told (once: the alert is not repeated by every sweep while it is open).
+        # Started meanwhile by another starter (a duplicate message on another worker, the sweep, an operator): the
+        # state read above is stale, and there is nothing to report.
+        state = Change.objects.filter(pk=change_id).values_list("state", flat=True).first()
+        if state != State.SCHEDULED:
+            return f"not scheduled ({state})"
+        # Freeze or changed approvals: the change stays as it is, and people are told (once: the alert is not
+        # repeated by every sweep while it is open).
         detail = getattr(exc, "detail", str(exc))
-        if change.state == State.SCHEDULED:
-            alert_raise(Alert.Kind.NOT_STARTED, f"{change.number} did not start at its window: {detail}",
-                        actor=SCHEDULER, change=change)
+        alert_raise(Alert.Kind.NOT_STARTED, f"{change.number} did not start at its window: {detail}",
+                    actor=SCHEDULER, change=change)
         return f"refused: {detail}"
     return "started"
 

@@ -17,7 +17,7 @@ from runner.exchange.session import CmdletError
 from runner.step_types import Issue, Poll, ServerInfo, StepContext, StepFailed, StepOutcome
 
 from .base import DEFAULT, call, first, now_iso
-from .components import HUB_TRANSPORT, set_by_run
+from .components import HUB_TRANSPORT, holders, read_components, set_by_run
 
 TRANSPORT_SERVICES = ("MSExchangeTransport", "MSExchangeFrontEndTransport")
 BOOTLOADER_WAIT = Poll(interval=10, total_timeout=300)  # DSC: Get-Queue answers within 5 min of a restart
@@ -219,6 +219,18 @@ def restart_transport_exit(ctx: StepContext) -> StepOutcome:
     touched = set_by_run(ctx, HUB_TRANSPORT) or ctx.state.get(f"{ENTER_RESTART}_attempted")
     if not touched:
         return StepOutcome("skipped", "this run did not touch transport")
+    if not ctx.state.get(f"{EXIT_RESTART}_done"):
+        # Transport reads its component state when it starts: restarted while another requester's vote (a failed
+        # setup's Functional, say) still holds HubTransport, it would go on acting on Inactive after that vote is
+        # cleared, and the Active that verification then reads would not be what transport does.
+        rows = read_components(ctx)
+        if HUB_TRANSPORT in rows and rows[HUB_TRANSPORT].state != "Active":
+            held = holders(rows, HUB_TRANSPORT)
+            raise StepFailed(
+                "HubTransport is still " + rows[HUB_TRANSPORT].state + ", held by "
+                + ", ".join(f"{h['requester']} on {h['component']}" for h in held)
+                + "; transport is not restarted until it is Active (clear that vote, e.g. setup leftovers, then retry)",
+                findings={"holders": held})
     outcome = _restart(ctx, EXIT_RESTART, "so transport picks up Active")
     submission = _submission(ctx)
     if str(submission.get("Status")) != "Suspended":

@@ -64,6 +64,10 @@ class Workers:
         for process, _ in self.started:
             self.kill(process)
 
+    def log_of(self, process: subprocess.Popen) -> str:
+        """Everything ``process`` (a worker this object started) has logged so far."""
+        return next(log for started, log in self.started if started is process).read_text(errors="replace")
+
     def logs(self, tail: int = 3000) -> str:
         return "\n".join(f"--- {log.name}\n{log.read_text(errors='replace')[-tail:]}" for _, log in self.started)
 

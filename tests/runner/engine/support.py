@@ -178,8 +178,9 @@ def mutating_commands(sim: SimulatedExchange) -> list[tuple]:
             for c in sim.commands if c.cmdlet.startswith(MUTATING_VERBS)]
 
 
-def running_change(requester: Any, servers: tuple[str, ...] = ("EX01",), ref: str = "CHG1") -> Change:
-    """A standard change (no approval needed) whose window is open now, started: state running, WindowRun made."""
+def open_change(requester: Any, servers: tuple[str, ...] = ("EX01",), ref: str = "CHG1") -> Change:
+    """A standard change (no approval needed) whose window opened 5 minutes ago: state scheduled, its start message
+    (due at once) queued on commit."""
     now = timezone.now()
     change, _ = services.change_create(actor=requester, data={
         "source": "servicenow", "external_ref": ref, "title": "Patch", "description": "", "change_type": "standard",
@@ -187,6 +188,12 @@ def running_change(requester: Any, servers: tuple[str, ...] = ("EX01",), ref: st
         "window_start": now - timedelta(minutes=5), "window_end": now + timedelta(hours=2),
         "requested_by": "carol@example.com", "notify": [], "callback_url": "",
     })
+    return change
+
+
+def running_change(requester: Any, servers: tuple[str, ...] = ("EX01",), ref: str = "CHG1") -> Change:
+    """A standard change (no approval needed) whose window is open now, started: state running, WindowRun made."""
+    change = open_change(requester, servers, ref)
     change_start(change, actor="system:scheduler")
     change.refresh_from_db()
     return change

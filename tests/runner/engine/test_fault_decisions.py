@@ -276,12 +276,11 @@ def caller_hung_up(w: Window) -> None:
 
 
 def setup_leftovers_cleared(w: Window) -> None:
-    """Microsoft's fix for a failed CU's leftovers (the same requester sets them Active); HubTransport is Active
-    again only now, so transport is restarted to act on it."""
+    """Microsoft's fix for a failed CU's leftovers (the same requester sets them Active). HubTransport is Active
+    again only now: the exit's transport restart, which waited for this, makes transport act on it."""
     for component in SETUP_COMPONENTS:
         w.hand(w.name, EXCHANGE, "Set-ServerComponentState", Identity=w.name, Component=component, State="Active",
                Requester="Functional")
-    restart_transport_by_hand(w, w.name)
 
 
 def queue_resumed(w: Window) -> None:
@@ -362,8 +361,8 @@ def node_paused(findings: dict) -> None:
 
 
 def functional_votes(findings: dict) -> None:
-    assert findings["not_active"]["Monitoring"] == [
-        {"component": "Monitoring", "requester": "Functional", "state": "Inactive"}]
+    assert {"component": "ServerWideOffline", "requester": "Functional", "state": "Inactive"} in findings["holders"]
+    assert [h for h in findings["holders"] if h["requester"] == "Maintenance"] == []  # this run's votes are gone
 
 
 def copies_behind(findings: dict) -> None:
@@ -420,14 +419,15 @@ PAUSES = [
     Pause("backup-in-progress", "EX01", (("backup-in-progress", "EX01", {}),), "precheck.backups",
           "backup check failed: DB01: backup in progress", backup_running, fresh_backups,
           skip=COMPLETED, alert=Alert.Kind.PRECHECK_BLOCKED),
-    # Skipping the check does not make the run clear Maintenance votes it did not cast: the verification pauses.
+    # Skipping the check does not make the run clear Maintenance votes it did not cast: the exit will not restart
+    # transport onto a server they keep offline, and pauses there.
     Pause("already-in-maintenance", "EX01", (("already-in-maintenance", "EX01", {}),), "precheck.server_state",
           "already in maintenance: ServerWideOffline Inactive, HubTransport Draining", held_by_maintenance,
-          exit_by_hand("EX01"), skip="verify.components", alert=Alert.Kind.PRECHECK_BLOCKED,
+          exit_by_hand("EX01"), skip="exit.restart_transport", alert=Alert.Kind.PRECHECK_BLOCKED,
           skip_issue="ServerWideOffline is held Inactive by a Maintenance vote this run did not set"),
     Pause("already-in-maintenance-dag", "EX02", (("already-in-maintenance", "EX02", {}),), "precheck.server_state",
           "already in maintenance: MoveNow True, cluster node Paused", held_by_maintenance,
-          exit_by_hand("EX02", dag=True), skip="verify.components", alert=Alert.Kind.PRECHECK_BLOCKED,
+          exit_by_hand("EX02", dag=True), skip="exit.restart_transport", alert=Alert.Kind.PRECHECK_BLOCKED,
           skip_issue="ServerWideOffline is held Inactive by a Maintenance vote this run did not set"),
     # The operator may take two members down at once: mail is then redirected to the third.
     Pause("already-in-maintenance-peer", "EX02", (("already-in-maintenance", "EX03", {}),), "precheck.dag_members",
@@ -475,12 +475,15 @@ PAUSES = [
           "attempts)", any_findings, reachable_again, at_hold=(("unreachable", "EX01", {"times": -1}),),
           skip=REFUSED, alert=Alert.Kind.UNREACHABLE, abort_pauses_again=True,
           pause_issue="server unreachable during the exit"),
-    # Verifying: the exit ran, the server is not as it should be.
-    Pause("setup-leftover", "EX01", (("setup-leftover", "EX01", {}),), "verify.components",
-          "components not Active: ServerWideOffline is Inactive (held by Functional on ServerWideOffline)",
-          functional_votes, setup_leftovers_cleared, skip=COMPLETED, abort_pauses_again=True,
+    # A failed CU's Functional votes keep the server offline after this run's votes are gone: transport is not
+    # restarted onto it (it would act on Inactive once they are cleared); skipping that moves the pause to the
+    # verification.
+    Pause("setup-leftover", "EX01", (("setup-leftover", "EX01", {}),), "exit.restart_transport",
+          "HubTransport is still Inactive, held by Functional on ServerWideOffline",
+          functional_votes, setup_leftovers_cleared, skip="verify.components", abort_pauses_again=True,
           skip_issue="setup leftover: ServerWideOffline is held Inactive by requester Functional",
           skipped_leaves=only_setup_leftovers),
+    # Verifying: the exit ran, the server is not as it should be.
     Pause("copy-unhealthy", "EX02", (("copy-unhealthy", "EX02", {}),), "verify.copies",
           "database copies not healthy", copies_behind, copies_caught_up, skip="verify.replication",
           abort_pauses_again=True),

@@ -53,6 +53,21 @@ def test_a_window_whose_start_message_was_lost_is_started_by_the_sweep(requester
     assert scheduler.start_window(change.pk) == "not scheduled (running)"
 
 
+def test_a_start_message_that_loses_the_race_to_another_starter_leaves_the_window_alone(requester, servers) -> None:
+    change = scheduled_change(requester, start_in=-timedelta(minutes=3))
+    start = scheduler.change_start
+
+    def another_starter_first(stale: Change, *, actor: str) -> Change:
+        # Between this message's read of the change and its start, another copy (on another worker) starts it.
+        start(Change.objects.get(pk=stale.pk), actor=actor)
+        return start(stale, actor=actor)
+
+    with mock.patch("runner.scheduler.change_start", side_effect=another_starter_first):
+        assert scheduler.start_window(change.pk) == "not scheduled (running)"
+    assert Change.objects.get(pk=change.pk).state == State.RUNNING
+    assert not Alert.objects.filter(change=change).exists()  # nothing "did not start"
+
+
 def test_an_early_start_message_is_put_back_until_the_window_opens(requester, servers) -> None:
     change = scheduled_change(requester, start_in=timedelta(hours=1))
     with mock.patch("runner.scheduler.current_app.send_task") as send:

@@ -1,14 +1,17 @@
 """Real Celery workers (prefork, Redis broker, PostgreSQL) run windows against the simulator served over WinRM/PSRP
 in this process; a worker is SIGKILLed mid-window and a new worker finishes the window: the engine's test plan
-killed in a poll, and the real maintenance plan killed with a mutating command executed but not yet answered."""
+killed in a poll, and the real maintenance plan killed with a mutating command executed but not yet answered. Two
+workers given copies of one change's run (or start) message at once: one runs the window, the other gives up."""
 from __future__ import annotations
 
+import re
 import subprocess
 from collections import Counter
 
 import pytest
 
-from changes.models import Change, StepRun, WindowRun
+from changes.models import Alert, Change, StepRun, WindowRun
+from changes.queue import enqueue_run, enqueue_start
 from changes.run_services import change_work_done
 from changes.states import State
 from runner.scheduler import resume_held_windows
@@ -19,6 +22,7 @@ from .support import (
     HeldAnswer,
     maintenance_leftovers,
     mutating_commands,
+    open_change,
     organisation,
     running_change,
 )
@@ -57,6 +61,30 @@ def completed(change: Change) -> bool:
     return unpaused_state(change) == State.COMPLETED
 
 
+# The line Celery logs when a task returns: run_window returns what the engine did (held, busy, completed, …),
+# start_window what the scheduler did (started, not scheduled (running), refused: …).
+TASK_RESULT = r"Task runner\.tasks\.{}\[[0-9a-f-]+\] succeeded in [0-9.e-]+s: ['\"](.*)['\"]$"
+# The line the runner logs for each command it sends to a server.
+COMMAND_SENT = r"\] EX\d+ [A-Z][a-z]+-\w+ .* → "
+
+
+def task_results(workers: Workers, task: str, *processes: subprocess.Popen) -> list[str]:
+    """What each ``runner.tasks.<task>`` the given workers finished returned, worker by worker, from their logs."""
+    return [result for worker in processes
+            for result in re.findall(TASK_RESULT.format(task), workers.log_of(worker), flags=re.MULTILINE)]
+
+
+def finished(workers: Workers, change: Change) -> bool:
+    """The window completed and the task that completed it has returned: its lease is released. (The change reads
+    completed a moment earlier, while that worker still closes its sessions and then releases the lease.)"""
+    return completed(change) and "completed" in task_results(
+        workers, "run_window", *(process for process, _ in workers.started))
+
+
+def commands_sent(workers: Workers, worker: subprocess.Popen) -> list[str]:
+    return re.findall(COMMAND_SENT, workers.log_of(worker))
+
+
 def real_plan_worker(workers: Workers, name: str) -> subprocess.Popen:
     """A worker running the project's engine and the real maintenance plan (no test plan, no test sessions)."""
     return workers.start(name, app=APP, **REAL_PLAN_ENV)
@@ -79,7 +107,7 @@ def finish_on_a_new_worker(workers: Workers, change: Change, operator) -> None:
     real_plan_worker(workers, "w2")
     workers.wait_for(lambda: reached(change, "work.hold"), "the work hold", every=resume_held_windows)
     change_work_done(change, actor=operator, notes="CU15 installed")
-    workers.wait_for(lambda: completed(change), "completion")
+    workers.wait_for(lambda: finished(workers, change), "completion")
 
 
 def mutating_sequence(sim) -> list[tuple[str, str]]:
@@ -114,7 +142,7 @@ def test_a_window_survives_a_sigkilled_worker_and_sends_no_mutating_command_twic
     celery_workers.wait_for(lambda: reached(change, "work.hold"), "the work hold", timeout=90,
                             every=resume_held_windows)
     change_work_done(change, actor=operator, notes="patched")
-    celery_workers.wait_for(lambda: completed(change), "completion")
+    celery_workers.wait_for(lambda: finished(celery_workers, change), "completion")
 
     settle = StepRun.objects.get(change=change, key="enter.settle")
     assert settle.attempts == 2
@@ -167,6 +195,90 @@ def test_the_maintenance_plan_survives_a_worker_killed_with_a_transport_restart_
     assert WindowRun.objects.get(change=change).lock_owner == ""
 
 
+def parked_on_the_work_hold(change: Change) -> bool:
+    """The work hold waits for the operator with the lease released and a wake-up time set."""
+    run = WindowRun.objects.get(change=change)
+    return reached(change, "work.hold") and run.lock_owner == "" and run.wake_at is not None
+
+
+def two_ready_workers(workers: Workers) -> dict[str, subprocess.Popen]:
+    """Two real-plan workers, both consuming: a message sent now goes to whichever is free, one each."""
+    pair = {name: real_plan_worker(workers, name) for name in ("w1", "w2")}
+    workers.wait_for(lambda: all(" ready." in workers.log_of(w) for w in pair.values()), "both workers to be ready")
+    return pair
+
+
+def test_two_workers_racing_for_one_change_run_the_maintenance_window_once(
+        requester, operator, servers, serve, celery_workers) -> None:
+    sim = organisation(standalone=("EX01",), speed=SPEED)
+    serve(sim)
+    # The winner's first write is executed and left unanswered until the other worker has given up, so the other
+    # copy meets the lease in the middle of the entry however the broker times the two deliveries.
+    held = HeldAnswer(sim, "Set-ServerComponentState", Component="HubTransport", State="Draining")
+    workers = two_ready_workers(celery_workers)
+    change = running_change(requester)  # queues run_window on commit, through Redis
+    enqueue_run(change.pk)  # the same run once more, as a redelivered message would: one copy for each worker
+    try:
+        celery_workers.wait_for(held.reached.is_set, "the first write of the window")
+        owner = WindowRun.objects.get(change=change).lock_owner
+        winner = owner.partition("@")[0]
+        assert winner in workers, f"the lease is held by {owner!r}"
+        loser = next(name for name in workers if name != winner)
+        celery_workers.wait_for(lambda: task_results(celery_workers, "run_window", workers[loser]) == ["busy"],
+                                f"{loser} to find the window taken")
+        assert WindowRun.objects.get(change=change).lock_owner == owner  # the loser took nothing over
+    finally:
+        held.release()
+
+    celery_workers.wait_for(
+        lambda: parked_on_the_work_hold(change) and task_results(celery_workers, "run_window", workers[winner]) == [
+            "held"], f"{winner} to park the window on the work hold")
+    # The entry ran once, on the winner; the loser gave up before running a step or sending a command.
+    assert task_results(celery_workers, "run_window", workers[loser]) == ["busy"]
+    assert f"change {change.pk} step" in celery_workers.log_of(workers[winner])
+    assert f"change {change.pk} step" not in celery_workers.log_of(workers[loser])
+    assert commands_sent(celery_workers, workers[winner]) and commands_sent(celery_workers, workers[loser]) == []
+    assert mutating_sequence(sim) == STANDALONE_WINDOW[:4]
+
+    change_work_done(change, actor=operator, notes="CU15 installed")
+    celery_workers.wait_for(lambda: finished(celery_workers, change), "completion")
+    # Whichever worker the work-done report's message reached ran the exit, once.
+    assert sorted(task_results(celery_workers, "run_window", *workers.values())) == ["busy", "completed", "held"]
+
+    attempts = dict(StepRun.objects.filter(change=change).values_list("key", "attempts"))
+    assert attempts.pop("work.hold") == 2  # held, then run again after the work-done report
+    assert set(attempts.values()) == {1}, attempts  # every other step ran once
+    assert set(StepRun.objects.filter(change=change).values_list("status", flat=True)) <= {
+        StepRun.Status.PASSED, StepRun.Status.SKIPPED}
+    # Exactly what an uninterrupted window sends: each write once on the way in and once on the way out.
+    assert mutating_sequence(sim) == STANDALONE_WINDOW
+    assert maintenance_leftovers(sim, "EX01") == []
+    assert WindowRun.objects.get(change=change).lock_owner == ""
+    assert list(Alert.objects.filter(change=change).values_list("kind", "message")) == []
+
+
+def test_two_workers_racing_to_start_one_window_start_it_once_and_raise_no_alert(
+        requester, servers, serve, celery_workers) -> None:
+    sim = organisation(standalone=("EX01",), speed=SPEED)
+    serve(sim)
+    workers = two_ready_workers(celery_workers).values()
+    change = open_change(requester)  # scheduled in its open window: its start message is due at once
+    enqueue_start(change.pk, change.window_start)  # the same start once more, as a redelivery would: one per worker
+    celery_workers.wait_for(lambda: len(task_results(celery_workers, "start_window", *workers)) == 2,
+                            "both start messages to be handled")
+
+    # Each worker took one copy: one started the window, the other found it running and left it alone, without
+    # an alert that the window "did not start".
+    assert sorted(tuple(task_results(celery_workers, "start_window", w)) for w in workers) == [
+        ("not scheduled (running)",), ("started",)]
+    assert list(Alert.objects.filter(change=change).values_list("kind", "message")) == []
+    assert WindowRun.objects.filter(change=change).count() == 1
+    # The one start queued one run, which entered maintenance once and parked on the work hold.
+    celery_workers.wait_for(lambda: parked_on_the_work_hold(change) and task_results(
+        celery_workers, "run_window", *workers) == ["held"], "the window to park on the work hold")
+    assert mutating_sequence(sim) == STANDALONE_WINDOW[:4]
+
+
 DAG_MEMBER_WINDOW = [
     ("Set-ServerComponentState", "HubTransport Draining"),
     ("Restart-Service", "MSExchangeTransport"),
@@ -213,7 +325,7 @@ def test_a_dag_member_exit_survives_a_worker_killed_with_a_transport_restart_una
     assert "transport_restarted_exit_sent_MSExchangeFrontEndTransport" in context
 
     real_plan_worker(celery_workers, "w2")
-    celery_workers.wait_for(lambda: completed(change), "completion", every=resume_held_windows)
+    celery_workers.wait_for(lambda: finished(celery_workers, change), "completion", every=resume_held_windows)
 
     restart = StepRun.objects.get(change=change, key="exit.restart_transport")
     assert restart.attempts == 2
