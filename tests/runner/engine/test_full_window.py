@@ -157,3 +157,33 @@ def test_a_dag_member_window_sends_the_documented_commands_in_order_through_pyps
         StepRun.Status.PASSED, StepRun.Status.SKIPPED)  # skipped: the role had already left with the pause
     assert sim.servers["EX02"].components.effective("ServerWideOffline") == "Active"
     assert endpoint.open_shells() == []
+
+
+def test_when_the_first_healthy_peer_does_not_answer_the_window_runs_through_the_next(requester, operator,
+                                                                                     served_dag) -> None:
+    sim, endpoint = served_dag
+    sim.inject("unreachable", "EX03", times=-1)  # EX03's endpoints refuse every connection, for the whole window
+    first_command = len(sim.commands)
+    now = timezone.now()
+    change, _ = services.change_create(actor=requester, data={
+        "source": "servicenow", "external_ref": "CHG-RELAY", "title": "CU15 on EX02", "description": "",
+        "change_type": "standard", "risk": "low", "impact": "low", "servers": ["EX02"], "plan": "maintenance",
+        "window_start": now - timedelta(minutes=1), "window_end": now + timedelta(hours=4),
+        "requested_by": "carol@example.com", "notify": [], "callback_url": "",
+    })
+    start_due_windows()
+    clock = SimulatedClock(sim)
+    assert run_window(change.pk, worker="w1", clock=clock) == "held"
+    change_work_done(change, actor=operator, notes="done")
+    assert run_window(change.pk, worker="w1", clock=clock) == "completed"
+    commands = sim.commands[first_command:]
+    # Every Exchange cmdlet reached the simulator through EX04's endpoint; EX03 received nothing.
+    assert {c.server for c in commands if c.endpoint == "Microsoft.Exchange"} == {"EX04"}
+    assert endpoint.stats.creates[("EX03", "Microsoft.Exchange")] == 0
+    assert Counter(c.cmdlet for c in commands if c.cmdlet.startswith(("Set-", "Suspend-", "Resume-"))) == Counter(
+        {"Set-ServerComponentState": 4, "Set-MailboxServer": 4, "Suspend-ClusterNode": 1, "Resume-ClusterNode": 1})
+    issues = [i for s in StepRun.objects.filter(change=change) for i in s.issues]
+    moved = [i for i in issues if "moved from EX03's endpoint to EX04's" in str(i)]
+    # Said where it happened, once per engine run (entry up to the hold; then the exit): each opens its sessions.
+    assert len(moved) == 2, issues
+    assert endpoint.open_shells() == []
