@@ -184,11 +184,24 @@ class ServerAdminForm(forms.ModelForm):
     class Meta:
         model = Server
         fields = list(Server.EDITABLE_FIELDS)
+        labels = {"fqdn": "FQDN", "dag_name": "DAG", "ad_site": "AD site", "endpoint_url": "URL",
+                  "winrm_url": "URL", "auth_method": "Authentication", "verify_tls": "Verify TLS certificate",
+                  "winrm_auth_method": "Authentication", "winrm_verify_tls": "Verify TLS certificate",
+                  "winrm_connection_timeout": "Connection timeout", "winrm_operation_timeout": "Operation timeout"}
 
 
 @admin.register(Server)
 class ServerAdmin(admin.ModelAdmin):
     form = ServerAdminForm
+    fieldsets = [
+        (None, {"fields": ["name", "fqdn", "dag_name", "ad_site", "version", "build"]}),
+        ("Exchange management endpoint (Exchange cmdlets)", {"fields": [
+            "endpoint_url", "auth_method", "verify_tls", "connection_timeout", "operation_timeout"]}),
+        ("Default WinRM endpoint (services, failover cluster); empty settings follow the Exchange endpoint's", {
+            "fields": ["winrm_url", "winrm_auth_method", "winrm_verify_tls", "winrm_connection_timeout",
+                       "winrm_operation_timeout"]}),
+        ("Credentials", {"fields": ["username", "password"]}),
+    ]
     list_display = ["name", "fqdn", "dag_name", "ad_site", "version", "auth_method", "has_password"]
     list_filter = ["dag_name", "ad_site", "auth_method"]
     search_fields = ["name", "fqdn"]

@@ -56,8 +56,8 @@ class Server(models.Model):
     ad_site = models.CharField(max_length=64, blank=True)
     version = models.CharField(max_length=64, blank=True, help_text="e.g. Exchange Server 2019 CU14")
     build = models.CharField(max_length=32, blank=True, help_text="e.g. 15.2.1544.4")
-    endpoint_url = models.URLField(max_length=500, blank=True, help_text="Default: http://<fqdn>/PowerShell/")
-    winrm_url = models.URLField(max_length=500, blank=True, help_text="Default: http://<fqdn>:5985/wsman")
+    endpoint_url = models.URLField(max_length=500, blank=True, help_text="Default: http://FQDN/PowerShell/")
+    winrm_url = models.URLField(max_length=500, blank=True, help_text="Default: http://FQDN:5985/wsman")
     # How to reach the Exchange endpoint (endpoint_url); the default WinRM endpoint (winrm_url) uses the same unless
     # its own winrm_* setting is given: the two are often set up differently (e.g. Kerberos over HTTP to IIS's
     # /PowerShell, NTLM over HTTPS with an internal CA to 5986).
@@ -67,13 +67,13 @@ class Server(models.Model):
     operation_timeout = models.PositiveIntegerField(
         default=30, validators=TIMEOUT_RANGE, help_text="Seconds a WinRM operation (a Receive's long poll) may take")
     winrm_auth_method = models.CharField(max_length=10, choices=AuthMethod.choices, blank=True,
-                                         help_text="Default WinRM endpoint; empty: as auth_method")
+                                         help_text="Empty: as the Exchange endpoint")
     winrm_verify_tls = models.BooleanField(null=True, blank=True,
-                                           help_text="Default WinRM endpoint; empty: as verify_tls")
+                                           help_text="Empty: as the Exchange endpoint")
     winrm_connection_timeout = models.PositiveIntegerField(
-        null=True, blank=True, validators=TIMEOUT_RANGE, help_text="Seconds; empty: as connection_timeout")
+        null=True, blank=True, validators=TIMEOUT_RANGE, help_text="Seconds; empty: as the Exchange endpoint")
     winrm_operation_timeout = models.PositiveIntegerField(
-        null=True, blank=True, validators=TIMEOUT_RANGE, help_text="Seconds; empty: as operation_timeout")
+        null=True, blank=True, validators=TIMEOUT_RANGE, help_text="Seconds; empty: as the Exchange endpoint")
     username = models.CharField(max_length=150, blank=True)
     password_encrypted = models.TextField(blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
