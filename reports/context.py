@@ -518,13 +518,15 @@ def _commands(change_id: int, steps: list[StepRun]) -> list[CommandBlock]:
             outcome = str(c.get("outcome", "")) + (f", {c.get('objects')} object(s)" if c.get("objects") else "")
             lines.append(CommandLine(
                 at=fmt_time(c.get("started_at")), text=command_text(str(c.get("cmdlet", "?")), c.get("parameters")),
-                endpoint=str(c.get("endpoint", "")), duration=fmt_duration((c.get("duration_ms") or 0) / 1000),
+                endpoint=str(c.get("endpoint", "")) + (f" via {c['via']}" if c.get("via") else ""),
+                duration=fmt_duration((c.get("duration_ms") or 0) / 1000),
                 outcome=outcome + (f" (attempt {attempt})" if attempt > 1 else ""), detail=clip(detail, 900)))
         note = ""
         if len(cmds) > MAX_COMMANDS_PER_STEP:
             note = (f"{len(cmds) - MAX_COMMANDS_PER_STEP} more command(s) of this step are not shown; the full log: "
                     f"GET /api/v1/changes/{change_id}/steps/")
-        log = "\n".join(f"{c.at}  {c.text}  → {c.duration} · {c.outcome}"
+        log = "\n".join(f"{c.at}  {c.text}{'  [' + c.endpoint + ']' if ' via ' in c.endpoint else ''}  → "
+                        f"{c.duration} · {c.outcome}"
                         + (f"\n          {c.detail}" if c.detail else "") for c in lines)
         blocks.append(CommandBlock(_step_label(s), clip(s.output_summary, 600), lines, note, log))
     return blocks

@@ -37,9 +37,10 @@ class CommandRecord:
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     attempt: int = 1
+    via: str = ""  # the server whose endpoint ran it, when not the target's own (a DAG peer's Exchange endpoint)
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if v not in ([], None)}
+        return {k: v for k, v in self.__dict__.items() if v not in ([], None) and not (k == "via" and not v)}
 
 
 class DryRunViolation(Exception):
@@ -105,11 +106,14 @@ class ExecutionContext:
         for attempt in range(1, attempts + 1):
             started = self.clock.now()
             t0 = time.perf_counter()
+            session = self.session(endpoint)
             try:
-                result = self.session(endpoint).run(cmdlet, parameters, endpoint=endpoint)
+                result = session.run(cmdlet, parameters, endpoint=endpoint)
             except ExchangeSessionError as exc:
                 self.command_time += time.perf_counter() - t0
-                self._record(cmdlet, parameters, endpoint, started, t0, f"failed: {exc}", attempt=attempt)
+                self._take_notices(session, f"{cmdlet} failed on the next endpoint too")
+                self._record(cmdlet, parameters, endpoint, started, t0, f"failed: {exc}", attempt=attempt,
+                             via=self._via(session))
                 if not exc.retryable or attempt == attempts:
                     raise
                 self.issues.append(Issue(f"{cmdlet} failed ({exc}); retried", f"retry {attempt + 1} of {attempts}"))
@@ -117,12 +121,9 @@ class ExecutionContext:
                 delay *= 2
                 continue
             self.command_time += time.perf_counter() - t0
-            take_notices = getattr(self._used[endpoint], "take_notices", None)
-            for notice in take_notices() if take_notices is not None else ():
-                # e.g. the relay's endpoint did not answer and another DAG member's took over
-                self.issues.append(Issue(notice, f"{cmdlet} ran through the next endpoint"))
+            self._take_notices(session, f"{cmdlet} ran through the next endpoint")
             record = self._record(cmdlet, parameters, endpoint, started, t0,
-                                  "errors" if result.errors else "ok", attempt=attempt)
+                                  "errors" if result.errors else "ok", attempt=attempt, via=self._via(session))
             record.objects = len(result.output)
             record.output = output_preview(result.output)
             record.errors = [e.message for e in result.errors]
@@ -130,12 +131,23 @@ class ExecutionContext:
             return result
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def _via(self, session: ExchangeSession) -> str:
+        relay = getattr(session, "relay", None)
+        name = str(getattr(relay, "name", relay or ""))
+        return "" if name.upper() == self.server.name.upper() else name
+
+    def _take_notices(self, session: ExchangeSession, resolution: str) -> None:
+        take = getattr(session, "take_notices", None)
+        for notice in take() if take is not None else ():
+            # e.g. the relay's endpoint did not answer and another DAG member's took over
+            self.issues.append(Issue(notice, resolution))
+
     def _record(self, cmdlet: str, parameters: Any, endpoint: Endpoint, started: Any, t0: float, outcome: str,
-                *, attempt: int) -> CommandRecord:
+                *, attempt: int, via: str = "") -> CommandRecord:
         record = CommandRecord(
             cmdlet=cmdlet, parameters=_jsonable(redact_parameters(parameters)), endpoint=str(endpoint),
             started_at=started.isoformat(), duration_ms=int((time.perf_counter() - t0) * 1000), outcome=outcome,
-            attempt=attempt,
+            attempt=attempt, via=via,
         )
         self.commands.append(record)
         log.info("%s %s %s → %s", self.server.name, cmdlet, record.parameters, outcome)

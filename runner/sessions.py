@@ -18,7 +18,13 @@ from changes.states import ACTIVE
 from . import conf
 from .context import is_read
 from .exchange.pypsrp_session import EndpointConfig, PypsrpSession
-from .exchange.session import CommandResult, Endpoint, ExchangeSession, ExchangeSessionError
+from .exchange.session import (
+    AuthenticationFailed,
+    CommandResult,
+    Endpoint,
+    ExchangeSession,
+    ExchangeSessionError,
+)
 from .step_types import ServerInfo
 
 log = logging.getLogger(__name__)
@@ -82,10 +88,15 @@ def endpoint_config(server: Server, endpoint: Endpoint) -> EndpointConfig:
 
 
 class RelayedSession:
-    """The Exchange endpoint reached through the first usable relay of ``relays`` (healthy DAG peers, then the server
-    itself). When a relay cannot be reached, the next one takes over — for reads always, for writes only when the
-    command certainly never left (the connection or the pool could not be opened), so no write is sent twice.
-    Each switch is kept in ``notices`` for the step log and the report."""
+    """The Exchange endpoint reached through one of ``relays`` (healthy DAG peers, then the server itself).
+
+    A relay that cannot be reached hands over to the next one, cycling through all of them once per command: for
+    reads always, for writes only when the command certainly never left (the connection or the pool could not be
+    opened), so no write is sent twice. The relay that answered stays in use; one that failed is tried again when
+    its turn comes round, so a blip never strands the window on the target's own endpoint (offline in
+    maintenance). A wrong password is not tried elsewhere: the same account would lock. Each switch is kept in
+    ``notices`` for the step log and the report; ``relay`` names the server whose endpoint ran the last command.
+    """
 
     def __init__(self, server_name: str, relays: list[Server],
                  factory: Callable[[str, dict], ExchangeSession]) -> None:
@@ -96,6 +107,7 @@ class RelayedSession:
         self._factory = factory
         self._index = 0
         self._session: ExchangeSession | None = None
+        self._retired: list[ExchangeSession] = []  # sessions of relays that failed: closed at close(), not on the way
         self.notices: list[str] = []
 
     @property
@@ -103,23 +115,26 @@ class RelayedSession:
         return self.relays[self._index]
 
     def run(self, cmdlet: str, parameters: Any = None, *, endpoint: Endpoint = Endpoint.EXCHANGE) -> CommandResult:
-        while True:
+        for turn in range(len(self.relays)):
             if self._session is None:
                 self._session = self._factory(self.server_name, {
                     Endpoint.EXCHANGE: endpoint_config(self.relay, Endpoint.EXCHANGE)})
             try:
                 return self._session.run(cmdlet, parameters, endpoint=endpoint)
             except ExchangeSessionError as exc:
-                safe = exc.retryable and (not exc.sent or is_read(cmdlet))
-                if not safe or self._index + 1 >= len(self.relays):
+                movable = not isinstance(exc, AuthenticationFailed) and (
+                    not exc.sent or (exc.retryable and is_read(cmdlet)))
+                if not movable or turn == len(self.relays) - 1:
                     raise
                 failed = self.relay.name
-                self._session.close()
+                # Closing it now could wait on a Delete to the host that just failed: later, at close().
+                self._retired.append(self._session)
                 self._session = None
-                self._index += 1
+                self._index = (self._index + 1) % len(self.relays)
                 self.notices.append(f"{self.server_name}: Exchange cmdlets moved from {failed}'s endpoint to "
                                     f"{self.relay.name}'s ({exc})")
                 log.warning("%s", self.notices[-1])
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def take_notices(self) -> list[str]:
         notices, self.notices = self.notices, []
@@ -131,9 +146,10 @@ class RelayedSession:
             release()
 
     def close(self) -> None:
-        if self._session is not None:
-            self._session.close()
-            self._session = None
+        sessions = [*self._retired, *([self._session] if self._session is not None else [])]
+        self._retired, self._session = [], None
+        for session in sessions:
+            session.close()
 
 
 class ServerSessions:

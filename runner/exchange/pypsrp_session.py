@@ -461,6 +461,12 @@ class PypsrpSession:
                 # The server caps commands per shell (lower than max_finished_commands): make room and send again.
                 entry.pool.pipelines.pop(ps.id, None)
                 self._release(endpoint)
+                if self._pools.get(endpoint) is not entry:
+                    # Making room lost the pool: the command was never created, so the caller may send it again.
+                    error = BrokenPool(f"{self.server_name} {endpoint.value} {cmdlet}: the pool was lost while "
+                                       "making room for the command (not sent)")
+                    error.sent = False
+                    raise error from None
                 ps = _pipeline(entry.pool, cmdlet, params)
                 output = ps.invoke()
         except (KeyError, ElementTree.ParseError) as exc:
@@ -500,9 +506,12 @@ class PypsrpSession:
                 ps.close()
             except _TRANSPORT_ERRORS as exc:
                 # The shell's Delete releases whatever is left; a pool that cannot take a Signal is not worth keeping.
-                log.warning("%s %s: terminating finished pipelines failed (%s); dropping the pool",
-                            self.server_name, endpoint.value, type(exc).__name__)
-                self._discard(endpoint, delete=True)
+                error = _map_error(exc, f"{self.server_name} {endpoint.value} terminate")
+                log.warning("%s; dropping the pool", error)
+                if isinstance(error, EndpointUnreachable):
+                    self._orphan(endpoint)  # a dead host would cost a timeout per Delete: deleted when it answers
+                else:
+                    self._discard(endpoint, delete=not isinstance(error, BrokenPool))
                 return
 
     def _orphan(self, endpoint: Endpoint) -> None:

@@ -137,6 +137,10 @@ def primary_active_manager_moved(ctx: StepContext) -> StepOutcome:
 
     result = ctx.poll(check, PAM_WAIT, what="Primary Active Manager")
     findings = {"primary_active_manager": seen["pam"], "polls": result.polls, "waited_s": result.elapsed}
+    if not result.done and not seen["pam"]:
+        raise StepFailed(f"Get-DatabaseAvailabilityGroup -Status named no Primary Active Manager for "
+                         f"{result.elapsed:.0f} s after {ctx.server.name}'s cluster node was paused: the DAG's status "
+                         "could not be read (cluster service, network); check it, then retry", findings=findings)
     if not result.done:
         raise StepFailed(f"{ctx.server.name} still holds the Primary Active Manager role {result.elapsed:.0f} s after "
                          f"its cluster node was paused ({result.detail}); move the cluster group to another member "

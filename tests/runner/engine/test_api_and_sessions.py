@@ -273,6 +273,47 @@ def test_when_the_first_peer_does_not_answer_the_next_one_runs_the_exchange_cmdl
         assert endpoint.open_shells() == []
 
 
+def test_relays_are_tried_in_turn_and_one_that_failed_is_used_again_once_it_answers(servers) -> None:
+    from .support import organisation
+
+    sim = organisation(dags={"DAG1": ("EX02", "EX03", "EX04")})
+    with start_endpoint(sim, users={USER: PASSWORD}, auth=("basic",)) as endpoint:
+        for name in ("EX02", "EX03", "EX04"):
+            simulated_inventory(endpoint, name)
+        read = ("Get-ServerComponentState", {"Identity": "EX02", "Component": "HubTransport"})
+        with open_sessions(Server.objects.get(name="EX02")) as sessions:
+            exchange = sessions(Endpoint.EXCHANGE)
+            assert [r.name for r in exchange.relays] == ["EX03", "EX04", "EX02"]
+            endpoint.fail_next(1, mode="drop", server="EX03")  # EX03's first connection is dropped
+            exchange.run("Set-ServerComponentState", {**read[1], "State": "Draining", "Requester": "Maintenance"})
+            assert exchange.relay.name == "EX04"
+            exchange.run(*read)
+            endpoint.fail_next(2, mode="drop", server="EX04")  # EX04 stops answering: the read and its retry
+            exchange.run(*read)
+            assert exchange.relay.name == "EX02"  # the server itself, the last resort
+            endpoint.fail_next(2, mode="drop", server="EX02")
+            assert exchange.run(*read).output[0]["State"] == "Draining"
+            assert exchange.relay.name == "EX03"  # round again: EX03 answers by now
+            assert len(exchange.take_notices()) == 3
+        assert [c.server for c in sim.commands if c.cmdlet.startswith("Set-")] == ["EX04"]
+        assert endpoint.open_shells() == []
+
+
+def test_a_wrong_password_on_one_peer_is_not_tried_on_the_others(servers) -> None:
+    from .support import organisation
+
+    sim = organisation(dags={"DAG1": ("EX02", "EX03", "EX04")})
+    with start_endpoint(sim, users={USER: PASSWORD}, auth=("basic",)) as endpoint:
+        for name in ("EX02", "EX03", "EX04"):
+            simulated_inventory(endpoint, name)
+        ex03 = Server.objects.get(name="EX03")
+        ex03.set_password("not-the-password")
+        ex03.save()
+        with open_sessions(Server.objects.get(name="EX02")) as sessions, pytest.raises(AuthenticationFailed):
+            sessions(Endpoint.EXCHANGE).run("Get-ServerComponentState", {"Identity": "EX02"})
+        assert endpoint.stats.auth_failures == 1  # one refusal: the same account is not tried again elsewhere
+
+
 def test_a_write_that_may_have_reached_the_peer_is_never_sent_through_another(servers) -> None:
     from runner.exchange.session import EndpointUnreachable
 

@@ -186,4 +186,8 @@ def test_when_the_first_healthy_peer_does_not_answer_the_window_runs_through_the
     moved = [i for i in issues if "moved from EX03's endpoint to EX04's" in str(i)]
     # Said where it happened, once per engine run (entry up to the hold; then the exit): each opens its sessions.
     assert len(moved) == 2, issues
+    # The step log says whose endpoint ran each command: the auditor sees EX04, never EX03.
+    logged = [c for s in StepRun.objects.filter(change=change) for c in s.commands]
+    assert {c.get("via") for c in logged if c["endpoint"] == "Microsoft.Exchange"} == {"EX04"}
+    assert {c.get("via") for c in logged if c["endpoint"] == "Microsoft.PowerShell"} == {None}  # EX02's own
     assert endpoint.open_shells() == []

@@ -387,6 +387,46 @@ def test_a_server_capping_commands_per_shell_lower_than_the_adapter_gets_room_ma
     assert len(sim.invoked("Set-Thing")) == 1
 
 
+def test_terminating_finished_commands_on_an_endpoint_that_went_away_neither_raises_nor_waits_on_a_delete(sim):
+    first = start_endpoint(sim, users={USER: PASSWORD})
+    port = first.port
+    session = PypsrpSession("EX01", {Endpoint.EXCHANGE: config_for(first)})
+    try:
+        session.run("Get-Thing")
+        session.run("Get-Thing")
+        first.fail_next(1000, mode="drop")
+        first.stop()
+        session.release_finished()  # the runner is about to wait: this must not fail the step
+        assert session.open_endpoints == []
+        with start_endpoint(sim, users={USER: PASSWORD}, port=port) as second:
+            # The shell left behind is deleted once the server answers again (here: a new one, which never knew it).
+            assert session.run("Get-Thing").output
+            assert second.stats.requests["Delete"] == 1 and second.stats.total_creates() == 1
+            session.close()
+            assert second.open_shells() == []
+    finally:
+        session.close()
+
+
+def test_a_pool_lost_while_making_room_for_a_write_says_the_write_was_never_sent(sim, monkeypatch):
+    from pypsrp.exceptions import WinRMTransportError
+
+    def signal_fails(self) -> None:
+        raise WinRMTransportError("http", 503, "Service Unavailable")
+
+    with start_endpoint(sim, users={USER: PASSWORD}, commands_per_shell=2) as running:
+        with PypsrpSession("EX01", {Endpoint.EXCHANGE: config_for(running)}) as session:
+            session.run("Get-Thing")
+            session.run("Get-Thing")
+            monkeypatch.setattr(PowerShell, "close", signal_fails)  # the Signal that would make room fails
+            with pytest.raises(BrokenPool) as caught:
+                session.run("Set-Thing", {"Identity": "ok"})
+            assert caught.value.sent is False and caught.value.retryable
+            assert "not sent" in str(caught.value)
+        assert sim.invoked("Set-Thing") == []
+        assert running.open_shells() == []
+
+
 def test_a_bare_client_that_never_terminates_commands_hits_the_per_shell_cap(sim):
     # What the cap above guards against, shown with pypsrp used the naive way.
     with start_endpoint(sim, users={USER: PASSWORD}, commands_per_shell=3) as running:
