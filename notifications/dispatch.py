@@ -214,6 +214,7 @@ def _check_lease(run: _Run, index: int) -> None:
                                    lease_expires_at__gt=current).update(lease_expires_at=lease, updated_at=current,
                                                                         batch_in_flight=index):
         raise LeaseLost
+    run.delivery.batch_in_flight = index
 
 
 def _after(run: _Run, index: int, batch: list[str], mid: str, hook: Callable[[Delivery, int], None] | None) -> None:
@@ -247,7 +248,7 @@ def _record(run: _Run, index: int, batch: list[str], mid: str, http_status: int 
             changes["sent_again_in_doubt"] = [None, True]
             reason = "; ".join(filter(None, [IN_DOUBT, reason]))
         _audit("notification.sent", delivery, changes, reason=reason)
-    delivery.batches_sent = index + 1
+    delivery.batches_sent, delivery.batch_in_flight = index + 1, None
 
 
 def _audit(action: str, delivery: Delivery, changes: dict[str, Any], reason: str = "") -> None:
@@ -280,9 +281,10 @@ def _failed_attempt(run: _Run, exc: senders.SendError) -> str:
         log.error("delivery %s failed for good after %s attempt(s): %s", delivery.pk, delivery.attempts, exc)
         return Status.FAILED
     retry_at = run.now + backoff(delivery.attempts)
-    # The send raised, so the server did not confirm it: not in doubt, the retry sends it as a first try.
+    # The send raised. Refused outright, the retry sends it as a first try; timed out or cut off while the other
+    # end answered, it stays marked in flight, so the retry says it may have arrived twice.
     _finish(run, status=Status.PENDING, next_attempt_at=retry_at, last_error=str(exc)[:2000],
-            response_status=exc.status, batch_in_flight=None)
+            response_status=exc.status, batch_in_flight=run.delivery.batch_in_flight if exc.in_doubt else None)
     from .outbox import kick
 
     kick(delivery.pk, eta=retry_at)

@@ -6,6 +6,7 @@ server accepted, so a worker that dies mid-send is resumed after the last record
 from __future__ import annotations
 
 import json
+import smtplib
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -27,10 +28,20 @@ USER_AGENT = "exmaint-callbacks/1"
 class SendError(Exception):
     """A failed attempt. ``retryable``: the same delivery may succeed later (SMTP down, HTTP 5xx, DNS)."""
 
-    def __init__(self, message: str, *, retryable: bool = True, status: int | None = None) -> None:
+    def __init__(self, message: str, *, retryable: bool = True, status: int | None = None,
+                 in_doubt: bool = False) -> None:
         super().__init__(message)
         self.retryable = retryable
         self.status = status
+        # The message or request may have been taken in before the failure (a timeout or a dropped connection
+        # while the server was answering): sending it again may duplicate it.
+        self.in_doubt = in_doubt
+
+
+def _maybe_delivered(exc: BaseException) -> bool:
+    """A failure after the data may have reached the other end: no answer in time, or the connection dropped."""
+    return isinstance(exc, TimeoutError | smtplib.SMTPServerDisconnected | ConnectionResetError
+                      | urllib3.exceptions.ReadTimeoutError | urllib3.exceptions.ProtocolError)
 
 
 def resolve_recipients(delivery: Delivery, *, sessions_factory: Any = None) -> tuple[list[str], Affected]:
@@ -59,7 +70,8 @@ def send_email(delivery: Delivery, *, record: Callable[[int, list[str], str], No
             try:
                 message.send()
             except Exception as exc:  # noqa: BLE001 - smtplib raises SMTPException and OSError subclasses alike
-                raise SendError(f"batch {index + 1}/{len(batches)}: {type(exc).__name__}: {exc}") from exc
+                raise SendError(f"batch {index + 1}/{len(batches)}: {type(exc).__name__}: {exc}",
+                                in_doubt=_maybe_delivered(exc)) from exc
             record(index, batches[index], message.extra_headers["Message-ID"])
     finally:
         try:
@@ -101,7 +113,7 @@ def send_callback(delivery: Delivery) -> int:
     try:
         response = pool.urlopen("POST", path, body=body, headers=headers, redirect=False, retries=False)
     except urllib3.exceptions.HTTPError as exc:
-        raise SendError(f"POST {url}: {type(exc).__name__}: {exc}") from exc
+        raise SendError(f"POST {url}: {type(exc).__name__}: {exc}", in_doubt=_maybe_delivered(exc)) from exc
     finally:
         pool.close()
     status = response.status

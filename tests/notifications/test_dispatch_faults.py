@@ -311,3 +311,33 @@ def test_a_notice_for_affected_users_only_fails_and_is_audited_when_none_can_be_
     [event] = AuditEvent.objects.filter(action="notification.failed", object_id=str(change.pk))
     assert "the affected users of EX01 could not be read" in event.reason
     assert not announced_to(smtp)
+
+
+def test_a_batch_whose_send_timed_out_is_retried_and_marked_in_doubt(requester, servers, smtp, clock,
+                                                                     monkeypatch) -> None:
+    # The SMTP server may have taken the message in before the answer was lost: the retry says so.
+    change = create(requester, change_type="standard", notify=NOTIFY)
+    row = announcement(change)
+    build = compose.build
+
+    def times_out_after_sending(delivery: Delivery, batch: int, recipients: list[str], **kwargs: Any):
+        message = build(delivery, batch, recipients, **kwargs)
+        if batch == 0 and not getattr(times_out_after_sending, "done", False):
+            send = message.send
+
+            def send_then_time_out(*args: Any, **kw: Any) -> int:
+                send(*args, **kw)
+                times_out_after_sending.done = True
+                raise TimeoutError("timed out")
+            message.send = send_then_time_out
+        return message
+
+    monkeypatch.setattr(compose, "build", times_out_after_sending)
+    assert dispatch.deliver(row.pk, worker="w1") == "pending"
+    row.refresh_from_db()
+    assert (row.batches_sent, row.batch_in_flight) == (0, 0)
+    clock.advance(3600)
+    assert drain()[row.pk] == "sent"
+    sent = AuditEvent.objects.filter(action="notification.sent", object_id=str(change.pk)).order_by("seq")
+    assert [bool(e.changes.get("sent_again_in_doubt")) for e in sent] == [True, False, False]
+    assert sorted(set(announced_to(smtp))) == sorted(NOTIFY)
