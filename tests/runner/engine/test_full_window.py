@@ -28,11 +28,12 @@ def served(serve):
     return sim, serve(sim)
 
 
-def scheduled(requester):
+def scheduled(requester, server: str = "EX01", ref: str = "CHG-FULL"):
+    """A standard change for SERVER whose window opened a minute ago."""
     now = timezone.now()
     change, _ = services.change_create(actor=requester, data={
-        "source": "servicenow", "external_ref": "CHG-FULL", "title": "CU15", "description": "",
-        "change_type": "standard", "risk": "low", "impact": "low", "servers": ["EX01"], "plan": "maintenance",
+        "source": "servicenow", "external_ref": ref, "title": f"CU15 on {server}", "description": "",
+        "change_type": "standard", "risk": "low", "impact": "low", "servers": [server], "plan": "maintenance",
         "window_start": now - timedelta(minutes=1), "window_end": now + timedelta(hours=4),
         "requested_by": "carol@example.com", "notify": [], "callback_url": "",
     })
@@ -100,13 +101,7 @@ def test_a_dag_member_window_sends_the_documented_commands_in_order_through_pyps
     sim.invoke("EX02", "Microsoft.Exchange", "Set-MailboxServer",
                [("Identity", "EX02"), ("DatabaseCopyAutoActivationPolicy", "IntrasiteOnly")])
     first_command = len(sim.commands)
-    now = timezone.now()
-    change, _ = services.change_create(actor=requester, data={
-        "source": "servicenow", "external_ref": "CHG-DAG", "title": "CU15 on EX02", "description": "",
-        "change_type": "standard", "risk": "low", "impact": "low", "servers": ["EX02"], "plan": "maintenance",
-        "window_start": now - timedelta(minutes=1), "window_end": now + timedelta(hours=4),
-        "requested_by": "carol@example.com", "notify": [], "callback_url": "",
-    })
+    change = scheduled(requester, "EX02", "CHG-DAG")
     assert start_due_windows() == [change.pk]
     clock = SimulatedClock(sim)
     assert run_window(change.pk, worker="w1", clock=clock) == "held"
@@ -164,13 +159,7 @@ def test_when_the_first_healthy_peer_does_not_answer_the_window_runs_through_the
     sim, endpoint = served_dag
     sim.inject("unreachable", "EX03", times=-1)  # EX03's endpoints refuse every connection, for the whole window
     first_command = len(sim.commands)
-    now = timezone.now()
-    change, _ = services.change_create(actor=requester, data={
-        "source": "servicenow", "external_ref": "CHG-RELAY", "title": "CU15 on EX02", "description": "",
-        "change_type": "standard", "risk": "low", "impact": "low", "servers": ["EX02"], "plan": "maintenance",
-        "window_start": now - timedelta(minutes=1), "window_end": now + timedelta(hours=4),
-        "requested_by": "carol@example.com", "notify": [], "callback_url": "",
-    })
+    change = scheduled(requester, "EX02", "CHG-RELAY")
     start_due_windows()
     clock = SimulatedClock(sim)
     assert run_window(change.pk, worker="w1", clock=clock) == "held"
