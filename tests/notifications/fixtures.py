@@ -165,18 +165,24 @@ def create(requester, *, ref: str = "CHG0040001", hours: float = 0.0, change_typ
            callback_url: str = "", servers: tuple[str, ...] = ("EX01",),
            requested_by: str = "carol@example.com", affected: bool = False) -> Change:
     start, end = window(hours)
-    extra = {"notify_affected_mailboxes": True} if affected and has_affected_field() else {}
     change, _ = services.change_create(actor=requester, data={
         "source": "servicenow", "external_ref": ref, "title": "Install CU15", "description": "",
         "change_type": change_type, "risk": risk, "impact": "medium", "servers": list(servers),
         "plan": "maintenance", "window_start": start, "window_end": end, "requested_by": requested_by,
-        "notify": list(notify), "callback_url": callback_url, **extra})
+        "notify": list(notify), "callback_url": callback_url, "notify_affected_mailboxes": affected})
     return change
 
 
-def has_affected_field() -> bool:
-    """Has the lead added Change.notify_affected_mailboxes yet?"""
-    return any(f.name == "notify_affected_mailboxes" for f in Change._meta.fields)
+@pytest.fixture
+def sim() -> SimulatedExchange:
+    """EX01 with three databases: 24 mailboxes to notify."""
+    sim = SimulatedExchange()
+    sim.add_standalone("EX01", databases=3)
+    return sim
+
+
+def announcement(change: Change) -> Delivery:
+    return deliveries(change, kind="announcement")[0]
 
 
 def drain(now: datetime | None = None, **kwargs: Any) -> dict[int, str]:

@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from changes.models import AuditEvent, Change, Server
+from changes.models import AuditEvent, Server
 from notifications import dispatch
 from notifications.models import Delivery
 from runner.exchange.pypsrp_session import EndpointConfig, PypsrpSession
@@ -16,31 +16,12 @@ from runner.simulator.databases import Mailbox
 from runner.simulator.endpoint import RunningEndpoint, start_endpoint
 from runner.simulator.model import SimulatedExchange
 
-from .fixtures import SmtpSink, create, deliveries, drain, has_affected_field, sim_factory
+from .fixtures import SmtpSink, announcement, create, deliveries, drain, sim_factory
 
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def sim() -> SimulatedExchange:
-    sim = SimulatedExchange()
-    sim.add_standalone("EX01", databases=3)  # 24 mailboxes
-    return sim
-
-
-@pytest.fixture
-def affected(monkeypatch) -> None:
-    # The Change field the lead adds; a class attribute stands in for it until then.
-    if not has_affected_field():
-        monkeypatch.setattr(Change, "notify_affected_mailboxes", True, raising=False)
-
-
-def announcement(change: Change) -> Delivery:
-    return deliveries(change, kind="announcement")[0]
-
-
-def test_affected_mailbox_users_get_the_announcement_in_bcc_batches(requester, servers, smtp, sim,
-                                                                     affected) -> None:
+def test_affected_mailbox_users_get_the_announcement_in_bcc_batches(requester, servers, smtp, sim) -> None:
     change = create(requester, change_type="standard", affected=True)
     drain(sessions_factory=sim_factory(sim))
     sent = [m for m in smtp.messages if "Scheduled" in m.message["Subject"]]
@@ -55,7 +36,7 @@ def test_affected_mailbox_users_get_the_announcement_in_bcc_batches(requester, s
     assert reads and all(dict(c.parameters).get("Server") == "EX01" for c in reads)
 
 
-def test_the_mailbox_read_is_capped_and_says_so(requester, servers, smtp, sim, affected,
+def test_the_mailbox_read_is_capped_and_says_so(requester, servers, smtp, sim,
                                                  notification_settings) -> None:
     notification_settings["MAILBOX_LIMIT"] = 5
     change = create(requester, change_type="standard", affected=True)
@@ -76,7 +57,7 @@ def add_mailbox(sim: SimulatedExchange, server: str, name: str, alias: str) -> N
 
 
 def test_a_server_with_more_mailboxes_than_a_page_is_read_page_by_page_and_everyone_is_told_once(
-        requester, servers, smtp, sim, affected, notification_settings) -> None:
+        requester, servers, smtp, sim, notification_settings) -> None:
     notification_settings["MAILBOX_PAGE_SIZE"] = 10
     notification_settings["BATCH_SIZE"] = 7
     add_mailbox(sim, "EX01", "Aaron Able", "aaron")  # first by alias, last in the directory: the pages must sort
@@ -97,7 +78,7 @@ def test_a_server_with_more_mailboxes_than_a_page_is_read_page_by_page_and_every
 
 
 def test_an_alias_with_a_quote_at_a_page_boundary_is_quoted_in_the_filter(requester, servers, smtp,
-                                                                          affected, notification_settings) -> None:
+                                                                          notification_settings) -> None:
     notification_settings["MAILBOX_PAGE_SIZE"] = 2
     sim = SimulatedExchange()
     sim.add_standalone("EX01")  # user001…user008
@@ -130,7 +111,7 @@ class PsrpSessions:
         self.session.close()
 
 
-def test_the_pages_travel_over_real_psrp_as_plain_parameters(requester, servers, smtp, sim, affected,
+def test_the_pages_travel_over_real_psrp_as_plain_parameters(requester, servers, smtp, sim,
                                                               notification_settings) -> None:
     notification_settings["MAILBOX_PAGE_SIZE"] = 10
     with start_endpoint(sim, users={"exmaint-svc": "Sim-Passw0rd-42"}) as running:
@@ -145,7 +126,7 @@ def test_the_pages_travel_over_real_psrp_as_plain_parameters(requester, servers,
     assert announcement(change).recipients_problems == ""
 
 
-def test_the_paged_read_stops_at_the_cap_and_the_delivery_and_audit_say_so(requester, servers, smtp, sim, affected,
+def test_the_paged_read_stops_at_the_cap_and_the_delivery_and_audit_say_so(requester, servers, smtp, sim,
                                                                            notification_settings) -> None:
     notification_settings["MAILBOX_LIMIT"] = 12
     notification_settings["MAILBOX_PAGE_SIZE"] = 5
@@ -163,7 +144,6 @@ def test_the_paged_read_stops_at_the_cap_and_the_delivery_and_audit_say_so(reque
 
 
 def test_an_unreadable_server_is_retried_then_the_notice_reaches_the_notify_list(requester, servers, smtp, sim,
-                                                                                affected,
                                                                                 notification_settings) -> None:
     notification_settings["EMAIL_RETRY_HOURS"] = 0.01  # 36 s: one retry fits
     sim.inject("unreachable", "EX01", times=-1)
@@ -223,8 +203,7 @@ class Crash(BaseException):
     """Stands for SIGKILL: not an Exception, so nothing on the way catches it."""
 
 
-def test_a_worker_killed_between_batches_is_resumed_after_the_last_batch_sent(requester, servers, smtp, sim,
-                                                                             affected) -> None:
+def test_a_worker_killed_between_batches_is_resumed_after_the_last_batch_sent(requester, servers, smtp, sim) -> None:
     change = create(requester, change_type="standard", affected=True)
     row = announcement(change)
 

@@ -11,13 +11,12 @@ import pytest
 from django.template import TemplateDoesNotExist
 from django.utils import timezone
 
-from changes.models import AuditEvent, Change
+from changes.models import AuditEvent
 from notifications import compose, dispatch
 from notifications.models import CallbackSecret, Delivery
 from notifications.secrets import callback_secret_rotate
-from runner.simulator.model import SimulatedExchange
 
-from .fixtures import create, deliveries, drain, has_affected_field, sim_factory
+from .fixtures import announcement, create, deliveries, drain, sim_factory
 
 pytestmark = pytest.mark.django_db
 NOTIFY = tuple(f"user{n:02d}@example.com" for n in range(25))  # batches of 10, 10, 5
@@ -41,23 +40,6 @@ def clock(monkeypatch) -> FakeClock:
     fake = FakeClock()
     monkeypatch.setattr(timezone, "now", fake)
     return fake
-
-
-@pytest.fixture
-def sim() -> SimulatedExchange:
-    sim = SimulatedExchange()
-    sim.add_standalone("EX01", databases=3)  # 24 mailboxes
-    return sim
-
-
-@pytest.fixture
-def affected(monkeypatch) -> None:
-    if not has_affected_field():
-        monkeypatch.setattr(Change, "notify_affected_mailboxes", True, raising=False)
-
-
-def announcement(change: Change) -> Delivery:
-    return deliveries(change, kind="announcement")[0]
 
 
 def announced_to(smtp) -> list[str]:
@@ -89,6 +71,28 @@ def slow_smtp(monkeypatch, clock: FakeClock, seconds: float, during: Any = None)
         return message
 
     monkeypatch.setattr(compose, "build", slow_build)
+
+
+def failing_send(monkeypatch, batch: int, error: BaseException, *, after_sending: bool) -> None:
+    """The first attempt at batch ``batch`` raises ``error``: before reaching the SMTP server (refused) or after
+    it took the message in (``after_sending``: the answer was lost). Later attempts send normally."""
+    build = compose.build
+    failed: list[int] = []
+
+    def failing_build(delivery: Delivery, index: int, recipients: list[str], **kwargs: Any):
+        message = build(delivery, index, recipients, **kwargs)
+        if index == batch and not failed:
+            send = message.send
+
+            def fail(*args: Any, **kw: Any) -> int:
+                failed.append(index)
+                if after_sending:
+                    send(*args, **kw)
+                raise error
+            message.send = fail
+        return message
+
+    monkeypatch.setattr(compose, "build", failing_build)
 
 
 # --- 1. the lease -------------------------------------------------------------------------------------------------
@@ -178,19 +182,8 @@ def test_a_send_that_failed_outright_is_retried_without_being_marked_in_doubt(re
                                                                               monkeypatch) -> None:
     change = create(requester, change_type="standard", notify=NOTIFY)
     row = announcement(change)
-    build = compose.build
-
-    def refused(delivery: Delivery, batch: int, recipients: list[str], **kwargs: Any):
-        message = build(delivery, batch, recipients, **kwargs)
-        if batch == 1:
-            def refuse(*args: Any, **kw: Any) -> int:
-                raise ConnectionRefusedError(111, "Connection refused")
-            message.send = refuse
-        return message
-
-    monkeypatch.setattr(compose, "build", refused)
+    failing_send(monkeypatch, 1, ConnectionRefusedError(111, "Connection refused"), after_sending=False)
     assert dispatch.deliver(row.pk, worker="w1") == "pending"
-    monkeypatch.setattr(compose, "build", build)
     row.refresh_from_db()
     assert (row.batches_sent, row.batch_in_flight) == (1, None)
     clock.advance(3600)
@@ -258,7 +251,7 @@ def test_a_callback_recorded_by_a_worker_that_died_is_not_posted_again(requester
 # --- 3. an Exchange server that cannot be read ----------------------------------------------------------------------
 
 def test_an_unreadable_server_is_retried_and_its_users_get_the_notice_once_it_answers(requester, servers, smtp,
-                                                                                     sim, affected) -> None:
+                                                                                     sim) -> None:
     calls: list[str] = []
     readable = sim_factory(sim)
 
@@ -282,7 +275,7 @@ def test_an_unreadable_server_is_retried_and_its_users_get_the_notice_once_it_an
 
 
 def test_when_the_retry_period_ends_the_others_get_it_and_the_audit_says_whose_users_did_not(
-        requester, servers, smtp, sim, affected, notification_settings) -> None:
+        requester, servers, smtp, sim, notification_settings) -> None:
     notification_settings["EMAIL_RETRY_HOURS"] = 0.01  # 36 s
     sim.inject("unreachable", "EX01", times=-1)
     change = create(requester, change_type="standard", affected=True)
@@ -300,7 +293,7 @@ def test_when_the_retry_period_ends_the_others_get_it_and_the_audit_says_whose_u
 
 
 def test_a_notice_for_affected_users_only_fails_and_is_audited_when_none_can_be_read(
-        requester, servers, smtp, sim, affected, notification_settings) -> None:
+        requester, servers, smtp, sim, notification_settings) -> None:
     notification_settings["EMAIL_RETRY_HOURS"] = 0.01
     sim.inject("unreachable", "EX01", times=-1)
     change = create(requester, change_type="standard", affected=True, notify=())
@@ -318,21 +311,7 @@ def test_a_batch_whose_send_timed_out_is_retried_and_marked_in_doubt(requester, 
     # The SMTP server may have taken the message in before the answer was lost: the retry says so.
     change = create(requester, change_type="standard", notify=NOTIFY)
     row = announcement(change)
-    build = compose.build
-
-    def times_out_after_sending(delivery: Delivery, batch: int, recipients: list[str], **kwargs: Any):
-        message = build(delivery, batch, recipients, **kwargs)
-        if batch == 0 and not getattr(times_out_after_sending, "done", False):
-            send = message.send
-
-            def send_then_time_out(*args: Any, **kw: Any) -> int:
-                send(*args, **kw)
-                times_out_after_sending.done = True
-                raise TimeoutError("timed out")
-            message.send = send_then_time_out
-        return message
-
-    monkeypatch.setattr(compose, "build", times_out_after_sending)
+    failing_send(monkeypatch, 0, TimeoutError("timed out"), after_sending=True)
     assert dispatch.deliver(row.pk, worker="w1") == "pending"
     row.refresh_from_db()
     assert (row.batches_sent, row.batch_in_flight) == (0, 0)
