@@ -106,7 +106,7 @@ class ChangeAdmin(admin.ModelAdmin):
                 ),
                 # Live progress in the list without a query per row: the step running or awaiting a decision.
                 current_step_label=Subquery(
-                    StepRun.objects.filter(change=OuterRef("pk"), status__in=["running", "failed"])
+                    StepRun.objects.filter(change=OuterRef("pk"), status__in=StepRun.CURRENT_STATUSES)
                     .order_by("-order")
                     .annotate(label=Concat("name", Value(" ("), "status", Value(")")))
                     .values("label")[:1]

@@ -229,6 +229,9 @@ class StepRun(models.Model):
         FAILED = "failed"
         ROLLED_BACK = "rolled_back"
 
+    # A change's current step, for live progress: the one running, or the failed one awaiting a decision.
+    CURRENT_STATUSES = (Status.RUNNING, Status.FAILED)
+
     change = models.ForeignKey(Change, on_delete=models.PROTECT, related_name="steps")
     order = models.PositiveIntegerField()
     phase = models.CharField(max_length=10, choices=Phase.choices)

@@ -14,7 +14,8 @@ REPORT_TASK = "reports.tasks.generate_report"
 log = logging.getLogger(__name__)
 
 
-def _send(name: str, args: list, eta: datetime | None = None) -> None:
+def send_task_safely(name: str, args: list, eta: datetime | None = None) -> None:
+    """Queue a Celery task; a broker outage is logged, never raised."""
     # The state change has committed: a broker outage must not turn it into an error for the caller. Every message
     # has a sweep behind it (start_due_windows, resume_held_windows; the report is also made on first download).
     try:
@@ -25,14 +26,14 @@ def _send(name: str, args: list, eta: datetime | None = None) -> None:
 
 def enqueue_run(change_id: int, *, eta: datetime | None = None) -> None:
     """Queue the engine for a change once the current transaction commits."""
-    transaction.on_commit(lambda: _send(RUN_TASK, [change_id], eta))
+    transaction.on_commit(lambda: send_task_safely(RUN_TASK, [change_id], eta))
 
 
 def enqueue_start(change_id: int, window_start: datetime) -> None:
     """Queue the start of a scheduled window at its start time (a periodic sweep catches a lost message)."""
-    transaction.on_commit(lambda: _send(START_TASK, [change_id], window_start))
+    transaction.on_commit(lambda: send_task_safely(START_TASK, [change_id], window_start))
 
 
 def enqueue_report(change_id: int) -> None:
     """Queue the window's PDF report once the transition that ended the window commits."""
-    transaction.on_commit(lambda: _send(REPORT_TASK, [change_id]))
+    transaction.on_commit(lambda: send_task_safely(REPORT_TASK, [change_id]))

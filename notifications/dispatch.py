@@ -24,7 +24,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import F, Q, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from changes import audit
@@ -67,10 +68,9 @@ def claim(delivery_id: int, *, worker: str, now: datetime) -> Delivery | None:
     won = Delivery.objects.filter(pk=delivery_id).filter(
         Q(status=Status.PENDING, next_attempt_at__lte=now) | Q(status=Status.SENDING, lease_expires_at__lt=now)
     ).update(status=Status.SENDING, lease_owner=worker, lease_expires_at=lease, attempts=F("attempts") + 1,
-             updated_at=now)
+             first_attempt_at=Coalesce("first_attempt_at", Value(now)), updated_at=now)
     if not won:
         return None
-    Delivery.objects.filter(pk=delivery_id, first_attempt_at__isnull=True).update(first_attempt_at=now)
     return Delivery.objects.select_related("change").get(pk=delivery_id)
 
 

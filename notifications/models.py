@@ -82,7 +82,7 @@ class Delivery(models.Model):
         if self.channel == self.Channel.CALLBACK:
             return 1
         size = max(1, self.batch_size)
-        return (len(self.recipients) + size - 1) // size if self.recipients_resolved else 0
+        return (self.recipients_count + size - 1) // size if self.recipients_resolved else 0
 
 
 class CalendarInvite(models.Model):

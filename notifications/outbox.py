@@ -5,7 +5,6 @@ picked up by the periodic sweep, ``notifications.tasks.dispatch_due``).
 """
 from __future__ import annotations
 
-import logging
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -14,6 +13,7 @@ from django.utils import timezone
 
 from changes import events
 from changes.models import Alert, AuditEvent, Change
+from changes.queue import send_task_safely
 from changes.states import WINDOW_ENDED, State
 
 from . import conf, ical
@@ -21,7 +21,6 @@ from .compose import message_id
 from .models import CalendarInvite, Delivery
 from .recipients import approvers_for, normalize, operators
 
-log = logging.getLogger(__name__)
 SEND_TASK = "notifications.tasks.send_delivery"
 Kind = Delivery.Kind
 
@@ -228,9 +227,4 @@ def _add(change: Change | None, channel: str, kind: str, key: str, payload: dict
 
 def kick(delivery_id: int, *, eta: datetime | None = None) -> None:
     """Queue one dispatch. A broker outage is logged, not raised: the committed row waits for the sweep."""
-    from celery import current_app
-
-    try:
-        current_app.send_task(SEND_TASK, args=[delivery_id], eta=eta)
-    except Exception as exc:  # noqa: BLE001 - any broker failure; the periodic sweep sends the row later
-        log.warning("could not queue delivery %s (%s); the sweep will send it", delivery_id, exc)
+    send_task_safely(SEND_TASK, [delivery_id], eta)

@@ -196,7 +196,7 @@ class ChangeDetailSerializer(ChangeSerializer):
 
     def get_current_step(self, obj: Change) -> dict[str, Any] | None:
         """The step running or waiting for a decision, for live progress."""
-        step = obj.steps.exclude(status__in=["passed", "skipped", "pending"]).order_by("-order").first()
+        step = obj.steps.filter(status__in=StepRun.CURRENT_STATUSES).order_by("-order").first()
         if step is None:
             return None
         return {"order": step.order, "key": step.key, "phase": step.phase, "name": step.name, "status": step.status,
