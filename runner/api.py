@@ -24,8 +24,9 @@ from changes.selectors import change_list
 
 from . import engine
 from .clock import RealClock
-from .context import ExecutionContext
+from .context import ExecutionContext, jsonable
 from .exchange.session import CmdletError, ExchangeSessionError
+from .plans import describe
 from .sessions import server_info
 from .step_types import Hold, Phase, StepFailed
 
@@ -67,7 +68,7 @@ def dry_run(change: Change, *, sessions_factory: Any = None, plan_builder: Any =
             plan = plan_builder(change.plan, info, options)
         except Exception as exc:
             raise PlanUnavailable(f"cannot build plan {change.plan!r} for {server.name}: {exc}") from exc
-        plans[server.name] = engine.describe_plan(plan)
+        plans[server.name] = {"name": plan.name, "variant": plan.variant, "steps": describe(plan)}
         sessions = sessions_factory(server)
         try:
             for step in plan.phase(Phase.PRECHECK):
@@ -81,11 +82,11 @@ def dry_run(change: Change, *, sessions_factory: Any = None, plan_builder: Any =
                 try:
                     outcome = step.run(ctx)
                     entry.update(status=outcome.status, summary=outcome.summary,
-                                 findings=engine._jsonable(outcome.findings),
-                                 issues=[_issue(i) for i in [*ctx.issues, *outcome.issues]])
+                                 findings=jsonable(outcome.findings),
+                                 issues=[i.as_dict() for i in [*ctx.issues, *outcome.issues]])
                 except StepFailed as exc:
                     entry.update(status="failed", summary=str(exc), error=str(exc),
-                                 findings=engine._jsonable(exc.findings), issues=[_issue(i) for i in ctx.issues])
+                                 findings=jsonable(exc.findings), issues=[i.as_dict() for i in ctx.issues])
                 except CmdletError as exc:
                     entry.update(status="failed", summary=str(exc), error=str(exc))
                 except Hold as hold:
@@ -100,10 +101,6 @@ def dry_run(change: Change, *, sessions_factory: Any = None, plan_builder: Any =
     return body
 
 
-def _issue(issue: Any) -> dict[str, Any]:
-    return {"summary": issue.summary, "resolution": issue.resolution, "automatic": issue.automatic}
-
-
 class DryRunView(APIView):
     """Run the change's read-only pre-checks against its server(s) and return the plan that would run."""
 
@@ -115,7 +112,7 @@ class DryRunView(APIView):
     @extend_schema(
         request=None,
         responses={200: inline_serializer("DryRun", {
-            "plan": serializers.ListField(child=serializers.DictField()),
+            "plan": serializers.DictField(help_text="name, variant and the steps that would run, in order"),
             "prechecks": serializers.ListField(child=serializers.DictField()),
         })},
     )

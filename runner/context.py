@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from runner.exchange.parameters import redact_parameters
@@ -37,10 +38,10 @@ class CommandRecord:
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     attempt: int = 1
-    via: str = ""  # the server whose endpoint ran it, when not the target's own (a DAG peer's Exchange endpoint)
+    via: str | None = None  # the server whose endpoint ran it, when not the target's own (a DAG peer's)
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if v not in ([], None) and not (k == "via" and not v)}
+        return {k: v for k, v in self.__dict__.items() if v not in ([], None)}
 
 
 class DryRunViolation(Exception):
@@ -131,10 +132,10 @@ class ExecutionContext:
             return result
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _via(self, session: ExchangeSession) -> str:
+    def _via(self, session: ExchangeSession) -> str | None:
         relay = getattr(session, "relay", None)
         name = str(getattr(relay, "name", relay or ""))
-        return "" if name.upper() == self.server.name.upper() else name
+        return None if not name or name.upper() == self.server.name.upper() else name
 
     def _take_notices(self, session: ExchangeSession, resolution: str) -> None:
         take = getattr(session, "take_notices", None)
@@ -143,9 +144,9 @@ class ExecutionContext:
             self.issues.append(Issue(notice, resolution))
 
     def _record(self, cmdlet: str, parameters: Any, endpoint: Endpoint, started: Any, t0: float, outcome: str,
-                *, attempt: int, via: str = "") -> CommandRecord:
+                *, attempt: int, via: str | None = None) -> CommandRecord:
         record = CommandRecord(
-            cmdlet=cmdlet, parameters=_jsonable(redact_parameters(parameters)), endpoint=str(endpoint),
+            cmdlet=cmdlet, parameters=jsonable(redact_parameters(parameters)), endpoint=str(endpoint),
             started_at=started.isoformat(), duration_ms=int((time.perf_counter() - t0) * 1000), outcome=outcome,
             attempt=attempt, via=via,
         )
@@ -204,7 +205,7 @@ def output_preview(objects: list[Any], limit: int = OUTPUT_PREVIEW_CHARS) -> str
     for a reader to see what the server said, without storing whole outputs in every step row."""
     lines, used = [], 0
     for index, obj in enumerate(objects):
-        line = json.dumps(_jsonable(obj), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        line = json.dumps(jsonable(obj), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         if used + len(line) > limit:
             room = max(0, limit - used)
             if room > 80:
@@ -216,11 +217,14 @@ def output_preview(objects: list[Any], limit: int = OUTPUT_PREVIEW_CHARS) -> str
     return "\n".join(lines)
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
+    """VALUE as JSON-ready data: string keys, lists for tuples and sets, ISO dates, anything else as its text."""
     if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set):
+        return [jsonable(v) for v in value]
+    if isinstance(value, datetime):
+        return value.isoformat()
     if isinstance(value, str | int | float | bool) or value is None:
         return value
     return str(value)

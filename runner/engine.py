@@ -24,7 +24,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from django.db import connection, transaction
@@ -38,7 +38,7 @@ from changes.services import change_transition
 from changes.states import State
 
 from . import conf
-from .context import ExecutionContext, RunLost
+from .context import ExecutionContext, RunLost, jsonable
 from .exchange.session import Endpoint, ExchangeSession, ExchangeSessionError
 from .step_types import Hold, Issue, Options, Phase, Plan, Poll, ServerInfo, Step, StepFailed, StepOutcome
 
@@ -80,19 +80,6 @@ def options_from(data: dict[str, Any] | None) -> Options:
     if isinstance(data.get("queue_drain"), dict):
         kwargs["queue_drain"] = Poll(**data["queue_drain"])
     return Options(**kwargs)
-
-
-def describe_plan(plan: Plan) -> dict[str, Any]:
-    """A plan as JSON: what would run, in order, and how each step may be handled."""
-    return {
-        "name": plan.name,
-        "variant": plan.variant,
-        "steps": [
-            {"key": s.key, "phase": str(s.phase), "title": s.title, "idempotent": s.idempotent,
-             "skippable": s.skippable, "mutating": s.mutating, "gate": s.gate, "rollback": s.rollback}
-            for s in plan.steps
-        ],
-    }
 
 
 def run_window(
@@ -440,11 +427,11 @@ class _Engine:
         return list(row.commands or []) + [dict(c.as_dict(), step_attempt=row.attempts) for c in ctx_commands]
 
     def _issues(self, row: StepRun, issues: list[Issue]) -> list[dict[str, Any]]:
-        return list(row.issues or []) + [{"summary": i.summary, "resolution": i.resolution, "automatic": i.automatic}
+        return list(row.issues or []) + [i.as_dict()
                                          for i in issues]
 
     def _save_context(self, **extra: Any) -> None:
-        fields = {"context": _jsonable(self.states),
+        fields = {"context": jsonable(self.states),
                   "lock_expires_at": timezone.now() + timedelta(seconds=self.lease.seconds), **extra}
         if not self.lease.mine().update(**fields):
             raise LeaseLost
@@ -456,7 +443,7 @@ class _Engine:
             self._save_context()
             StepRun.objects.filter(pk=row.pk).update(
                 status=status, finished_at=timezone.now(), commands=commands, issues=issues,
-                findings=_jsonable(outcome.findings), output_summary=outcome.summary, error="")
+                findings=jsonable(outcome.findings), output_summary=outcome.summary, error="")
         row.status, row.commands, row.issues = status, commands, issues
         log.info("change %s step %s %s: %s", self.change_id, row.order, status, outcome.summary)
         return None
@@ -473,7 +460,7 @@ class _Engine:
             # Park only if the work-done report has not arrived since this step read it: that report's own task
             # found the lease busy and was dropped, so parking now would wait until the window end.
             parked = self.lease.mine().filter(work_done_at__isnull=True).update(
-                context=_jsonable(self.states), wake_at=wake_at, lock_owner="", lock_expires_at=None)
+                context=jsonable(self.states), wake_at=wake_at, lock_owner="", lock_expires_at=None)
             if not parked:
                 if not self.lease.mine().exists():
                     raise LeaseLost
@@ -494,7 +481,7 @@ class _Engine:
             self._save_context()
             StepRun.objects.filter(pk=row.pk).update(
                 status=S.FAILED, finished_at=timezone.now(), commands=commands, issues=issues,
-                findings=_jsonable(findings), output_summary=message[:2000], error=message)
+                findings=jsonable(findings), output_summary=message[:2000], error=message)
             return self._pause(row, f"step {row.order} ({row.name}) failed: {message}", kind)
 
     def _pause(self, row: StepRun | None, message: str, kind: str, server: Server | None = None) -> str:
@@ -517,13 +504,3 @@ class _Engine:
         return str(final)
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, str | int | float | bool) or value is None:
-        return value
-    return str(value)

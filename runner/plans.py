@@ -168,4 +168,5 @@ def build_plan(name: str, server: ServerInfo, options: Options) -> Plan:
 def describe(plan: Plan) -> list[dict[str, Any]]:
     """The plan as rows for a dry run or the API: what would run, in order, and how each step may be handled."""
     return [{"key": s.key, "phase": str(s.phase), "title": s.title, "mutating": s.mutating,
-             "idempotent": s.idempotent, "skippable": s.skippable, "gate": s.gate} for s in plan.steps]
+             "idempotent": s.idempotent, "skippable": s.skippable, "gate": s.gate, "rollback": s.rollback}
+            for s in plan.steps]

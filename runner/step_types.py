@@ -52,6 +52,9 @@ class Issue:
     resolution: str = ""  # e.g. "drained on the 2nd poll", "recorded; window continued"
     automatic: bool = True
 
+    def as_dict(self) -> dict[str, Any]:
+        return {"summary": self.summary, "resolution": self.resolution, "automatic": self.automatic}
+
 
 @dataclass
 class StepOutcome:

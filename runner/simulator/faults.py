@@ -123,18 +123,12 @@ def _queue_stuck(sim: SimulatedExchange, server: Server, options: dict[str, Any]
             "it does not grow) while transport accepts mail (options queue=<hop or id>, default the external hop; "
             "messages=N already queued)")
 def _queue_retry(sim: SimulatedExchange, server: Server, options: dict[str, Any]) -> None:
-    queue = _delivery_queue(server, str(options.get("queue", "")))
-    queue.stuck = True
-    queue.status = "Retry"
-    queue.grows_every = float(options.get("every", 10))
-    queue.last_error = options.get(
-        "error",
+    # Growth first: a stuck queue no longer counts as a delivery queue that drains, and queued messages start it.
+    _delivery_queue(server, str(options.get("queue", ""))).grows_every = float(options.get("every", 10))
+    _queue_stuck(sim, server, {"error": (
         "451 4.4.0 Primary target IP address responded with: \"454 4.7.5 Certificate validation failure.\" Attempted "
         "failover to alternate host, but that did not succeed. Either there are no alternate hosts, or delivery "
-        "failed to all alternate hosts.",
-    )
-    if options.get("messages"):
-        server.transport.add_messages(queue, int(options["messages"]), sim.clock.now())
+        "failed to all alternate hosts."), **options})
 
 
 @_fault("queue-suspended", doc="a queue an admin suspended (option queue=<hop or id>, default the Submission queue)")

@@ -62,9 +62,15 @@ def umcallrouter_draining(ctx: StepContext) -> StepOutcome:
     The plan has this step only when the inventory's version may have UM; the component exists only on builds with
     UM, so an unknown version that turns out to be 2019+ skips here.
     """
-    if UM_CALL_ROUTER not in read_components(ctx):
+    if not _has_um(ctx):
         return StepOutcome("skipped", "no UMCallRouter component on this build")
     return enter_vote(ctx, UM_CALL_ROUTER, "Draining", skip_when=frozenset({"Draining", "Inactive"}))
+
+
+def _has_um(ctx: StepContext) -> bool:
+    """Whether the build has UMCallRouter: from the snapshot taken on entry, else read (a step run on its own)."""
+    components = (ctx.state.get("snapshot") or {}).get("components")
+    return UM_CALL_ROUTER in (components if components is not None else read_components(ctx))
 
 
 def _um_calls(ctx: StepContext) -> list[dict[str, Any]]:
@@ -80,7 +86,7 @@ def um_calls_drained(ctx: StepContext) -> StepOutcome:
     With UMCallRouter Draining no new call is routed here and the calls in progress end on their own; what is still
     up after 5 min pauses the window: the operator waits longer (retry) or accepts cutting those calls (skip).
     """
-    if UM_CALL_ROUTER not in read_components(ctx):
+    if not _has_um(ctx):
         return StepOutcome("skipped", "no UMCallRouter component on this build (no Unified Messaging)")
     seen: dict[str, Any] = {"calls": []}
 

@@ -11,7 +11,7 @@ from .base import call
 from .components import SERVER_WIDE_OFFLINE, holders, not_active, read_components, snapshot_vote, votes
 from .dag import cluster_state, copies_on, read_mailbox_server
 from .prechecks import MAX_COPY_QUEUE, MAX_REPLAY_QUEUE
-from .transport import POISON_HOP, SHADOW, queue_row
+from .transport import POISON_HOP, is_own_mail, queue_row
 
 # Copies pass through Initializing after service starts and monitors need minutes: poll rather than judge once.
 SETTLE = Poll(interval=15, total_timeout=300)
@@ -131,10 +131,6 @@ def cluster_and_activation(ctx: StepContext) -> StepOutcome:
     return StepOutcome("passed", f"cluster node Up; activation policy {settings['policy']}", findings=findings)
 
 
-def _own(q: dict[str, Any]) -> bool:
-    return q["delivery_type"] != SHADOW and q["next_hop"] != POISON_HOP
-
-
 def _external(q: dict[str, Any]) -> bool:
     return q["next_hop_category"] == "External" or q["delivery_type"] in EXTERNAL_DELIVERY
 
@@ -165,7 +161,7 @@ def queues(ctx: StepContext) -> StepOutcome:
             seen["problems"] = {"Get-Queue": error}
             seen["ever"]["Get-Queue"] = "not answering (transport starting)"
             return False, ("unanswered",), f"Get-Queue: {error}"
-        rows = [queue_row(q) for q in result.output]
+        rows = [queue_row(q) | {"own": is_own_mail(q)} for q in result.output]
         now = ctx.clock.now()
         problems: dict[str, str] = {}
         watching = False
@@ -174,7 +170,7 @@ def queues(ctx: StepContext) -> StepOutcome:
         for r in rows:
             since, before = first_seen.setdefault(r["identity"], (now, r["message_count"]))
             r["first_count"] = before
-            if not _own(r):
+            if not r["own"]:
                 continue
             where = f"{r['identity']} to {r['next_hop']}"
             if r["status"] == "Suspended":
@@ -204,7 +200,7 @@ def queues(ctx: StepContext) -> StepOutcome:
                          + "; ".join(f"{q}: {p}" for q, p in seen["problems"].items()), findings=findings)
     issues = [Issue(f"{q} was {p}", f"flowing again after {result.elapsed:.0f} s") for q, p in seen["ever"].items()]
     for r in rows:
-        if _own(r) and r["status"] == "Retry":
+        if r["own"] and r["status"] == "Retry":
             issues.append(Issue(f"queue {r['identity']} to {r['next_hop']} is in Retry with {r['message_count']} "
                                 f"message(s), not growing over {result.elapsed:.0f} s: {r['last_error']}",
                                 "reported; the remote end refuses and transport retries it", automatic=False))

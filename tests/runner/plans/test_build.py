@@ -70,7 +70,7 @@ def test_every_rollback_names_an_exit_step_of_the_same_plan(server: ServerInfo) 
 def test_describe_lists_each_step_for_a_dry_run() -> None:
     rows = describe(build_plan("maintenance", STANDALONE, Options()))
     assert rows[0] == {"key": "precheck.backups", "phase": "precheck", "title": rows[0]["title"], "mutating": False,
-                       "idempotent": True, "skippable": True, "gate": True}
+                       "idempotent": True, "skippable": True, "gate": True, "rollback": None}
     assert [r["key"] for r in rows if r["phase"] == "work"] == ["work.hold"]
 
 
