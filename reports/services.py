@@ -18,10 +18,9 @@ from changes import audit
 from changes.errors import DomainError, NotPermitted
 from changes.models import Approval, AuditHead, Change, Role
 from changes.roles import has_role
-from changes.selectors import audit_events_for
 from changes.states import WINDOW_ENDED, State
 
-from .context import build_report_data, window_end
+from .context import build_report_data
 from .models import Report
 from .render import RenderedPdf, render_report
 
@@ -72,7 +71,7 @@ def _write_once(path: Path, content: bytes) -> None:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
     except FileExistsError:
-        if hashlib.sha256(path.read_bytes()).digest() != hashlib.sha256(content).digest():
+        if path.read_bytes() != content:
             raise FileExistsError(f"{path} exists with other content; a report is never overwritten") from None
         return
     with os.fdopen(fd, "wb") as fh:
@@ -96,16 +95,16 @@ def report_generate(change_id: int) -> Report:
         raise ReportNotReady(f"{change.number} is '{change.state}': its report exists once the window has ended "
                              "(completed, failed or aborted)", state=change.state)
     head_seq, head_hash = _current_head()
-    rendered = render_for(change_id, head_seq, head_hash)
+    data = build_report_data(change_id, head_seq=head_seq, head_hash=head_hash)
+    rendered = render_report(data)
     name = f"{change.number}-{rendered.sha256[:16]}.pdf"
     _write_once(reports_dir() / name, rendered.pdf)
-    events = list(audit_events_for(change).filter(seq__lte=head_seq))
     try:
         with transaction.atomic():
             report = Report.objects.create(
                 change=change, file_name=name, sha256=rendered.sha256, size=len(rendered.pdf), pages=rendered.pages,
                 head_seq=head_seq, head_hash=head_hash,
-                window_ended_at=window_end(change, events, getattr(change, "run", None)))
+                window_ended_at=data.ended_at)
             audit.append(actor=ACTOR, action="report.generated", obj=change,
                          changes={"sha256": [None, rendered.sha256], "head_seq": [None, head_seq]})
     except IntegrityError:
