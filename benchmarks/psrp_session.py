@@ -23,9 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pypsrp.powershell import PowerShell, RunspacePool  # noqa: E402 - after the path fix above
 from pypsrp.wsman import WSMan  # noqa: E402
 
+from exchange_sim.endpoint import start_endpoint  # noqa: E402
 from runner.exchange.pypsrp_session import EndpointConfig, PypsrpSession  # noqa: E402
 from runner.exchange.session import Endpoint  # noqa: E402
-from runner.simulator.endpoint import start_endpoint  # noqa: E402
 
 USER, PASSWORD = "bench-svc", "Bench-Passw0rd-1"
 SERVER = "EX01"
@@ -34,14 +34,14 @@ SERVER = "EX01"
 def _simulation() -> tuple[Any, str, dict[str, Any]]:
     """The simulated Exchange if it imports; otherwise a one-cmdlet stand-in (so the transport can be measured)."""
     try:
-        from runner.simulator.model import SimulatedExchange
+        from exchange_sim.model import SimulatedExchange
 
         sim = SimulatedExchange()
         sim.add_standalone(SERVER)
         return sim, "Get-MailboxServer", {"Identity": SERVER}
     except Exception as exc:  # noqa: BLE001 - the benchmark still measures the transport without the model
         print(f"(simulated Exchange unavailable: {type(exc).__name__}: {exc}; using a stand-in)")
-        from runner.simulator.objects import SimObject, SimResult, enum
+        from exchange_sim.objects import SimObject, SimResult, enum
 
         class StandIn:
             servers = {SERVER: object()}

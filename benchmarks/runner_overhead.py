@@ -41,10 +41,10 @@ from pypsrp.wsman import WSMan  # noqa: E402
 from changes import services  # noqa: E402
 from changes.models import ApiClient, Server, StepRun  # noqa: E402
 from changes.run_services import change_start, change_work_done  # noqa: E402
+from exchange_sim.endpoint import start_endpoint  # noqa: E402
+from exchange_sim.model import SimulatedExchange  # noqa: E402
 from runner.clock import SimulatedClock  # noqa: E402
 from runner.engine import run_window  # noqa: E402
-from runner.simulator.endpoint import start_endpoint  # noqa: E402
-from runner.simulator.model import SimulatedExchange  # noqa: E402
 
 USER, PASSWORD = "bench-svc", "Bench-Passw0rd-1"
 

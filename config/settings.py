@@ -48,6 +48,7 @@ INSTALLED_APPS = [
     "runner",
     "reports",
     "notifications",
+    "devtools",
 ]
 
 MIDDLEWARE = [

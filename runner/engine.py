@@ -1,6 +1,6 @@
 """The engine: runs a change's plan one step at a time, every step persisted, resumable on any worker.
 
-Rules it keeps (docs: /work/shared/style.md, issue 4 "Execution"):
+Rules it keeps (docs/architecture.md, "The runner"):
 
 - One worker runs a change: a lease on ``WindowRun`` (compare-and-set on ``lock_owner``/``lock_expires_at``),
   renewed by a heartbeat while a step runs; an expired lease (a dead worker) may be taken over.

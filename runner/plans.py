@@ -3,7 +3,7 @@
 ``build_plan("maintenance", server, options)`` picks the variant from the inventory: ``standalone`` when the server
 is in no DAG, else ``dag-member``; the Unified Messaging steps are left out when the inventory's version is 2019 or
 SE (UM was removed; when the version does not say, the steps look for the UMCallRouter component at run time).
-The order follows the reference (``exchange-maintenance.md``): §1(a)/§1(b) to enter, §2(a)/§2(b) to exit, §2.1 to
+The order follows the reference (``docs/exchange-procedure.md``): §1(a)/§1(b) to enter, §2(a)/§2(b) to exit, §2.1 to
 verify, §3 for the gating pre-checks. Every step function lives in ``runner.steps`` and is check-then-set, so the
 exit phase doubles as the abort path from any point of the entry.
 """

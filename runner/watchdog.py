@@ -1,6 +1,6 @@
 """The watchdog (Celery beat): a server must never silently stay in maintenance.
 
-Two checks (issue 4, exchange-maintenance.md §5.6):
+Two checks (issue 4, docs/exchange-procedure.md §5.6):
 - a change still ``running``/``paused`` past ``window_end`` + grace → an ``overrun`` alert;
 - a server with no active change found in maintenance — ServerWideOffline not Active, MailboxServer activation
   ``Blocked`` or ``DatabaseCopyActivationDisabledAndMoveNow``, its cluster node not ``Up`` (the HealthChecker

@@ -3,7 +3,7 @@
 A session runs one cmdlet with parameters on one endpoint of one server and returns parsed objects plus the error
 records and warnings. Transport failures raise typed errors with a ``retryable`` flag. Implementations: the pypsrp
 adapter (``runner.exchange.pypsrp_session``, the only module that imports pypsrp) and the in-process simulator
-session (``runner.simulator.session``).
+session (``exchange_sim.session``).
 """
 from __future__ import annotations
 

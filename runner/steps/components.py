@@ -1,6 +1,6 @@
 """Server component states: reading the votes, snapshotting them, setting and clearing this run's votes.
 
-Facts this module relies on (reference §0.1, §0.2, §5.3):
+Facts this module relies on (docs/exchange-procedure.md §0.1, §0.2, §5.3):
 - each requester's vote is stored separately (registry = LocalStates, AD = RemoteStates); Inactive wins;
 - a vote can only be cleared by the requester that set it (KB2958835), so this run only ever clears ``Maintenance``
   votes it recorded in ``ctx.state["votes_set"]`` (plus setup's ``Functional`` leftovers when the operator opted in);

@@ -1,6 +1,6 @@
 """DAG-member steps: peers, the cluster node, activation settings and moving the active databases off.
 
-Facts (reference §1(b), §2(a), §3.1, §5.4, §5.5):
+Facts (docs/exchange-procedure.md §1(b), §2(a), §3.1, §5.4, §5.5):
 - record ``DatabaseCopyAutoActivationPolicy`` and ``DatabaseCopyActivationDisabledAndMoveNow`` first and restore the
   saved values on exit, not blindly Unrestricted (§1(b) row 0, §7.1);
 - ``Suspend-ClusterNode``/``Resume-ClusterNode``/``Get-ClusterNode`` are FailoverClusters cmdlets: default endpoint;

@@ -1,6 +1,6 @@
 """Transport: restarting the services so they pick up HubTransport's state, redirecting and draining the queues.
 
-Facts (reference §1(a), §1(b), §5.1, §5.2, §7.3):
+Facts (docs/exchange-procedure.md §1(a), §1(b), §5.1, §5.2, §7.3):
 - the transport service acts on a new HubTransport state only after a restart of MSExchangeTransport (MS-DAG);
   many guides restart MSExchangeFrontEndTransport too;
 - after a restart ``Get-Queue`` fails until the BootLoader has loaded the queue database: DSC waits up to 5 min;

@@ -1,4 +1,4 @@
-"""Post-exit verification, read-only (reference §2.1 and the out-of-maintenance predicate, §7.5)."""
+"""Post-exit verification, read-only (docs/exchange-procedure.md §2.1 and the out-of-maintenance predicate, §7.5)."""
 from __future__ import annotations
 
 from typing import Any

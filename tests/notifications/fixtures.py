@@ -19,10 +19,10 @@ from aiosmtpd.controller import Controller
 
 from changes import services
 from changes.models import Change
+from exchange_sim.model import SimulatedExchange
+from exchange_sim.session import SimulatorSession
 from notifications import dispatch
 from notifications.models import Delivery
-from runner.simulator.model import SimulatedExchange
-from runner.simulator.session import SimulatorSession
 from tests.conftest import window
 
 logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every connection at INFO

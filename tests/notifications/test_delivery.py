@@ -8,13 +8,13 @@ import pytest
 from django.utils import timezone
 
 from changes.models import AuditEvent, Server
+from exchange_sim.databases import Mailbox
+from exchange_sim.endpoint import RunningEndpoint, start_endpoint
+from exchange_sim.model import SimulatedExchange
 from notifications import dispatch
 from notifications.models import Delivery
 from runner.exchange.pypsrp_session import EndpointConfig, PypsrpSession
 from runner.exchange.session import Endpoint
-from runner.simulator.databases import Mailbox
-from runner.simulator.endpoint import RunningEndpoint, start_endpoint
-from runner.simulator.model import SimulatedExchange
 
 from .fixtures import SmtpSink, announcement, create, deliveries, drain, sim_factory
 

@@ -1,11 +1,11 @@
 """The execution context records what each command returned, compactly, for the step log and the report."""
 from __future__ import annotations
 
+from exchange_sim.model import SimulatedExchange
+from exchange_sim.session import SimulatorSession
 from runner.clock import SimulatedClock
 from runner.context import ExecutionContext, output_preview
 from runner.exchange.session import Endpoint
-from runner.simulator.model import SimulatedExchange
-from runner.simulator.session import SimulatorSession
 from runner.step_types import ServerInfo
 
 

@@ -8,9 +8,9 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from changes.models import Server
+from exchange_sim.endpoint import RunningEndpoint, start_endpoint
+from exchange_sim.model import SimulatedExchange
 from runner.clock import SimulatedClock
-from runner.simulator.endpoint import RunningEndpoint, start_endpoint
-from runner.simulator.model import SimulatedExchange
 
 from .support import Hooks, build_test_plan, organisation, sim_factory
 

@@ -15,11 +15,11 @@ from django.utils import timezone
 from changes import services
 from changes.models import Change
 from changes.run_services import change_start
+from exchange_sim.components import INACTIVE_BY_DESIGN
+from exchange_sim.model import SimulatedExchange
+from exchange_sim.objects import SimResult
+from exchange_sim.session import SimulatorSession
 from runner.exchange.session import Endpoint
-from runner.simulator.components import INACTIVE_BY_DESIGN
-from runner.simulator.model import SimulatedExchange
-from runner.simulator.objects import SimResult
-from runner.simulator.session import SimulatorSession
 from runner.step_types import (
     Hold,
     Issue,

@@ -9,10 +9,10 @@ from django.test import override_settings
 
 from changes import services
 from changes.models import Server
+from exchange_sim.endpoint import start_endpoint
 from runner.api import DryRunView
 from runner.exchange.session import AuthenticationFailed, Endpoint
 from runner.sessions import InventoryError, endpoint_config, open_sessions, server_info
-from runner.simulator.endpoint import start_endpoint
 from tests.conftest import SATURDAY_NIGHT
 
 from .support import build_test_plan, mutating_commands, sim_factory

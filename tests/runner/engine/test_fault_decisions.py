@@ -26,13 +26,13 @@ from changes.errors import StateConflict
 from changes.models import Alert, AuditEvent, Change, StepRun, WindowRun
 from changes.run_services import change_resume, change_start, change_work_done
 from changes.states import State
+from exchange_sim.binding import DEFAULT, EXCHANGE
+from exchange_sim.faults import FAULTS
+from exchange_sim.model import SimulatedExchange
+from exchange_sim.transport import BOOTLOADER_SECONDS
 from runner.clock import SimulatedClock
 from runner.engine import run_window
 from runner.scheduler import start_due_windows
-from runner.simulator.binding import DEFAULT, EXCHANGE
-from runner.simulator.faults import FAULTS
-from runner.simulator.model import SimulatedExchange
-from runner.simulator.transport import BOOTLOADER_SECONDS
 
 from .support import maintenance_leftovers, mutating_commands, organisation
 

@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
+from exchange_sim.endpoint import start_endpoint
+from exchange_sim.model import SimulatedExchange
 from runner.exchange.parsing import component_states, exchange_server, mailbox_server, service_health
 from runner.exchange.pypsrp_session import EndpointConfig, PypsrpSession
 from runner.exchange.session import CmdletError, Endpoint, EndpointUnreachable
-from runner.simulator.endpoint import start_endpoint
-from runner.simulator.model import SimulatedExchange
 
 USER, PASSWORD = "exmaint-svc", "Sim-Passw0rd-42"
 
@@ -61,7 +61,7 @@ def adapter(running, server: str) -> PypsrpSession:
 
 
 def in_process(sim, server: str):
-    from runner.simulator.session import SimulatorSession
+    from exchange_sim.session import SimulatorSession
 
     return SimulatorSession(sim, server)
 

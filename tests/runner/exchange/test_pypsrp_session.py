@@ -15,6 +15,8 @@ from pypsrp.exceptions import WSManFaultError
 from pypsrp.powershell import PowerShell, RunspacePool
 from pypsrp.wsman import WSMan
 
+from exchange_sim.endpoint import start_endpoint
+from exchange_sim.objects import SimError, SimObject, SimResult, SimTerminatingError, enum, string_list
 from runner.exchange.pypsrp_session import (
     EndpointConfig,
     PypsrpSession,
@@ -30,8 +32,6 @@ from runner.exchange.session import (
     EndpointUnreachable,
     ErrorRecord,
 )
-from runner.simulator.endpoint import start_endpoint
-from runner.simulator.objects import SimError, SimObject, SimResult, SimTerminatingError, enum, string_list
 
 USER, PASSWORD = "exmaint-svc", "Sim-Passw0rd-42"
 

@@ -6,12 +6,12 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from exchange_sim.model import SimulatedExchange
+from exchange_sim.session import SimulatorSession
 from runner.clock import SimulatedClock
 from runner.context import ExecutionContext
 from runner.exchange.session import Endpoint
 from runner.plans import build_plan
-from runner.simulator.model import SimulatedExchange
-from runner.simulator.session import SimulatorSession
 from runner.step_types import Hold, Options, Phase, Plan, ServerInfo, Step, StepFailed, StepOutcome
 
 READ_VERBS = ("Get-", "Test-")

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from runner.simulator.model import SimulatedExchange
+from exchange_sim.model import SimulatedExchange
 from runner.step_types import Phase, ServerInfo, StepFailed
 
 from .harness import server_info, start

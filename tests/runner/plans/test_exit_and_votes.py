@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from runner.simulator.model import SimulatedExchange
+from exchange_sim.model import SimulatedExchange
 from runner.step_types import Options, Phase, StepFailed
 
 from .harness import Run, fully_active, start
@@ -189,7 +189,7 @@ def test_a_vote_whose_recording_was_lost_in_a_crash_is_still_cleared_on_exit() -
 
 def test_pop_and_imap_that_ran_before_the_window_are_started_again_on_exit() -> None:
     """§2 step 6 / §5.7: they stop with PopProxy/ImapProxy and do not come back by themselves."""
-    from runner.simulator.model import SimulatedExchange
+    from exchange_sim.model import SimulatedExchange
 
     from .harness import server_info
 
@@ -197,10 +197,10 @@ def test_pop_and_imap_that_ran_before_the_window_are_started_again_on_exit() -> 
     sim.add_standalone("EX01")
     for name in ("MSExchangeIMAP4", "MSExchangeIMAP4BE"):
         sim.servers["EX01"].services[name].running = True
+    from exchange_sim.session import SimulatorSession
     from runner.clock import SimulatedClock
     from runner.context import ExecutionContext
     from runner.plans import build_plan
-    from runner.simulator.session import SimulatorSession
     from runner.step_types import Hold, Options
 
     session = SimulatorSession(sim, "EX01")

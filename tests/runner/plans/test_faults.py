@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from runner.simulator.model import SimulatedExchange
+from exchange_sim.model import SimulatedExchange
 from runner.step_types import Options, Phase, StepFailed
 
 from .harness import Run, fully_active, start

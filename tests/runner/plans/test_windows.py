@@ -5,10 +5,10 @@ from datetime import timedelta
 
 import pytest
 
+from exchange_sim.model import SimulatedExchange
+from exchange_sim.session import SimulatorSession
 from runner.context import ExecutionContext
 from runner.exchange.session import Endpoint
-from runner.simulator.model import SimulatedExchange
-from runner.simulator.session import SimulatorSession
 from runner.step_types import Hold, Phase
 
 from .harness import fully_active, start

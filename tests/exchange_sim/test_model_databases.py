@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from runner.simulator.model import SimulatedExchange
-from runner.simulator.objects import SimTerminatingError
+from exchange_sim.model import SimulatedExchange
+from exchange_sim.objects import SimTerminatingError
 
 EX = "Microsoft.Exchange"
 DEFAULT = "Microsoft.PowerShell"

@@ -27,9 +27,9 @@ from xml.etree import ElementTree as ET
 
 import spnego
 
-from runner.simulator import ntlm, wsman
-from runner.simulator.objects import SimResult
-from runner.simulator.psrp_server import Shell
+from exchange_sim import ntlm, wsman
+from exchange_sim.objects import SimResult
+from exchange_sim.psrp_server import Shell
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ SHELL_RESOURCE = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell"
 
 
 class Simulation(Protocol):
-    """The part of ``runner.simulator.model.SimulatedExchange`` the endpoint uses."""
+    """The part of ``exchange_sim.model.SimulatedExchange`` the endpoint uses."""
 
     servers: dict[str, Any]
 

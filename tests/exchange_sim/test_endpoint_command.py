@@ -8,9 +8,9 @@ import pytest
 from pypsrp.powershell import PowerShell, RunspacePool
 from pypsrp.wsman import WSMan
 
-from runner.management.commands.simulate_exchange import endpoint_urls, parse_dag, read_password, serve
-from runner.simulator.endpoint import RunningEndpoint
-from tests.runner.simulator.test_endpoint import StandInExchange
+from devtools.management.commands.simulate_exchange import endpoint_urls, parse_dag, read_password, serve
+from exchange_sim.endpoint import RunningEndpoint
+from tests.exchange_sim.test_endpoint import StandInExchange
 
 
 def test_a_dag_spec_names_the_dag_and_its_members() -> None:

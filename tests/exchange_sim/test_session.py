@@ -5,10 +5,10 @@ from datetime import UTC, datetime
 
 import pytest
 
+from exchange_sim.model import SimulatedExchange
+from exchange_sim.objects import SimEnum, SimList, SimObject
+from exchange_sim.session import SimulatorSession, to_plain
 from runner.exchange.session import CmdletError, Endpoint, EndpointUnreachable
-from runner.simulator.model import SimulatedExchange
-from runner.simulator.objects import SimEnum, SimList, SimObject
-from runner.simulator.session import SimulatorSession, to_plain
 
 
 @pytest.fixture

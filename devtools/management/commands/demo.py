@@ -40,8 +40,8 @@ from django.core.management.base import BaseCommand, CommandError
 from rest_framework.authtoken.models import Token
 
 from changes.models import ApiClient
+from devtools.sinks import CallbackReceiver, MailSink
 from notifications.secrets import callback_secret_rotate
-from reports.demo_sinks import CallbackReceiver, MailSink
 
 SPEED = 60  # the simulated Exchange and the engine both run 60× faster than real time
 FAULT = "queue-stuck@EX01"

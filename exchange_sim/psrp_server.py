@@ -39,7 +39,7 @@ from psrpcore.types import (
 )
 from psrpcore.types._enum import PSEnumMeta
 
-from runner.simulator.objects import SimEnum, SimError, SimList, SimObject, SimResult, SimTerminatingError
+from exchange_sim.objects import SimEnum, SimError, SimList, SimObject, SimResult, SimTerminatingError
 
 
 class _NeverReferenced(list):

@@ -18,7 +18,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from runner.simulator.endpoint import DEFAULT, EXCHANGE, RunningEndpoint, start_endpoint
+from exchange_sim.endpoint import DEFAULT, EXCHANGE, RunningEndpoint, start_endpoint
 
 DEMO_STANDALONE = ["EX01"]
 DEMO_DAGS = ["DAG1:EX02,EX03,EX04"]
@@ -37,7 +37,7 @@ def build_simulation(standalone: Sequence[str], dags: Sequence[str], faults: Seq
                      speed: float | None = None) -> Any:
     """A SimulatedExchange with these servers and faults (``NAME@SERVER[:N]``); with ``speed``, its clock runs on its
     own from now, ``speed`` times faster than the wall clock."""
-    from runner.simulator import model
+    from exchange_sim import model
 
     sim = model.SimulatedExchange() if speed is None else model.SimulatedExchange(start=datetime.now(UTC), speed=speed)
     for name in standalone:

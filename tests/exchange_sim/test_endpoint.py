@@ -1,6 +1,6 @@
 """The WinRM/PSRP endpoint driven by the real, unmodified pypsrp client over HTTP on 127.0.0.1.
 
-A small stand-in organisation (same contract as ``runner.simulator.model.SimulatedExchange``) keeps these tests about
+A small stand-in organisation (same contract as ``exchange_sim.model.SimulatedExchange``) keeps these tests about
 the protocol: object shapes, error streams, auth, pool reuse, quotas and injected faults.
 """
 from __future__ import annotations
@@ -19,8 +19,8 @@ from pypsrp.exceptions import AuthenticationError, WinRMTransportError, WSManFau
 from pypsrp.powershell import PowerShell, RunspacePool
 from pypsrp.wsman import WSMan
 
-from runner.simulator.endpoint import DEFAULT, EXCHANGE, RunningEndpoint, start_endpoint
-from runner.simulator.objects import SimEnum, SimError, SimList, SimObject, SimResult, SimTerminatingError
+from exchange_sim.endpoint import DEFAULT, EXCHANGE, RunningEndpoint, start_endpoint
+from exchange_sim.objects import SimEnum, SimError, SimList, SimObject, SimResult, SimTerminatingError
 
 USER, PASSWORD = "exmaint-svc", "Endpoint-Test-Passw0rd"
 SERVICE_STATE = ("Microsoft.Exchange.Data.ServiceState", "System.Enum", "System.ValueType", "System.Object")

@@ -5,8 +5,8 @@ import threading
 
 import pytest
 
-from runner.simulator.model import SimulatedExchange
-from runner.simulator.objects import SimObject, SimTerminatingError
+from exchange_sim.model import SimulatedExchange
+from exchange_sim.objects import SimObject, SimTerminatingError
 
 EX = "Microsoft.Exchange"
 DEFAULT = "Microsoft.PowerShell"

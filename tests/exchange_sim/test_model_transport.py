@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from runner.simulator import transport
-from runner.simulator.model import SimulatedExchange
-from runner.simulator.objects import SimTerminatingError
+from exchange_sim import transport
+from exchange_sim.model import SimulatedExchange
+from exchange_sim.objects import SimTerminatingError
 
 EX = "Microsoft.Exchange"
 DEFAULT = "Microsoft.PowerShell"
@@ -174,7 +174,7 @@ def test_a_running_clock_moves_on_its_own_and_still_jumps_ahead() -> None:
     import time as _time
     from datetime import UTC, datetime
 
-    from runner.simulator.model import SimulatedExchange
+    from exchange_sim.model import SimulatedExchange
 
     sim = SimulatedExchange(start=datetime.now(UTC), speed=600)
     sim.add_standalone("EX01")

@@ -5,9 +5,9 @@ from datetime import timedelta
 
 import pytest
 
-from runner.simulator import transport
-from runner.simulator.model import SimulatedExchange, parse_fault
-from runner.simulator.objects import SimTerminatingError
+from exchange_sim import transport
+from exchange_sim.model import SimulatedExchange, parse_fault
+from exchange_sim.objects import SimTerminatingError
 
 EX = "Microsoft.Exchange"
 DEFAULT = "Microsoft.PowerShell"

@@ -1,4 +1,4 @@
-"""The endpoint in front of the real simulated organisation (runner.simulator.model), driven by pypsrp."""
+"""The endpoint in front of the real simulated organisation (exchange_sim.model), driven by pypsrp."""
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -9,11 +9,11 @@ import requests
 from pypsrp.powershell import PowerShell, RunspacePool
 from pypsrp.wsman import WSMan
 
+from exchange_sim.endpoint import DEFAULT, EXCHANGE, RunningEndpoint, start_endpoint
 from runner.exchange.parsing import to_plain
-from runner.simulator.endpoint import DEFAULT, EXCHANGE, RunningEndpoint, start_endpoint
 
 model = pytest.importorskip(
-    "runner.simulator.model", reason="the simulated organisation is not complete yet", exc_type=ImportError
+    "exchange_sim.model", reason="the simulated organisation is not complete yet", exc_type=ImportError
 )
 
 USER, PASSWORD = "exmaint-svc", "Model-Test-Passw0rd"
