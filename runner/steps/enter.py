@@ -1,4 +1,6 @@
-"""Entering maintenance: the snapshot, the component votes and the final gate (docs/exchange-procedure.md §1, §7.1, §7.4)."""
+"""Entering maintenance: the snapshot, the component votes and the final gate.
+
+Procedure: docs/exchange-procedure.md §1, §7.1, §7.4."""
 from __future__ import annotations
 
 from typing import Any

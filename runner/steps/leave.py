@@ -1,4 +1,6 @@
-"""Leaving maintenance, in the documented order (docs/exchange-procedure.md §2(a), §2(b)); every step undoes only this run's changes.
+"""Leaving maintenance, in the documented order; every step undoes only this run's changes.
+
+Procedure: docs/exchange-procedure.md §2(a), §2(b).
 
 Each step is check-then-set, so the exit path also serves an ABORT from any point of the entry: what was never done
 is found already in place and skipped.

@@ -1,4 +1,6 @@
-"""Read-only pre-checks that gate the window (docs/exchange-procedure.md §3.1). A failure raises ``StepFailed`` with findings; the
+"""Read-only pre-checks that gate the window (docs/exchange-procedure.md §3.1).
+
+A failure raises ``StepFailed`` with findings; the
 window does not start unless an operator overrides with a reason. Everything found goes into the findings for the
 report and the dry run."""
 from __future__ import annotations
