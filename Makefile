@@ -22,6 +22,7 @@ migrate: install
 
 lint: install
 	$(PY) -m ruff check .
+	$(VENV)/bin/lint-imports --no-cache  # the arrows between the packages (pyproject.toml, docs/architecture.md)
 	DEBUG=true $(PY) manage.py makemigrations --check --dry-run > /dev/null
 
 test: lint
