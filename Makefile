@@ -7,6 +7,9 @@ PY := $(VENV)/bin/python
 PORT ?= 8000
 # Embedded defaults for local runs: DEBUG on (so no SECRET_KEY is needed), SQLite under var/, filesystem broker.
 LOCAL_ENV := DEBUG=$${DEBUG:-true}
+# pytest-xdist workers: one per core by default (each has its own test database, var/ and Celery queue).
+# `make test PYTEST_WORKERS=0` runs the suite serially in one process.
+PYTEST_WORKERS ?= auto
 
 .PHONY: demo test serve lint migrate install clean
 
@@ -26,7 +29,7 @@ lint: install
 	DEBUG=true $(PY) manage.py makemigrations --check --dry-run > /dev/null
 
 test: lint
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist worksteal
 
 serve: migrate
 	$(LOCAL_ENV) $(PY) manage.py serve --port $(PORT)
