@@ -16,7 +16,7 @@ from changes.models import Server
 from changes.states import ACTIVE
 
 from . import conf
-from .context import is_read
+from .exchange.cmdlets import is_read
 from .exchange.pypsrp_session import EndpointConfig, PypsrpSession
 from .exchange.session import (
     AuthenticationFailed,
