@@ -134,13 +134,11 @@ class ExecutionContext:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _via(self, session: ExchangeSession) -> str | None:
-        relay = getattr(session, "relay", None)
-        name = str(getattr(relay, "name", relay or ""))
+        name = session.relay
         return None if not name or name.upper() == self.server.name.upper() else name
 
     def _take_notices(self, session: ExchangeSession, resolution: str) -> None:
-        take = getattr(session, "take_notices", None)
-        for notice in take() if take is not None else ():
+        for notice in session.take_notices():
             # e.g. the relay's endpoint did not answer and another DAG member's took over
             self.issues.append(Issue(notice, resolution))
 
@@ -165,9 +163,7 @@ class ExecutionContext:
         for session in self._used.values():
             # Waiting anyway: the moment to terminate finished pipelines, off the commands' critical path. It is
             # still remoting time, counted as such.
-            release = getattr(session, "release_finished", None)
-            if release is not None:
-                release()
+            session.release_finished()
         self.command_time += time.perf_counter() - t0
         t0 = time.perf_counter()
         self.clock.sleep(seconds)

@@ -355,6 +355,15 @@ class PypsrpSession:
             for endpoint in list(self._pools):
                 self._release(endpoint)
 
+    def take_notices(self) -> list[str]:
+        """None: this session never moves a command elsewhere (``runner.sessions.RelayedSession`` does)."""
+        return []
+
+    @property
+    def relay(self) -> str | None:
+        """None: every command runs on the endpoints configured for this server."""
+        return None
+
     def close(self) -> None:
         """Close every runspace pool (deleting its shell on the server). Safe to call twice; never raises."""
         with self._lock:
