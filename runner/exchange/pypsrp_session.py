@@ -42,6 +42,7 @@ from pypsrp.exceptions import (
 from pypsrp.powershell import PowerShell, RunspacePool
 from pypsrp.wsman import WSMan
 
+from runner.exchange import cmdlets
 from runner.exchange.parameters import (
     _scrub,
     _secret_strings,
@@ -66,30 +67,6 @@ AuthMethod = Literal["kerberos", "ntlm", "negotiate", "basic"]
 EncryptionMode = Literal["auto", "always", "never"]
 
 _CMDLET_RE = re.compile(r"^[A-Za-z]+-[A-Za-z0-9]+$")
-# Verbs that only read. Everything else (Set, Suspend, Resume, Restart, Move, Redirect, New, Remove, Start, ...)
-# may change the server and is never replayed silently.
-READ_VERBS = frozenset({"Get", "Test", "Measure", "Select", "Find", "Search"})
-
-# Cmdlets that prompt for confirmation by default (a "built-in pause", per the Exchange cmdlet reference), which
-# cannot be answered without an interactive host: they get -Confirm:$false unless the caller passed Confirm.
-#   Redirect-Message            drains another server's queues; the docs list a built-in pause.
-#   Move-ActiveMailboxDatabase  a switchover; prompts "Are you sure you want to perform this action?".
-#   Suspend-MailboxDatabaseCopy stops replication; prompts (Microsoft's examples all pass -Confirm:$false).
-#   Resume-MailboxDatabaseCopy  same pairing in Microsoft's maintenance procedure.
-#   Resume-Queue                prompts per queue.
-# Deliberately absent: Set-* (Set-ServerComponentState, Set-MailboxServer) have no built-in pause, and passing
-# -Confirm would *add* one; Suspend-/Resume-ClusterNode and Restart-Service run on the default endpoint and do not
-# prompt at the default $ConfirmPreference.
-CONFIRM_FALSE_CMDLETS = frozenset(
-    {
-        "redirect-message",
-        "move-activemailboxdatabase",
-        "suspend-mailboxdatabasecopy",
-        "resume-mailboxdatabasecopy",
-        "resume-queue",
-    }
-)
-
 # WinRM HRESULTs (as pypsrp's WSManFaultError.code reports them).
 _WSMAN_SHELL_GONE = {
     0x8033805B,  # ERROR_WSMAN_UNEXPECTED_SELECTORS / invalid ShellId: the shell expired or the server restarted
@@ -198,14 +175,6 @@ class EndpointConfig:
     def windows(cls, fqdn: str, **options: Any) -> EndpointConfig:
         """The server's default WinRM endpoint (5985/5986, Microsoft.PowerShell): services, FailoverClusters."""
         return cls(host=fqdn, path="wsman", configuration_name=Endpoint.DEFAULT.value, **options)
-
-
-# --- parameters ----------------------------------------------------------------------------------------------------
-
-
-def is_mutating(cmdlet: str) -> bool:
-    """Whether the cmdlet may change the server (anything whose verb is not a read verb)."""
-    return cmdlet.split("-", 1)[0].capitalize() not in READ_VERBS
 
 
 # --- errors --------------------------------------------------------------------------------------------------------
@@ -349,9 +318,9 @@ class PypsrpSession:
         if endpoint not in self.endpoints:
             raise ValueError(f"{self.server_name}: no configuration for endpoint {endpoint.value}")
         params = normalize_parameters(parameters)
-        if cmdlet.lower() in CONFIRM_FALSE_CMDLETS and not any(n.lower() == "confirm" for n, _ in params):
+        if cmdlets.needs_confirm_false(cmdlet) and not any(n.lower() == "confirm" for n, _ in params):
             params.append(("Confirm", False))
-        mutating = is_mutating(cmdlet)
+        mutating = not cmdlets.is_read(cmdlet)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s %s: %s %s", self.server_name, endpoint.value, cmdlet, redact_parameters(params))
 
@@ -385,6 +354,15 @@ class PypsrpSession:
         with self._lock:
             for endpoint in list(self._pools):
                 self._release(endpoint)
+
+    def take_notices(self) -> list[str]:
+        """None: this session never moves a command elsewhere (``runner.sessions.RelayedSession`` does)."""
+        return []
+
+    @property
+    def relay(self) -> str | None:
+        """None: every command runs on the endpoints configured for this server."""
+        return None
 
     def close(self) -> None:
         """Close every runspace pool (deleting its shell on the server). Safe to call twice; never raises."""
