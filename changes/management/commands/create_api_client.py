@@ -23,6 +23,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, name: str, roles: list[str], source: str, email: str, staff: bool, **options) -> None:
         User = get_user_model()  # noqa: N806 - Django idiom
+        if Role.REQUESTER in roles and not source:
+            raise CommandError("a requester posts changes for one source system: give --source")
         if User.objects.filter(username=name).exists():
             raise CommandError(f"an identity named {name!r} already exists")
         with transaction.atomic():
