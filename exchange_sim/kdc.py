@@ -71,6 +71,9 @@ class TestRealm:
             "  rdns = false\n  dns_canonicalize_hostname = false\n"
             f"  ticket_lifetime = {max_life}\n  renew_lifetime = 0\n"
             f"  clockskew = {clockskew}\n"
+            # libkrb5 otherwise corrects its clock by the KDC's silently: off, a skewed clock fails as it would
+            # against a Windows KDC, which the tests need to show.
+            "  kdc_timesync = 0\n"
             "  udp_preference_limit = 1\n"  # TCP only: the port below is only certainly free for TCP
             "  kdc_timeout = 2000\n  max_retries = 1\n"
             "[realms]\n"
@@ -112,7 +115,8 @@ class TestRealm:
         return name if "@" in name else f"{name}@{self.realm}"
 
     def add_user(self, name: str, password: str) -> str:
-        self.kadmin(f"addprinc -pw {password} {name}")
+        # Pre-authentication required, as Active Directory does: the KDC then checks the client's clock.
+        self.kadmin(f"addprinc +requires_preauth -pw {password} {name}")
         return self.principal(name)
 
     def add_service(self, spn: str, keytab: Path | str) -> Path:

@@ -62,10 +62,22 @@ class KerberosAcceptor:
             # _gssapi_credential: pyspnego's (private) way to hand its GSSAPI proxy an acceptor credential on Linux.
             return spnego.server(protocol="kerberos", _gssapi_credential=self._credential)
         if is_spnego_token(token):
-            contexts = {
-                GSSMech.kerberos: spnego.server(protocol="kerberos", _gssapi_credential=self._credential),
-                GSSMech.ntlm: spnego.server(protocol="ntlm", options=spnego.NegotiateOptions.wrapping_winrm),
-            }
+            from spnego._spnego import NegTokenInit, unpack_token  # noqa: PLC0415
+
+            offered = unpack_token(token)
+            mech_types = offered.mech_types if isinstance(offered, NegTokenInit) else []
+            # pyspnego's acceptor picks the first context it is handed, whatever the initiator offered: hand it
+            # only the offered ones, in the initiator's order (a client without a ticket offers only NTLM).
+            contexts: dict[Any, Any] = {}
+            for oid in mech_types:
+                if oid in (GSSMech.kerberos.value, GSSMech._ms_kerberos.value) and GSSMech.kerberos not in contexts:
+                    contexts[GSSMech.kerberos] = spnego.server(protocol="kerberos",
+                                                               _gssapi_credential=self._credential)
+                elif oid == GSSMech.ntlm.value and GSSMech.ntlm not in contexts:
+                    contexts[GSSMech.ntlm] = spnego.server(protocol="ntlm",
+                                                           options=spnego.NegotiateOptions.wrapping_winrm)
+            if not contexts:
+                return None
             return spnego.server(protocol="negotiate", options=spnego.NegotiateOptions.wrapping_winrm,
                                  _negotiate_contexts=contexts)
         return None

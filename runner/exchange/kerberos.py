@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import itertools
 import logging
 import os
 import re
@@ -123,6 +124,7 @@ class TicketCache:
         """Drop every cached ticket (tests; a credential change is a new key anyway)."""
         with self._lock:
             self._tickets.clear()
+            self.acquisitions = 0
 
     def _acquire(self, ticket: _Ticket, *, password: str | None, keytab: bytes | None) -> None:
         import krb5  # noqa: PLC0415
@@ -161,28 +163,29 @@ def _memory_keytab(ctx: Any, data: bytes, name: str) -> Any:
 
     import krb5  # noqa: PLC0415
 
-    memory = krb5.kt_resolve(ctx, f"MEMORY:exmaint-kt-{name}".encode())
-    for entry in list(memory):  # a refresh replaces what an earlier one loaded
-        krb5.kt_remove_entry(ctx, memory, entry)
+    # A new MEMORY keytab per load (a few hundred bytes each): replacing entries in place would race a reader.
+    memory = krb5.kt_resolve(ctx, f"MEMORY:exmaint-kt-{name}-{next(_KEYTAB_LOADS)}".encode())
     with tempfile.TemporaryDirectory(prefix="exmaint-kt-") as directory:
         path = os.path.join(directory, "keytab")
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
+        count = 0
         try:
             source = krb5.kt_resolve(ctx, f"FILE:{path}".encode())
-            entries = list(source)
+            for entry in source:  # an entry's key and principal live only as long as the entry: copy them now
+                krb5.kt_add_entry(ctx, memory, entry.principal, entry.kvno, entry.timestamp, entry.key)
+                count += 1
         except krb5.Krb5Error as exc:
             raise KerberosError(f"the stored keytab cannot be read ({exc}): upload it again", cause="bad_keytab") \
                 from None
-        for entry in entries:
-            krb5.kt_add_entry(ctx, memory, entry)
-    if not entries:
+    if not count:
         raise KerberosError("the stored keytab is empty: upload it again", cause="bad_keytab")
     return memory
 
 
 TICKETS = TicketCache()
+_KEYTAB_LOADS = itertools.count(1)
 
 
 # --- what pypsrp gets -----------------------------------------------------------------------------------------------
