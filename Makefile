@@ -13,7 +13,10 @@ PYTEST_WORKERS ?= auto
 
 .PHONY: demo test serve lint migrate install clean bench-audit
 
+# As root on Debian (CI), the system packages the Kerberos libraries build against and the tests' MIT KDC are
+# installed first when missing (.ci/system-packages); elsewhere the README lists them.
 $(VENV)/.installed: pyproject.toml
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then .ci/system-packages; fi
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $@
