@@ -367,9 +367,6 @@ class PypsrpSession:
             for endpoint in list(self._pools):
                 self._release(endpoint)
 
-    def take_notices(self) -> list[str]:
-        """None: this session never moves a command elsewhere (``runner.sessions.RelayedSession`` does)."""
-        return []
 
     @property
     def relay(self) -> str | None:
@@ -408,6 +405,7 @@ class PypsrpSession:
         return entry
 
     def take_notices(self) -> list[str]:
+        """What the step log should say about how commands ran (e.g. the mechanism ``negotiate`` chose); each once."""
         notices, self.notices = self.notices, []
         return notices
 
