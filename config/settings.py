@@ -44,6 +44,7 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's files served by us: the docs page works offline
     "changes",
     "runner",
     "reports",
@@ -55,6 +56,8 @@ MIDDLEWARE = [
     "changes.api.middleware.RequestIdMiddleware",
     "changes.api.middleware.BodySizeLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Static files (the admin's CSS, Swagger UI) straight from gunicorn: no separate web server needed.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -111,7 +114,13 @@ TIME_ZONE = env_str("TIME_ZONE", "UTC")
 USE_I18N = False
 USE_TZ = True
 STATIC_URL = "static/"
-STATIC_ROOT = VAR_DIR / "static"
+# Filled by `manage.py collectstatic` (docker-compose's web command, `make serve`); WhiteNoise serves it, compressed.
+# Not the manifest storage: it would make every page fail until collectstatic has run.
+STATIC_ROOT = Path(env_str("EXMAINT_STATIC_ROOT", str(VAR_DIR / "static")))
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
 
 # --- Celery -------------------------------------------------------------------------------------------------------
 # The embedded default is kombu's filesystem transport: no broker server needed.
@@ -242,6 +251,9 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Change-managed maintenance windows for Microsoft Exchange Server.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     # risk and impact share one choice set; so do the two endpoints' auth methods.
     "ENUM_NAME_OVERRIDES": {"LevelEnum": "changes.models.Change.Level",
