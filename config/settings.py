@@ -1,6 +1,7 @@
 """Settings, all from environment variables (see .env.example). Bad values fail at start-up."""
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -43,6 +44,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "django_filters",
+    "axes",
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI's files served by us: the docs page works offline
     "changes",
@@ -64,6 +66,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes requires: turns a lockout into its answer (changes.api.throttling.lockout_response).
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -105,6 +109,39 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # instead of waiting for the lock as the real file does, which is what the concurrency tests must exercise.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-exmaint.sqlite3")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Sign-in throttling and HTTPS ---------------------------------------------------------------------------------
+# django-axes counts failed admin logins (its backend, first) and failed API tokens (changes.api.authentication).
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = env_int("EXMAINT_LOGIN_FAILURE_LIMIT", 5, minimum=1, maximum=1000)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("EXMAINT_LOGIN_COOLOFF_MINUTES", 15, minimum=1, maximum=24 * 60))
+# Per user name and address: a password guesser is stopped without letting anyone lock a colleague out from
+# elsewhere. API tokens all count under one pseudo-user, so their failures are per client address.
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "changes.api.throttling.client_ip"
+AXES_LOCKOUT_CALLABLE = "changes.api.throttling.lockout_response"
+AXES_VERBOSE = False
+# Reverse proxies in front of the service whose X-Forwarded-For is trusted (0: use the connection's address).
+EXMAINT_PROXY_COUNT = env_int("EXMAINT_PROXY_COUNT", 0, minimum=0, maximum=5)
+
+# Production behind an HTTPS reverse proxy (which sets X-Forwarded-Proto): `manage.py check --deploy` is clean.
+HTTPS = env_bool("EXMAINT_HTTPS", False)
+if HTTPS:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = True
+    # Load balancers and compose probe the health check over plain HTTP inside the network.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = env_int("EXMAINT_HSTS_SECONDS", 31536000, minimum=3600, maximum=63072000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("EXMAINT_HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = env_bool("EXMAINT_HSTS_PRELOAD", False)
+    if not SECURE_HSTS_PRELOAD:
+        # Preloading commits the whole parent domain to HTTPS in every browser: the organisation's decision, not
+        # this service's, so --deploy's reminder (W021) is silenced unless EXMAINT_HSTS_PRELOAD=true.
+        SILENCED_SYSTEM_CHECKS = ["security.W021"]
+SESSION_COOKIE_HTTPONLY = True
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
