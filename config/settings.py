@@ -21,18 +21,20 @@ if not SECRET_KEY:
     SECRET_KEY = "insecure-dev-only-key-do-not-use-in-production"  # noqa: S105 - DEBUG only
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
 
-# Key for the encrypted inventory passwords (Fernet, urlsafe base64 of 32 bytes). In DEBUG a key derived from
-# SECRET_KEY keeps the embedded defaults working; production must set its own.
+# Key(s) for the secrets stored encrypted (Fernet, urlsafe base64 of 32 bytes; a comma list, newest first, while
+# rotating). In DEBUG a key derived from SECRET_KEY keeps the embedded defaults working; production sets its own.
 FIELD_ENCRYPTION_KEY = env_secret("FIELD_ENCRYPTION_KEY")
 if not FIELD_ENCRYPTION_KEY and not DEBUG:
     raise ImproperlyConfigured("FIELD_ENCRYPTION_KEY is required when DEBUG is off")
 if FIELD_ENCRYPTION_KEY:
-    from cryptography.fernet import Fernet
+    # A comma-separated list, newest first, during a key rotation (see changes/crypto.py and rotate_secrets).
+    from changes.crypto import parse_keys
 
     try:
-        Fernet(FIELD_ENCRYPTION_KEY.encode())
-    except ValueError:
-        raise ImproperlyConfigured("FIELD_ENCRYPTION_KEY is not a Fernet key (32 url-safe base64 bytes)") from None
+        if not parse_keys(FIELD_ENCRYPTION_KEY):
+            raise ValueError("no key given")
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"FIELD_ENCRYPTION_KEY: {exc}") from None
 
 INSTALLED_APPS = [
     "django.contrib.admin",
