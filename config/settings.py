@@ -62,6 +62,8 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     # Static files (the admin's CSS, Swagger UI) straight from gunicorn: no separate web server needed.
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Before CommonMiddleware, whose APPEND_SLASH would otherwise redirect (or fail) API URLs lacking the slash.
+    "changes.api.middleware.ApiErrorsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
