@@ -23,3 +23,5 @@ os.environ.setdefault("FIELD_ENCRYPTION_KEY", "dGVzdC1vbmx5LWtleS10ZXN0LW9ubHkta
 os.environ.setdefault("EXMAINT_CALLBACK_ALLOWED_NETWORKS", "127.0.0.1/32")
 
 from .settings import *  # noqa: E402, F403
+
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # noqa: F405 - WhiteNoise warns about a missing directory

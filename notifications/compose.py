@@ -3,7 +3,9 @@ is derived from the delivery's dedupe key (so the same batch always carries the 
 from __future__ import annotations
 
 import hashlib
+import unicodedata
 from datetime import UTC, datetime
+from email.header import Header
 from typing import Any
 
 from django.conf import settings
@@ -34,7 +36,31 @@ def _tentative(delivery: Delivery) -> bool:
     return delivery.kind == Kind.ANNOUNCEMENT and delivery.payload.get("status") == ical.TENTATIVE
 
 
+def one_line(value: str) -> str:
+    """Text an ITSM or a person wrote (a change's title) made fit for a header: one line, whatever it contains.
+
+    Line breaks (CR, LF and Unicode's own) and other control characters become spaces, so a title can neither fail
+    the message (Django raises BadHeaderError on CR/LF: every e-mail of the change was lost) nor inject a header."""
+    cleaned = "".join(" " if unicodedata.category(ch)[0] in "CZ" and ch != " " else ch for ch in value)
+    return " ".join(cleaned.split())
+
+
+def header_value(value: str) -> str:
+    """one_line, and a literal RFC 2047 encoded word (``=?charset?q?...?=``), which mail clients would decode into
+    other text, sent encoded itself so that it shows as typed."""
+    text = one_line(value)
+    if "=?" in text and text.isascii():
+        # maxlinelen=0: one encoded line; the mail library folds the header when it writes the message.
+        return Header(text, "utf-8").encode(maxlinelen=0)
+    return text
+
+
 def subject(delivery: Delivery) -> str:
+    """The message's subject as one line (titles are untrusted); build() encodes it for the header."""
+    return one_line(_subject(delivery))
+
+
+def _subject(delivery: Delivery) -> str:
     p = delivery.payload
     head = f"[{p.get('number', 'exmaint')}]"
     title = p.get("title", "")
@@ -84,7 +110,8 @@ def build(delivery: Delivery, batch: int, recipients: list[str], *, connection: 
     html = render_to_string(f"notifications/email/{delivery.kind}.html", ctx)
     sender = settings.DEFAULT_FROM_EMAIL
     msg = EmailMultiAlternatives(
-        subject=ctx["subject"], body=text, from_email=sender, to=[], bcc=recipients, connection=connection,
+        subject=header_value(ctx["subject"]), body=text, from_email=sender, to=[], bcc=recipients,
+        connection=connection,
         headers={"To": "undisclosed-recipients:;", "Message-ID": message_id(delivery.dedupe_key, batch),
                  "Auto-Submitted": "auto-generated", "X-Exmaint-Change": str(delivery.payload.get("number", ""))},
     )

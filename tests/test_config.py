@@ -69,10 +69,16 @@ def test_env_example_lists_every_variable_the_settings_read() -> None:
 def test_compose_defines_the_stack_with_healthchecked_services() -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = compose["services"]
-    assert set(services) == {"web", "worker", "beat", "postgres", "redis"}
+    assert set(services) == {"migrate", "web", "worker", "beat", "postgres", "redis"}
     for name in ("web", "worker", "beat"):
         assert services[name]["environment"]["DEBUG"] == "false"
         assert services[name]["depends_on"]["postgres"]["condition"] == "service_healthy"
+        # Issue 13 D1: the service runs as the runtime role; only the migrate job connects as the tables' owner.
+        assert services[name]["environment"]["DATABASE_URL"].startswith("postgres://exmaint_app:")
+        assert services[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+        assert "migrate" not in services[name]["command"]
+    assert services["migrate"]["environment"]["DATABASE_URL"].startswith("postgres://exmaint:")
+    assert "db_runtime_role --apply --role exmaint_app" in services["migrate"]["command"]
     assert "celery -A config worker" in services["worker"]["command"]
     assert "celery -A config beat" in services["beat"]["command"]
     assert all("healthcheck" in services[n] for n in ("web", "postgres", "redis"))
