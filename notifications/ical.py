@@ -18,12 +18,12 @@ Every TEXT value is escaped by icalendar (comma, semicolon, backslash, newline);
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
-from icalendar import Calendar, Event, Timezone, vCalAddress, vText
+from icalendar import Calendar, Event, Timezone, vCalAddress, vDuration, vText
 
 from . import conf
 from .models import MailThread
@@ -132,7 +132,10 @@ def _zone() -> Timezone:
     """A VTIMEZONE of the organisation's zone: the calendar always has a component (RFC 5545 3.6 requires one),
     even when no window is listed, and clients learn the zone the windows are planned in."""
     name = getattr(settings, "EXMAINT", {}).get("BUSINESS_TIME_ZONE", "UTC") or "UTC"
-    return Timezone.from_tzinfo(ZoneInfo(name))
+    # The rules of the years the feed can show (past windows, windows planned ahead), not every year since 1970.
+    today = date.today()
+    return Timezone.from_tzinfo(ZoneInfo(name), first_date=today.replace(year=today.year - 2, day=1),
+                                last_date=today.replace(year=today.year + 5, day=1))
 
 
 def feed(changes: Iterable[Any], freezes: Iterable[Any], *, stamp: datetime) -> bytes:
@@ -141,7 +144,7 @@ def feed(changes: Iterable[Any], freezes: Iterable[Any], *, stamp: datetime) -> 
     and ended ones for a while (their outcome in the summary)."""
     cal = _calendar(name="Exchange maintenance")
     cal.add("refresh-interval", REFRESH, parameters={"VALUE": "DURATION"})
-    cal.add("x-published-ttl", REFRESH)
+    cal.add("x-published-ttl", vDuration(REFRESH))
     zone = _zone()
     cal.add("x-wr-timezone", str(zone["TZID"]))
     cal.add_component(zone)
