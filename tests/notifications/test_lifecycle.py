@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import email
 import email.policy
+import importlib
 import re
 from dataclasses import dataclass
 from datetime import timedelta
@@ -15,6 +16,7 @@ from typing import Any
 import ics
 import pytest
 import vobject
+from django.apps import apps
 from django.utils import timezone
 from icalendar import Calendar
 
@@ -22,7 +24,7 @@ from changes import run_services, services
 from changes.models import Alert, Change, WindowRun
 from changes.states import State
 from notifications import compose
-from notifications.models import Delivery
+from notifications.models import CalendarInvite, Delivery, MailThread
 
 from .fixtures import Received, SmtpSink, create, deliveries, drain
 
@@ -382,3 +384,15 @@ def test_the_feed_keeps_tentative_and_recent_past_windows_with_status_and_is_val
     assert uids[waiting.pk] not in events and uids[old.pk] not in events
     notification_settings["CALENDAR_PAST_DAYS"] = 60
     assert listed()[uids[old.pk]] == ("CONFIRMED", f"[aborted] {old.number}: Install CU15")
+
+
+def test_the_migration_keeps_the_uid_of_changes_already_announced_and_gives_the_others_a_random_one(
+        requester, servers) -> None:
+    forwards = importlib.import_module("notifications.migrations.0005_mail_threads_of_existing_changes").forwards
+    announced = create(requester, change_type="standard")
+    waiting = create(requester, ref="CHG2", hours=5)
+    assert CalendarInvite.objects.filter(change=announced).exists()
+    MailThread.objects.all().delete()  # as before the migration
+    forwards(apps, None)
+    assert MailThread.objects.get(change=announced).uid == f"change-{announced.pk}@example.com"
+    assert re.fullmatch(r"[0-9a-f-]{36}", MailThread.objects.get(change=waiting).uid)
