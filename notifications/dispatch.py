@@ -159,9 +159,11 @@ def _stale(delivery: Delivery) -> str:
             return "superseded: the window moved, started or was cancelled"
     if delivery.kind == Delivery.Kind.APPROVAL_REQUEST and change.state != State.AWAITING_APPROVAL:
         return f"{change.number} no longer awaits approval"
-    if delivery.kind in (Delivery.Kind.ANNOUNCEMENT, Delivery.Kind.CANCELLATION):
+    if delivery.kind in (Delivery.Kind.ANNOUNCEMENT, Delivery.Kind.CANCELLATION) and not delivery.payload.get(
+            "removed"):
         # An invite older than the entry's current SEQUENCE (one re-armed after a failure, or queued behind a
-        # quick second edit): calendar clients ignore it, and the newer update carries the whole entry.
+        # quick second edit): calendar clients ignore it, and the newer update carries the whole entry (not to
+        # people taken off the list: their cancellation stands).
         invite = CalendarInvite.objects.filter(change=change).first()
         if invite is not None and invite.sequence > int(delivery.payload.get("sequence", invite.sequence)):
             return "superseded: a later update of the calendar entry carries it"

@@ -69,18 +69,21 @@ def _on_transition(change: Change, old: str, new: str, reason: str) -> None:
 
 def _on_update(change: Change, diff: dict[str, Any]) -> None:
     _rearm(change)
+    next_update = False  # does an update of the entry (a higher SEQUENCE) follow this edit, or was it just sent?
     if change.state == State.AWAITING_APPROVAL and _awaits_approvers(change) and _INVITE_FIELDS & set(diff):
         # A change already awaiting re-approval edited again: its tentative entry must show what is now proposed
         # (and reach whoever was added to the notify list).
         _hold_invite(change, "edited again while awaiting re-approval")
-        _uninvite(change, diff)
-    elif change.state == State.SCHEDULED and _INVITE_FIELDS & set(diff) and not set(PINNED_FIELDS) & set(diff):
+    elif change.state == State.SCHEDULED and set(PINNED_FIELDS) & set(diff):
+        # The transition that follows (back to approval, or straight back to scheduled for a standard change)
+        # sends the update, to the notify list as it is now.
+        next_update = True
+    elif change.state == State.SCHEDULED and _INVITE_FIELDS & set(diff):
         # An edit that keeps the approval (title, notify list): the entry is updated for everyone, the people added
-        # included. An edit of a pinned field is handled by the transition that follows it (back to approval, or
-        # straight back to scheduled for a standard change).
+        # included.
         if CalendarInvite.objects.filter(change=change, cancelled=False).exists():
             _announce(change, updated=sorted(_INVITE_FIELDS & set(diff)))
-            _uninvite(change, diff)
+    _uninvite(change, diff, next_update=next_update)
 
 
 def _rearm(change: Change) -> None:
@@ -98,9 +101,10 @@ def _rearm(change: Change) -> None:
             transaction.on_commit(lambda pk=delivery_id: kick(pk))
 
 
-def _uninvite(change: Change, diff: dict[str, Any]) -> None:
+def _uninvite(change: Change, diff: dict[str, Any], *, next_update: bool) -> None:
     """People taken off the notify list of an announced window get its cancellation (RFC 5546 3.2.5: the organizer
-    cancels the event for the attendees it removes), at the entry's current SEQUENCE."""
+    cancels the event for the attendees it removes), at the SEQUENCE of the update the others get (sent just
+    before, or by the transition that follows: ``next_update``)."""
     if "notify" not in diff:
         return
     before, after = (normalize(v or []) for v in diff["notify"])
@@ -109,9 +113,9 @@ def _uninvite(change: Change, diff: dict[str, Any]) -> None:
     invite = CalendarInvite.objects.filter(change=change, cancelled=False).first()
     if not removed or invite is None:
         return
-    _add(change, Delivery.Channel.EMAIL, Kind.CANCELLATION,
-         f"change:{change.pk}:cancellation:{invite.sequence}:removed",
-         {**_summary(change), "sequence": invite.sequence, "method": "CANCEL", "removed": True,
+    sequence = invite.sequence + 1 if next_update else invite.sequence
+    _add(change, Delivery.Channel.EMAIL, Kind.CANCELLATION, f"change:{change.pk}:cancellation:{sequence}:removed",
+         {**_summary(change), "sequence": sequence, "method": "CANCEL", "removed": True,
           "reason": "you were taken off the notify list of this change",
           "window_start": invite.window_start.isoformat(), "window_end": invite.window_end.isoformat()},
          recipients=removed)

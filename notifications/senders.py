@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 import urllib3
 from django.core.mail import get_connection
+from django.db import DatabaseError
 
 from changes.callback_urls import check_callback_url
 
@@ -76,6 +77,8 @@ def send_email(delivery: Delivery, *, record: Callable[[int, list[str], str], No
             before_batch(index)  # checks the lease is still ours
             try:
                 message = compose.build(delivery, index, batches[index], connection=connection)
+            except DatabaseError:
+                raise  # the database, not the data: a failed attempt like any other, retried
             except Exception as exc:  # noqa: BLE001 - a header, a template, a payload: the same data fails again
                 raise SendError(f"the message could not be built: {type(exc).__name__}: {exc}",
                                 retryable=False) from exc

@@ -329,13 +329,18 @@ def test_uid_and_message_id_are_random_stored_and_do_not_follow_the_sender_addre
     assert str(mails(smtp)[1].message["From"]) == "Wartung <wartung@other.example>"
 
 
-def test_people_taken_off_the_notify_list_get_the_cancellation_the_others_the_update(requester, servers,
-                                                                                     smtp) -> None:
+@pytest.mark.parametrize("moved", [False, True], ids=["notify only", "with the window"])
+def test_people_taken_off_the_notify_list_get_the_cancellation_the_others_the_update(requester, servers, smtp,
+                                                                                     moved) -> None:
     change = create(requester, change_type="standard", notify=(*TEAM, "leaver@example.com"))
     drain()
-    services.change_update(change, actor=requester, data={"notify": list(TEAM)})
+    later = {"window_start": change.window_start + timedelta(hours=1),
+             "window_end": change.window_end + timedelta(hours=1)} if moved else {}
+    services.change_update(change, actor=requester, data={"notify": list(TEAM), **later})
     drain()
-    update, removed = mails(smtp)[1:]
+    sent = mails(smtp)[1:]  # after the announcement
+    [removed] = [m for m in sent if m.received.rcpt_tos == ["leaver@example.com"]]
+    [update] = [m for m in sent if m.received.rcpt_tos != ["leaver@example.com"]]
     assert sorted(update.received.rcpt_tos) == sorted(TEAM) and removed.received.rcpt_tos == ["leaver@example.com"]
     assert (str(invite(update).ical["METHOD"]), int(invite(update).event["SEQUENCE"])) == ("REQUEST", 1)
     assert (str(invite(removed).ical["METHOD"]), int(invite(removed).event["SEQUENCE"])) == ("CANCEL", 1)
