@@ -83,6 +83,12 @@ def _fmt(value: str | datetime | None) -> str:
     return when.astimezone(UTC).strftime("%a %d %b %Y %H:%M UTC") if when else ""
 
 
+def _local(value: str | datetime | None) -> str:
+    """One time in the organisation's zone, short (a subject line)."""
+    when, zone = _when(value), business_zone()
+    return f"{when.astimezone(zone):%a %d %b %Y %H:%M} {zone.key}" if when else ""
+
+
 def span(start: str | datetime | None, end: str | datetime | None) -> str:
     """A window in the organisation's time zone and in UTC: 'Tue 08 Dec 2026 22:00 – 23:30 Europe/Berlin (Tue 08
     Dec 2026 21:00 – 22:30 UTC)' (the end's date is repeated only when it differs)."""
@@ -122,7 +128,7 @@ def subject(delivery: Delivery, p: dict[str, Any] | None = None) -> str:
     else:
         text = {
             Kind.CANCELLATION: f"{head} Cancelled: {title}",
-            Kind.REMINDER: f"{head} Reminder: Exchange maintenance starts {_fmt(p.get('window_start'))}",
+            Kind.REMINDER: f"{head} Reminder: Exchange maintenance starts {_local(p.get('window_start'))}",
             Kind.START: f"{head} Exchange maintenance started: {title}",
             Kind.END: f"{head} Exchange maintenance {_OUTCOMES.get(p.get('outcome', ''), p.get('outcome', 'ended'))}"
                       f": {title}",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 from django.utils import timezone
@@ -190,13 +191,16 @@ def test_reminders_are_configurable(requester, servers, notification_settings) -
     assert change.window_start - reminder.not_before == timedelta(minutes=30)
 
 
-def test_a_reminder_waits_for_its_time_then_goes_out(requester, servers, smtp) -> None:
+def test_a_reminder_waits_for_its_time_then_goes_out(requester, servers, smtp, settings) -> None:
+    settings.EXMAINT = {**settings.EXMAINT, "BUSINESS_TIME_ZONE": "Europe/Berlin"}
     change = create(requester, change_type="standard")
     drain()
     assert not [m for m in smtp.messages if "Reminder" in m.message["Subject"]]
     drain(now=change.window_start - timedelta(minutes=59))
     subjects = [m.message["Subject"] for m in smtp.messages if "Reminder" in m.message["Subject"]]
-    assert len(subjects) == 2
+    local = change.window_start.astimezone(ZoneInfo("Europe/Berlin"))
+    assert subjects == [f"[{change.number}] Reminder: Exchange maintenance starts {local:%a %d %b %Y %H:%M} "
+                        "Europe/Berlin"] * 2
 
 
 def test_moving_the_window_supersedes_the_old_reminders(requester, servers, smtp) -> None:
