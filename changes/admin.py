@@ -189,6 +189,19 @@ class ServerAdminForm(forms.ModelForm):
                   "winrm_auth_method": "Authentication", "winrm_verify_tls": "Verify TLS certificate",
                   "winrm_connection_timeout": "Connection timeout", "winrm_operation_timeout": "Operation timeout"}
 
+    def clean(self) -> dict[str, Any]:
+        """The inventory service's refusals (e.g. renaming a server that changes name) shown on the form, not a 500."""
+        cleaned = super().clean()
+        if self.instance.pk:
+            stored = Server.objects.get(pk=self.instance.pk)
+            diff = {k: [getattr(stored, k), v] for k, v in cleaned.items()
+                    if k in Server.EDITABLE_FIELDS and getattr(stored, k) != v}
+            try:
+                services.server_edit_check(stored, diff)
+            except DomainError as exc:
+                raise forms.ValidationError(exc.detail) from None
+        return cleaned
+
 
 @admin.register(Server)
 class ServerAdmin(admin.ModelAdmin):

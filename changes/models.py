@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from django.conf import settings
-from django.core.validators import MaxValueValidator, MinValueValidator
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models.functions import Upper
 
@@ -32,6 +32,14 @@ class ApiClient(models.Model):
 
 TIMEOUT_RANGE = [MinValueValidator(1), MaxValueValidator(3600)]
 
+# The one rule for server names, used by the model (so the admin's form), the API's serializers and the inventory
+# service: a NetBIOS name. Names reach PowerShell as parameters, so nothing else is allowed in.
+validate_server_name = RegexValidator(
+    r"^[A-Za-z0-9][A-Za-z0-9-]{0,14}\Z",
+    "Enter a NetBIOS server name: 1 to 15 letters, digits or hyphens, not starting with a hyphen (e.g. EX01).",
+    code="invalid_server_name",
+)
+
 
 class Server(models.Model):
     """An Exchange server in the inventory. The password is write-only: stored encrypted, never returned."""
@@ -49,7 +57,8 @@ class Server(models.Model):
         NEGOTIATE = "negotiate"
         BASIC = "basic"
 
-    name = models.CharField(max_length=15, unique=True, help_text="NetBIOS name, e.g. EX01")
+    name = models.CharField(max_length=15, unique=True, validators=[validate_server_name],
+                            help_text="NetBIOS name, e.g. EX01. Fixed once a change names the server.")
     fqdn = models.CharField(max_length=255)
     # The issue and the API say "null for a standalone server"; NULL also keeps DAG lookups free of "" matches.
     dag_name = models.CharField(max_length=64, null=True, blank=True, help_text="Empty for a standalone server.")  # noqa: DJ001

@@ -90,5 +90,15 @@ class SimulatorSession:
             warnings=list(result.warnings),
         )
 
+    def release_finished(self) -> None:
+        """Nothing to free: in-process commands leave nothing behind on a server."""
+
+    def take_notices(self) -> list[str]:
+        return []
+
+    @property
+    def relay(self) -> str | None:
+        return None
+
     def close(self) -> None:
         self.closed = True

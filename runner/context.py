@@ -10,18 +10,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from runner.exchange import cmdlets
 from runner.exchange.parameters import redact_parameters
 from runner.exchange.session import CommandResult, Endpoint, ExchangeSession, ExchangeSessionError
 from runner.step_types import Clock, Issue, Options, Poll, PollResult, RetryPolicy, ServerInfo
 
 log = logging.getLogger(__name__)
-
-_READ_VERBS = ("Get-", "Test-")
-
-
-def is_read(cmdlet: str) -> bool:
-    return cmdlet.startswith(_READ_VERBS)
-
 
 @dataclass
 class CommandRecord:
@@ -30,6 +24,7 @@ class CommandRecord:
     cmdlet: str
     parameters: dict[str, Any]
     endpoint: str
+    access: str  # "read" | "write", from runner/exchange/cmdlets.py
     started_at: str
     duration_ms: int
     outcome: str  # "ok" | "errors" | "failed: <error>"
@@ -96,13 +91,19 @@ class ExecutionContext:
         endpoint: Endpoint = Endpoint.EXCHANGE,
         retry: RetryPolicy | None = None,
     ) -> CommandResult:
-        """Run one cmdlet; reads are retried on retryable transport errors (recorded as issues), writes never."""
-        if self.dry_run and not is_read(cmdlet):
+        """Run one cmdlet; reads are retried on retryable transport errors (recorded as issues), writes never.
+
+        Only cmdlets of the table in ``runner.exchange.cmdlets`` are sent, each on its own endpoint (UnknownCmdlet
+        otherwise, like DryRunViolation a plan bug)."""
+        spec, endpoint = cmdlets.spec(cmdlet), Endpoint(endpoint)
+        if spec.endpoint != endpoint:
+            raise cmdlets.UnknownCmdlet(f"{cmdlet} runs on the {spec.endpoint.value} endpoint, not {endpoint.value}")
+        if self.dry_run and not spec.is_read:
             raise DryRunViolation(f"{cmdlet} is not allowed in a dry run")
-        if not is_read(cmdlet) and not self._may_write():
+        if not spec.is_read and not self._may_write():
             raise RunLost(f"{cmdlet} not sent: this worker lost its lease on the window")
         policy = retry or RetryPolicy()
-        attempts = policy.attempts if is_read(cmdlet) else 1
+        attempts = policy.attempts if spec.is_read else 1
         delay = policy.backoff
         for attempt in range(1, attempts + 1):
             started = self.clock.now()
@@ -133,13 +134,11 @@ class ExecutionContext:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _via(self, session: ExchangeSession) -> str | None:
-        relay = getattr(session, "relay", None)
-        name = str(getattr(relay, "name", relay or ""))
+        name = session.relay
         return None if not name or name.upper() == self.server.name.upper() else name
 
     def _take_notices(self, session: ExchangeSession, resolution: str) -> None:
-        take = getattr(session, "take_notices", None)
-        for notice in take() if take is not None else ():
+        for notice in session.take_notices():
             # e.g. the relay's endpoint did not answer and another DAG member's took over
             self.issues.append(Issue(notice, resolution))
 
@@ -147,6 +146,7 @@ class ExecutionContext:
                 *, attempt: int, via: str | None = None) -> CommandRecord:
         record = CommandRecord(
             cmdlet=cmdlet, parameters=jsonable(redact_parameters(parameters)), endpoint=str(endpoint),
+            access=str(cmdlets.access(cmdlet)),
             started_at=started.isoformat(), duration_ms=int((time.perf_counter() - t0) * 1000), outcome=outcome,
             attempt=attempt, via=via,
         )
@@ -163,9 +163,7 @@ class ExecutionContext:
         for session in self._used.values():
             # Waiting anyway: the moment to terminate finished pipelines, off the commands' critical path. It is
             # still remoting time, counted as such.
-            release = getattr(session, "release_finished", None)
-            if release is not None:
-                release()
+            session.release_finished()
         self.command_time += time.perf_counter() - t0
         t0 = time.perf_counter()
         self.clock.sleep(seconds)

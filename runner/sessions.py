@@ -16,7 +16,7 @@ from changes.models import Server
 from changes.states import ACTIVE
 
 from . import conf
-from .context import is_read
+from .exchange.cmdlets import is_read
 from .exchange.pypsrp_session import EndpointConfig, PypsrpSession
 from .exchange.session import (
     AuthenticationFailed,
@@ -96,6 +96,8 @@ class RelayedSession:
     its turn comes round, so a blip never strands the window on the target's own endpoint (offline in
     maintenance). A wrong password is not tried elsewhere: the same account would lock. Each switch is kept in
     ``notices`` for the step log and the report; ``relay`` names the server whose endpoint ran the last command.
+    Fail-over is routing, not retry: a command is sent to the next relay only when it cannot have run on this one
+    (docs/failures-and-retries.md).
     """
 
     def __init__(self, server_name: str, relays: list[Server],
@@ -111,14 +113,19 @@ class RelayedSession:
         self.notices: list[str] = []
 
     @property
-    def relay(self) -> Server:
+    def relay_server(self) -> Server:
+        """The inventory entry of the relay in use."""
         return self.relays[self._index]
+
+    @property
+    def relay(self) -> str | None:
+        return self.relay_server.name
 
     def run(self, cmdlet: str, parameters: Any = None, *, endpoint: Endpoint = Endpoint.EXCHANGE) -> CommandResult:
         for turn in range(len(self.relays)):
             if self._session is None:
                 self._session = self._factory(self.server_name, {
-                    Endpoint.EXCHANGE: endpoint_config(self.relay, Endpoint.EXCHANGE)})
+                    Endpoint.EXCHANGE: endpoint_config(self.relay_server, Endpoint.EXCHANGE)})
             try:
                 return self._session.run(cmdlet, parameters, endpoint=endpoint)
             except ExchangeSessionError as exc:
@@ -126,13 +133,13 @@ class RelayedSession:
                     not exc.sent or (exc.retryable and is_read(cmdlet)))
                 if not movable or turn == len(self.relays) - 1:
                     raise
-                failed = self.relay.name
+                failed = self.relay_server.name
                 # Closing it now could wait on a Delete to the host that just failed: later, at close().
                 self._retired.append(self._session)
                 self._session = None
                 self._index = (self._index + 1) % len(self.relays)
                 self.notices.append(f"{self.server_name}: Exchange cmdlets moved from {failed}'s endpoint to "
-                                    f"{self.relay.name}'s ({exc})")
+                                    f"{self.relay_server.name}'s ({exc})")
                 log.warning("%s", self.notices[-1])
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -141,9 +148,8 @@ class RelayedSession:
         return notices
 
     def release_finished(self) -> None:
-        release = getattr(self._session, "release_finished", None)
-        if release is not None:
-            release()
+        if self._session is not None:
+            self._session.release_finished()
 
     def close(self) -> None:
         sessions = [*self._retired, *([self._session] if self._session is not None else [])]

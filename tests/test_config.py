@@ -83,3 +83,29 @@ def test_ci_runs_the_readme_test_command() -> None:
     assert "make test" in readme.split("\n## ", 1)[0]
     ci = (ROOT / ".ci" / "run").read_text()
     assert re.search(r"^\S*.*\bmake test$", ci, re.M)
+
+
+def _test_settings_in(environment: dict[str, str]) -> list[str]:
+    """VAR_DIR, the Celery queue and the SQLite test database of config.test_settings in a fresh process."""
+    probe = ("from config import test_settings as s; "
+             "print(s.VAR_DIR); print(s.CELERY_TASK_DEFAULT_QUEUE); print(s.DATABASES['default']['TEST']['NAME'])")
+    env_vars = {k: v for k, v in os.environ.items()
+                if not k.startswith(("EXMAINT_", "PYTEST_XDIST", "DATABASE_URL", "CELERY_BROKER_URL", "REDIS_URL"))}
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env={**env_vars, **environment},
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split()
+
+
+def test_each_xdist_worker_gets_its_own_var_dir_queue_and_sqlite_file(tmp_path) -> None:
+    """The xdist controller's var/ and queue are inherited by its workers: each worker moves into its own, and the
+    Celery workers it starts (which inherit the worker's environment) stay in the same place."""
+    controller = {"EXMAINT_VAR_DIR": str(tmp_path), "EXMAINT_TASK_QUEUE": "exmaint-test-abc"}
+    gw0 = _test_settings_in({**controller, "PYTEST_XDIST_WORKER": "gw0"})
+    gw1 = _test_settings_in({**controller, "PYTEST_XDIST_WORKER": "gw1"})
+    assert gw0 == [str(tmp_path / "gw0"), "exmaint-test-abc-gw0", str(tmp_path / "gw0" / "test-exmaint.sqlite3")]
+    assert gw1[:2] == [str(tmp_path / "gw1"), "exmaint-test-abc-gw1"]
+    inherited_by_a_celery_worker = {"PYTEST_XDIST_WORKER": "gw1", "EXMAINT_TEST_XDIST_WORKER": "gw1",
+                                    "EXMAINT_VAR_DIR": gw1[0], "EXMAINT_TASK_QUEUE": gw1[1]}
+    assert _test_settings_in(inherited_by_a_celery_worker) == gw1
+    assert _test_settings_in(controller)[:2] == [str(tmp_path), "exmaint-test-abc"]  # serial: unchanged

@@ -7,7 +7,7 @@ from typing import Any
 from django.utils.dateparse import parse_datetime
 from rest_framework import serializers
 
-from changes.models import Alert, Approval, AuditEvent, Change, FreezeWindow, Server, StepRun
+from changes.models import Alert, Approval, AuditEvent, Change, FreezeWindow, Server, StepRun, validate_server_name
 from changes.states import next_states
 
 # Far outside any maintenance window, and keeps UTC conversions away from datetime's year 1 / 9999 edges.
@@ -66,9 +66,9 @@ class HttpUrlField(serializers.URLField):
         return value
 
 
-def _server_name() -> serializers.RegexField:
-    """A NetBIOS server name, e.g. EX01."""
-    return serializers.RegexField(r"^[A-Za-z0-9][A-Za-z0-9-]{0,14}$", max_length=15)
+def _server_name() -> serializers.CharField:
+    """A NetBIOS server name, e.g. EX01: the model's validator, shared with the admin."""
+    return serializers.CharField(max_length=15, validators=[validate_server_name])
 
 
 class ChangeCreateSerializer(StrictSerializer):

@@ -9,7 +9,7 @@ import notifications.models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('changes', '0009_alert_notification_failed'),
+        ('changes', '0010_alert_notification_failed'),
         ('notifications', '0003_delivery_batch_in_flight'),
     ]
 

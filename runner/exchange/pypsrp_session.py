@@ -42,6 +42,7 @@ from pypsrp.exceptions import (
 from pypsrp.powershell import PowerShell, RunspacePool
 from pypsrp.wsman import WSMan
 
+from runner.exchange import cmdlets, kerberos
 from runner.exchange.parameters import (
     _scrub,
     _secret_strings,
@@ -66,30 +67,6 @@ AuthMethod = Literal["kerberos", "ntlm", "negotiate", "basic"]
 EncryptionMode = Literal["auto", "always", "never"]
 
 _CMDLET_RE = re.compile(r"^[A-Za-z]+-[A-Za-z0-9]+$")
-# Verbs that only read. Everything else (Set, Suspend, Resume, Restart, Move, Redirect, New, Remove, Start, ...)
-# may change the server and is never replayed silently.
-READ_VERBS = frozenset({"Get", "Test", "Measure", "Select", "Find", "Search"})
-
-# Cmdlets that prompt for confirmation by default (a "built-in pause", per the Exchange cmdlet reference), which
-# cannot be answered without an interactive host: they get -Confirm:$false unless the caller passed Confirm.
-#   Redirect-Message            drains another server's queues; the docs list a built-in pause.
-#   Move-ActiveMailboxDatabase  a switchover; prompts "Are you sure you want to perform this action?".
-#   Suspend-MailboxDatabaseCopy stops replication; prompts (Microsoft's examples all pass -Confirm:$false).
-#   Resume-MailboxDatabaseCopy  same pairing in Microsoft's maintenance procedure.
-#   Resume-Queue                prompts per queue.
-# Deliberately absent: Set-* (Set-ServerComponentState, Set-MailboxServer) have no built-in pause, and passing
-# -Confirm would *add* one; Suspend-/Resume-ClusterNode and Restart-Service run on the default endpoint and do not
-# prompt at the default $ConfirmPreference.
-CONFIRM_FALSE_CMDLETS = frozenset(
-    {
-        "redirect-message",
-        "move-activemailboxdatabase",
-        "suspend-mailboxdatabasecopy",
-        "resume-mailboxdatabasecopy",
-        "resume-queue",
-    }
-)
-
 # WinRM HRESULTs (as pypsrp's WSManFaultError.code reports them).
 _WSMAN_SHELL_GONE = {
     0x8033805B,  # ERROR_WSMAN_UNEXPECTED_SELECTORS / invalid ShellId: the shell expired or the server restarted
@@ -147,7 +124,12 @@ class EndpointConfig:
     operation_timeout: int = 20
     read_timeout: int = 30
     encryption: EncryptionMode = "auto"
-    negotiate_service: str | None = None  # pypsrp >= 0.9 defaults to "host"; some SPN setups need "HTTP"
+    negotiate_service: str | None = None  # the SPN's service; None = "HTTP" (IIS /PowerShell and WinRM alike)
+    # Kerberos (see runner.exchange.kerberos): a keytab instead of the password, the realm for bare user names, and
+    # the name the SPN is built from when the URL holds an IP address (the server's FQDN).
+    keytab: bytes | None = field(default=None, repr=False)
+    kerberos_realm: str | None = None
+    spn_host: str | None = None
     idle_timeout: int | None = None  # shell IdleTimeOut in seconds; None = the server's default
     idle_probe_after: float = 60.0  # before a mutating cmdlet on a pool idle this long, check the shell still exists
     max_finished_commands: int = 32  # finished pipelines kept before terminating them in one sweep (see the module doc)
@@ -200,14 +182,6 @@ class EndpointConfig:
         return cls(host=fqdn, path="wsman", configuration_name=Endpoint.DEFAULT.value, **options)
 
 
-# --- parameters ----------------------------------------------------------------------------------------------------
-
-
-def is_mutating(cmdlet: str) -> bool:
-    """Whether the cmdlet may change the server (anything whose verb is not a read verb)."""
-    return cmdlet.split("-", 1)[0].capitalize() not in READ_VERBS
-
-
 # --- errors --------------------------------------------------------------------------------------------------------
 
 
@@ -253,6 +227,8 @@ def _map_error(exc: BaseException, where: str) -> ExchangeSessionError:
     """Translate a pypsrp/requests failure into the session's typed errors. Messages carry no secrets."""
     if isinstance(exc, ExchangeSessionError):
         return exc
+    if isinstance(exc, _KERBEROS_ERRORS) or (isinstance(exc, ValueError) and "auth_provider" in str(exc)):
+        return kerberos.explain(exc, where=where)
     if isinstance(exc, AuthenticationError):
         return AuthenticationFailed(f"{where}: the endpoint refused the credentials (HTTP 401)")
     if isinstance(exc, requests.exceptions.SSLError):
@@ -284,7 +260,9 @@ def _map_error(exc: BaseException, where: str) -> ExchangeSessionError:
     return RemotingError(f"{where}: unexpected {type(exc).__name__}")
 
 
-_TRANSPORT_ERRORS = (WinRMError, requests.exceptions.RequestException, OSError)
+_KERBEROS_ERRORS = kerberos.auth_errors()
+# Kerberos/SPNEGO failures surface from any request: pypsrp re-authenticates whenever it opens a new connection.
+_TRANSPORT_ERRORS = (WinRMError, requests.exceptions.RequestException, OSError, *_KERBEROS_ERRORS)
 
 
 def _pipeline(pool: RunspacePool, cmdlet: str, params: list[tuple[str, Any]]) -> PowerShell:
@@ -320,6 +298,8 @@ class PypsrpSession:
         # the next successful open or at close(), not at once, so a dead host does not cost a timeout per Delete.
         self._orphans: list[_Pool] = []
         self._lock = threading.RLock()
+        self.mechanisms: dict[Endpoint, str] = {}  # what authenticated each endpoint's pool (kerberos, ntlm, ...)
+        self.notices: list[str] = []  # for the step log: e.g. negotiate fell back to NTLM
 
     def __repr__(self) -> str:
         configured = ", ".join(f"{ep.value}={cfg.display}" for ep, cfg in self.endpoints.items())
@@ -349,9 +329,9 @@ class PypsrpSession:
         if endpoint not in self.endpoints:
             raise ValueError(f"{self.server_name}: no configuration for endpoint {endpoint.value}")
         params = normalize_parameters(parameters)
-        if cmdlet.lower() in CONFIRM_FALSE_CMDLETS and not any(n.lower() == "confirm" for n, _ in params):
+        if cmdlets.needs_confirm_false(cmdlet) and not any(n.lower() == "confirm" for n, _ in params):
             params.append(("Confirm", False))
-        mutating = is_mutating(cmdlet)
+        mutating = not cmdlets.is_read(cmdlet)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s %s: %s %s", self.server_name, endpoint.value, cmdlet, redact_parameters(params))
 
@@ -359,6 +339,7 @@ class PypsrpSession:
             attempts = 1 if mutating else 2
             for attempt in range(attempts):
                 try:
+                    kerberos.keep_fresh(self.endpoints[endpoint])
                     pool = self._pool_for(endpoint, probe=mutating)
                 except ExchangeSessionError as error:
                     error.sent = False
@@ -385,6 +366,12 @@ class PypsrpSession:
         with self._lock:
             for endpoint in list(self._pools):
                 self._release(endpoint)
+
+
+    @property
+    def relay(self) -> str | None:
+        """None: every command runs on the endpoints configured for this server."""
+        return None
 
     def close(self) -> None:
         """Close every runspace pool (deleting its shell on the server). Safe to call twice; never raises."""
@@ -417,37 +404,47 @@ class PypsrpSession:
                 self._reap_orphans()  # the server answers again: delete the shells left behind
         return entry
 
+    def take_notices(self) -> list[str]:
+        """What the step log should say about how commands ran (e.g. the mechanism ``negotiate`` chose); each once."""
+        notices, self.notices = self.notices, []
+        return notices
+
     def _open(self, endpoint: Endpoint, config: EndpointConfig) -> _Pool:
-        extra: dict[str, Any] = {}
-        if config.negotiate_service:
-            extra["negotiate_service"] = config.negotiate_service
         wsman = WSMan(
             server=config.host,
             port=config.effective_port,
             path=config.path,
             ssl=config.ssl,
             auth=config.auth,
-            username=config.username,
-            password=config.password,
+            **kerberos.wsman_auth(config),  # user/password, or a cached Kerberos ticket and the SPN
             cert_validation=config.cert_validation,
             connection_timeout=config.connection_timeout,
             read_timeout=config.read_timeout,
             operation_timeout=config.operation_timeout,
             encryption=config.encryption,
-            **extra,
         )
         pool = RunspacePool(wsman, configuration_name=config.configuration_name, idle_timeout=config.idle_timeout)
         started = time.monotonic()
         try:
             pool.open()
-        except _TRANSPORT_ERRORS as exc:
+        except (*_TRANSPORT_ERRORS, ValueError) as exc:  # ValueError: pypsrp refusing the server's auth scheme
             self._close_quietly(pool, wsman, delete=getattr(pool.shell, "opened", False))
             raise _map_error(exc, f"{self.server_name} {endpoint.value} open") from None
+        self._note_mechanism(endpoint, config, wsman)
         log.debug(
             "%s %s: opened runspace pool at %s in %.0f ms",
             self.server_name, endpoint.value, config.display, (time.monotonic() - started) * 1000,
         )
         return _Pool(pool, wsman, time.monotonic())
+
+    def _note_mechanism(self, endpoint: Endpoint, config: EndpointConfig, wsman: WSMan) -> None:
+        mechanism = kerberos.mechanism_of(wsman, config.auth)
+        if self.mechanisms.get(endpoint) != mechanism:
+            log.info("%s %s: authenticated with %s (auth=%s)", self.server_name, endpoint.value, mechanism, config.auth)
+            if config.auth == "negotiate" and mechanism != "kerberos":
+                self.notices.append(f"{self.server_name} {endpoint.value}: negotiate fell back to {mechanism} "
+                                    "(Kerberos was not available); see check_server")
+        self.mechanisms[endpoint] = mechanism
 
     def _invoke(self, entry: _Pool, endpoint: Endpoint, cmdlet: str, params: list[tuple[str, Any]]) -> CommandResult:
         ps = _pipeline(entry.pool, cmdlet, params)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 
 class Endpoint(enum.StrEnum):
@@ -79,8 +79,15 @@ class CmdletError(ExchangeSessionError):
         self.record = record
 
 
+@runtime_checkable
 class ExchangeSession(Protocol):
-    """One server's remoting session. Pools are opened lazily, reused across commands and closed by close()."""
+    """One server's remoting session, the only way the runner reaches Exchange. Every implementation has every member
+    (checked by tests/runner/exchange/test_session_protocol.py); the runner never probes for optional ones.
+
+    Implementations: ``runner.exchange.pypsrp_session.PypsrpSession`` (one endpoint set of one server),
+    ``runner.sessions.RelayedSession`` (the Exchange endpoint through healthy DAG peers) and
+    ``exchange_sim.session.SimulatorSession`` (in-process).
+    """
 
     def run(
         self,
@@ -88,9 +95,26 @@ class ExchangeSession(Protocol):
         parameters: Mapping[str, Any] | Sequence[tuple[str, Any]] | None = None,
         *,
         endpoint: Endpoint = Endpoint.EXCHANGE,
-    ) -> CommandResult: ...
+    ) -> CommandResult:
+        """Run one cmdlet. Raises CmdletError for a terminating error, another ExchangeSessionError for transport."""
+        ...
 
-    def close(self) -> None: ...
+    def release_finished(self) -> None:
+        """Free server-side resources of finished commands. The runner calls it before each deliberate wait, off the
+        commands' critical path; a session holding none does nothing. Never raises."""
+        ...
 
-    # Optional: ``release_finished() -> None`` frees server-side resources of finished commands; the runner calls it
-    # before deliberate waits when a session has it (the pypsrp adapter does; in-process sessions need not).
+    def take_notices(self) -> list[str]:
+        """What the session did on its own since the last call (e.g. moved to another DAG member's endpoint), for
+        the step log; emptied by the call."""
+        ...
+
+    @property
+    def relay(self) -> str | None:
+        """The server whose endpoint ran the last command when it is not the session's own server, else None."""
+        ...
+
+    def close(self) -> None:
+        """Close every pool (deleting its shell on the server: Exchange throttles concurrent shells per user). Safe
+        to call twice; never raises."""
+        ...

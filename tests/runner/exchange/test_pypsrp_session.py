@@ -38,7 +38,7 @@ USER, PASSWORD = "exmaint-svc", "Sim-Passw0rd-42"
 
 @dataclass
 class ScriptedExchange:
-    """Answers a few made-up cmdlets and records every call the endpoint hands it."""
+    """Answers Get-Queue (a read in the cmdlet table) and a few made-up cmdlets; records every call it is handed."""
 
     servers: dict[str, Any] = field(default_factory=lambda: {"EX01": object()})
     calls: list[tuple[str, str, list[tuple[str, Any]], bool]] = field(default_factory=list)
@@ -48,14 +48,14 @@ class ScriptedExchange:
         if is_script:
             raise SimTerminatingError(SimError("The syntax is not supported by this runspace.", "ScriptsNotAllowed",
                                                "ParserError"))
-        if cmdlet == "Get-Thing":
+        if cmdlet == "Get-Queue":
             thing = SimObject(
                 ("Contoso.Thing", "System.Object"),
                 {"Name": "alpha", "State": enum("Contoso.ThingState", "Draining", 2), "Tags": string_list(["a", "b"])},
             )
             return SimResult(
                 output=[thing],
-                errors=[SimError("The object 'beta' couldn't be found.", "NotFound,Get-Thing", "ObjectNotFound",
+                errors=[SimError("The object 'beta' couldn't be found.", "NotFound,Get-Queue", "ObjectNotFound",
                                  target="beta")],
                 warnings=["The thing is draining."],
             )
@@ -99,16 +99,16 @@ def session(endpoint):
 
 
 def test_output_objects_arrive_as_plain_dicts(session):
-    result = session.run("Get-Thing", {"Identity": "alpha"})
+    result = session.run("Get-Queue", {"Identity": "alpha"})
     assert isinstance(result, CommandResult)
     assert result.output == [{"Name": "alpha", "State": "Draining", "Tags": ["a", "b"], "_type": "Contoso.Thing"}]
 
 
 def test_non_terminating_errors_and_warnings_are_returned_not_raised(session):
-    result = session.run("Get-Thing")
+    result = session.run("Get-Queue")
     assert not result.ok
     assert result.errors == [
-        ErrorRecord(message="The object 'beta' couldn't be found.", error_id="NotFound,Get-Thing",
+        ErrorRecord(message="The object 'beta' couldn't be found.", error_id="NotFound,Get-Queue",
                     category="ObjectNotFound", target="beta", exception_type="System.Exception")
     ]
     assert result.warnings == ["The thing is draining."]
@@ -127,7 +127,7 @@ def test_a_terminating_error_raises_cmdlet_error_with_the_error_record(session):
 def test_a_terminating_error_leaves_the_pool_usable(session, endpoint):
     with pytest.raises(CmdletError):
         session.run("Set-Thing")
-    session.run("Get-Thing")
+    session.run("Get-Queue")
     assert endpoint.stats.total_creates() == 1
 
 
@@ -175,10 +175,10 @@ def test_each_endpoint_reaches_its_own_configuration(session, sim):
 
 def test_the_adapter_offers_no_way_to_send_script_text(session, sim):
     assert not any(hasattr(session, name) for name in ("add_script", "execute_ps", "run_script", "script"))
-    for text in ("Get-Thing; Remove-Thing", "Get-Thing | Remove-Thing", "& {Remove-Thing}", "$x = 1", ""):
+    for text in ("Get-Queue; Remove-Thing", "Get-Queue | Remove-Thing", "& {Remove-Thing}", "$x = 1", ""):
         with pytest.raises(ValueError, match="cmdlet"):
             session.run(text)
-    session.run("Get-Thing")
+    session.run("Get-Queue")
     assert [is_script for *_, is_script in sim.calls] == [False]
 
 
@@ -190,7 +190,7 @@ def test_a_script_sent_by_raw_pypsrp_reaches_the_server_marked_as_script_and_is_
                   username=USER, password=PASSWORD, encryption="never")
     with wsman, RunspacePool(wsman, configuration_name="Microsoft.Exchange") as pool:
         ps = PowerShell(pool)
-        ps.add_script("Get-Thing | Remove-Thing")
+        ps.add_script("Get-Queue | Remove-Thing")
         ps.invoke()
         assert ps.had_errors
         assert "not supported" in str(ps.streams.error[-1])
@@ -203,7 +203,7 @@ def test_a_script_sent_by_raw_pypsrp_reaches_the_server_marked_as_script_and_is_
 def test_a_wrong_password_raises_authentication_failed_once_and_is_not_retried(endpoint, sim):
     with PypsrpSession("EX01", {Endpoint.EXCHANGE: config_for(endpoint, password="wrong-password")}) as session:
         with pytest.raises(AuthenticationFailed) as caught:
-            session.run("Get-Thing")
+            session.run("Get-Queue")
     assert not caught.value.retryable
     assert endpoint.stats.auth_failures == 1
     assert endpoint.stats.total_creates() == 0
@@ -222,21 +222,21 @@ def test_a_refused_connection_raises_a_retryable_endpoint_unreachable():
                             read_timeout=4)
     with PypsrpSession("EX01", {Endpoint.EXCHANGE: config}) as session:
         with pytest.raises(EndpointUnreachable) as caught:
-            session.run("Get-Thing")
+            session.run("Get-Queue")
     assert caught.value.retryable
 
 
 def test_a_read_reconnects_and_retries_once_when_the_shell_is_gone(session, endpoint, sim):
-    session.run("Get-Thing")
+    session.run("Get-Queue")
     assert endpoint.kill_shells("EX01") == 1
-    result = session.run("Get-Thing")
+    result = session.run("Get-Queue")
     assert result.output[0]["Name"] == "alpha"
     assert endpoint.stats.total_creates() == 2
-    assert len(sim.invoked("Get-Thing")) == 2
+    assert len(sim.invoked("Get-Queue")) == 2
 
 
 def test_a_write_is_not_replayed_when_the_shell_is_gone_but_fails_retryably(session, endpoint, sim):
-    session.run("Get-Thing")
+    session.run("Get-Queue")
     endpoint.kill_shells("EX01")
     with pytest.raises(BrokenPool) as caught:
         session.run("Suspend-Other", {"Identity": "EX01"})
@@ -248,14 +248,14 @@ def test_a_write_is_not_replayed_when_the_shell_is_gone_but_fails_retryably(sess
 
 
 def test_a_dropped_connection_is_retried_for_a_read(session, endpoint, sim):
-    session.run("Get-Thing")
+    session.run("Get-Queue")
     endpoint.fail_next(1, mode="drop")
-    assert session.run("Get-Thing").output
+    assert session.run("Get-Queue").output
     assert endpoint.stats.http_failures == 1
 
 
 def test_a_dropped_connection_during_a_write_raises_endpoint_unreachable_without_replay(session, endpoint, sim):
-    session.run("Get-Thing")
+    session.run("Get-Queue")
     endpoint.fail_next(1, mode="drop")
     with pytest.raises(EndpointUnreachable) as caught:
         session.run("Set-Other", {"Identity": "EX01"})
@@ -264,19 +264,19 @@ def test_a_dropped_connection_during_a_write_raises_endpoint_unreachable_without
 
 
 def test_a_shell_left_behind_by_dropped_connections_is_deleted_once_the_server_answers(session, endpoint):
-    session.run("Get-Thing")
+    session.run("Get-Queue")
     endpoint.fail_next(2, mode="drop")  # the command and the retry's Create both fail
     with pytest.raises(EndpointUnreachable):
-        session.run("Get-Thing")
+        session.run("Get-Queue")
     assert len(endpoint.open_shells()) == 1  # the first shell still lives on the server
-    session.run("Get-Thing")
+    session.run("Get-Queue")
     assert len(endpoint.open_shells()) == 1  # only the new one
     session.close()
     assert endpoint.open_shells() == []
 
 
 def test_a_503_is_a_retryable_endpoint_unreachable_for_writes(session, endpoint):
-    session.run("Get-Thing")
+    session.run("Get-Queue")
     endpoint.fail_next(1, mode="503")
     with pytest.raises(EndpointUnreachable):
         session.run("Restart-Other")
@@ -285,12 +285,12 @@ def test_a_503_is_a_retryable_endpoint_unreachable_for_writes(session, endpoint)
 def test_the_endpoint_going_away_mid_session_raises_endpoint_unreachable(sim):
     running = start_endpoint(sim, users={USER: PASSWORD})
     session = PypsrpSession("EX01", {Endpoint.EXCHANGE: config_for(running)})
-    session.run("Get-Thing")
+    session.run("Get-Queue")
     # stop() closes the listener, but handler threads keep serving open keep-alive connections: drop those too.
     running.fail_next(1000, mode="drop")
     running.stop()
     with pytest.raises(EndpointUnreachable) as caught:
-        session.run("Get-Thing")
+        session.run("Get-Queue")
     assert caught.value.retryable
     with pytest.raises(EndpointUnreachable):
         session.run("Set-Other")  # the pool is reopened first, which fails before anything is sent
@@ -303,11 +303,11 @@ def test_a_read_survives_the_endpoint_restarting_on_the_same_port(sim):
     port = first.port
     session = PypsrpSession("EX01", {Endpoint.EXCHANGE: config_for(first)})
     try:
-        session.run("Get-Thing")
+        session.run("Get-Queue")
         first.fail_next(1000, mode="drop")
         first.stop()
         with start_endpoint(sim, users={USER: PASSWORD}, port=port) as second:
-            assert session.run("Get-Thing").output  # the old shell is unknown there: reopen and retry
+            assert session.run("Get-Queue").output  # the old shell is unknown there: reopen and retry
             assert second.stats.total_creates() == 1
             session.close()
             assert second.open_shells() == []
@@ -318,7 +318,7 @@ def test_a_read_survives_the_endpoint_restarting_on_the_same_port(sim):
 def test_an_idle_pool_is_probed_before_a_write_so_the_write_is_sent_once(endpoint, sim):
     config = config_for(endpoint, idle_probe_after=0)
     with PypsrpSession("EX01", {Endpoint.EXCHANGE: config}) as session:
-        session.run("Get-Thing")
+        session.run("Get-Queue")
         endpoint.kill_shells("EX01")
         session.run("Set-Other", {"Identity": "EX01"})
     assert len(sim.invoked("Set-Other")) == 1
@@ -328,7 +328,7 @@ def test_an_idle_pool_is_probed_before_a_write_so_the_write_is_sent_once(endpoin
 def test_the_shell_quota_is_a_retryable_error(endpoint, session):
     endpoint.set_shell_quota(0)
     with pytest.raises(ShellQuotaExceeded) as caught:
-        session.run("Get-Thing")
+        session.run("Get-Queue")
     assert caught.value.retryable
 
 
@@ -337,7 +337,7 @@ def test_the_shell_quota_is_a_retryable_error(endpoint, session):
 
 def test_one_pool_per_endpoint_is_reused_across_commands(session, endpoint):
     for _ in range(5):
-        session.run("Get-Thing")
+        session.run("Get-Queue")
     session.run("Get-Service", endpoint=Endpoint.DEFAULT)
     session.run("Get-Service", endpoint=Endpoint.DEFAULT)
     assert endpoint.stats.creates == {("EX01", "Microsoft.Exchange"): 1, ("EX01", "Microsoft.PowerShell"): 1}
@@ -352,7 +352,7 @@ def test_pools_open_lazily(endpoint):
 
 def test_finished_commands_are_terminated_when_the_runner_is_about_to_wait(session, endpoint):
     for _ in range(3):
-        session.run("Get-Thing")
+        session.run("Get-Queue")
     with pytest.raises(CmdletError):
         session.run("Set-Thing")
     # Not on each command's critical path: the four wait for the sweep, failed one included.
@@ -368,7 +368,7 @@ def test_finished_commands_are_terminated_when_the_runner_is_about_to_wait(sessi
 def test_finished_commands_never_pile_up_past_the_configured_cap(endpoint):
     with PypsrpSession("EX01", {Endpoint.EXCHANGE: config_for(endpoint, max_finished_commands=5)}) as session:
         for _ in range(23):
-            session.run("Get-Thing")
+            session.run("Get-Queue")
             assert all(shell.open_commands <= 5 for shell in endpoint.open_shells())
         assert endpoint.stats.total_creates() == 1
 
@@ -379,7 +379,7 @@ def test_a_server_capping_commands_per_shell_lower_than_the_adapter_gets_room_ma
     with start_endpoint(sim, users={USER: PASSWORD}, commands_per_shell=3) as running:
         with PypsrpSession("EX01", {Endpoint.EXCHANGE: config_for(running)}) as session:
             for _ in range(3):
-                session.run("Get-Thing")
+                session.run("Get-Queue")
             with pytest.raises(CmdletError):  # Set-Thing always fails in this scripted server; it ran once
                 session.run("Set-Thing", {"Identity": "ok"})
             assert running.stats.faults[0x803381E9] == 1
@@ -392,15 +392,15 @@ def test_terminating_finished_commands_on_an_endpoint_that_went_away_neither_rai
     port = first.port
     session = PypsrpSession("EX01", {Endpoint.EXCHANGE: config_for(first)})
     try:
-        session.run("Get-Thing")
-        session.run("Get-Thing")
+        session.run("Get-Queue")
+        session.run("Get-Queue")
         first.fail_next(1000, mode="drop")
         first.stop()
         session.release_finished()  # the runner is about to wait: this must not fail the step
         assert session.open_endpoints == []
         with start_endpoint(sim, users={USER: PASSWORD}, port=port) as second:
             # The shell left behind is deleted once the server answers again (here: a new one, which never knew it).
-            assert session.run("Get-Thing").output
+            assert session.run("Get-Queue").output
             assert second.stats.requests["Delete"] == 1 and second.stats.total_creates() == 1
             session.close()
             assert second.open_shells() == []
@@ -416,8 +416,8 @@ def test_a_pool_lost_while_making_room_for_a_write_says_the_write_was_never_sent
 
     with start_endpoint(sim, users={USER: PASSWORD}, commands_per_shell=2) as running:
         with PypsrpSession("EX01", {Endpoint.EXCHANGE: config_for(running)}) as session:
-            session.run("Get-Thing")
-            session.run("Get-Thing")
+            session.run("Get-Queue")
+            session.run("Get-Queue")
             monkeypatch.setattr(PowerShell, "close", signal_fails)  # the Signal that would make room fails
             with pytest.raises(BrokenPool) as caught:
                 session.run("Set-Thing", {"Identity": "ok"})
@@ -435,16 +435,16 @@ def test_a_bare_client_that_never_terminates_commands_hits_the_per_shell_cap(sim
                       password=PASSWORD, encryption="never", ssl=False)
         with RunspacePool(wsman, configuration_name=Endpoint.EXCHANGE.value) as pool:
             for _ in range(3):
-                PowerShell(pool).add_cmdlet("Get-Thing").invoke()
+                PowerShell(pool).add_cmdlet("Get-Queue").invoke()
             with pytest.raises(WSManFaultError) as refused:
-                PowerShell(pool).add_cmdlet("Get-Thing").invoke()
+                PowerShell(pool).add_cmdlet("Get-Queue").invoke()
     assert refused.value.code == 0x803381E9
 
 
 def test_close_deletes_every_pool_and_leaves_no_shell(endpoint):
     session = PypsrpSession("EX01", {Endpoint.EXCHANGE: config_for(endpoint),
                                      Endpoint.DEFAULT: config_for(endpoint, Endpoint.DEFAULT)})
-    session.run("Get-Thing")
+    session.run("Get-Queue")
     session.run("Get-Service", endpoint=Endpoint.DEFAULT)
     assert len(endpoint.open_shells()) == 2
     session.close()
@@ -464,7 +464,7 @@ def test_many_sessions_in_turn_never_hit_the_shell_quota(endpoint):
     endpoint.set_shell_quota(2)
     for _ in range(6):
         with PypsrpSession("EX01", {Endpoint.EXCHANGE: config_for(endpoint)}) as session:
-            session.run("Get-Thing")
+            session.run("Get-Queue")
     assert endpoint.open_shells() == []
 
 
@@ -527,8 +527,8 @@ def test_ntlm_with_message_encryption_works_over_plain_http(sim, auth):
                                 username=USER, password=PASSWORD, encryption="auto", operation_timeout=5,
                                 read_timeout=10)
         with PypsrpSession("EX01", {Endpoint.EXCHANGE: config}) as session:
-            assert session.run("Get-Thing").output[0]["Name"] == "alpha"
-            assert session.run("Get-Thing").output
+            assert session.run("Get-Queue").output[0]["Name"] == "alpha"
+            assert session.run("Get-Queue").output
         assert running.open_shells() == []
         assert running.stats.total_creates() == 1
 
@@ -538,7 +538,7 @@ def test_a_wrong_ntlm_password_is_authentication_failed(sim):
         config = EndpointConfig(url=running.url_for("EX01"), configuration_name="Microsoft.Exchange", auth="ntlm",
                                 username=USER, password="not-the-password", operation_timeout=5, read_timeout=10)
         with PypsrpSession("EX01", {Endpoint.EXCHANGE: config}) as session, pytest.raises(AuthenticationFailed):
-            session.run("Get-Thing")
+            session.run("Get-Queue")
 
 
 def test_a_reply_pypsrp_cannot_deserialize_is_a_clear_remoting_error(session, sim, monkeypatch):

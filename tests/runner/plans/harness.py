@@ -10,11 +10,11 @@ from exchange_sim.model import SimulatedExchange
 from exchange_sim.session import SimulatorSession
 from runner.clock import SimulatedClock
 from runner.context import ExecutionContext
+from runner.exchange import cmdlets
 from runner.exchange.session import Endpoint
 from runner.plans import build_plan
 from runner.step_types import Hold, Options, Phase, Plan, ServerInfo, Step, StepFailed, StepOutcome
 
-READ_VERBS = ("Get-", "Test-")
 KEY_PARAMETERS = ("Identity", "Server", "Name", "Component", "State", "Requester", "Target",
                   "DatabaseCopyActivationDisabledAndMoveNow", "DatabaseCopyAutoActivationPolicy", "MoveComment")
 
@@ -83,7 +83,7 @@ class Run:
         """Mutating commands the simulator received since ``since``: cmdlet plus the key parameters."""
         out = []
         for record in self.sim.commands[since:]:
-            if record.cmdlet.startswith(READ_VERBS):
+            if cmdlets.is_read(record.cmdlet):
                 continue
             params = tuple(f"{n}={_show(v)}" for n, v in record.parameters if n in KEY_PARAMETERS)
             out.append((record.cmdlet, *params))

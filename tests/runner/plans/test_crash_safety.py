@@ -21,22 +21,20 @@ class Crash(BaseException):  # noqa: N818 - stands for SIGKILL: nothing may catc
     pass
 
 
-class CrashAfter:
+class CrashAfter(SimulatorSession):
     """A session that lets ``cmdlet`` through ``times`` times, then "kills the worker" after the next one ran."""
 
     def __init__(self, sim: SimulatedExchange, server: str, cmdlet: str, times: int) -> None:
-        self.inner, self.cmdlet, self.left = SimulatorSession(sim, server), cmdlet, times
+        super().__init__(sim, server)
+        self.cmdlet, self.left = cmdlet, times
 
     def run(self, cmdlet, parameters=None, *, endpoint=Endpoint.EXCHANGE):  # noqa: ANN001, ANN201
-        result = self.inner.run(cmdlet, parameters, endpoint=endpoint)
+        result = super().run(cmdlet, parameters, endpoint=endpoint)
         if cmdlet == self.cmdlet:
             if self.left == 0:
                 raise Crash(cmdlet)
             self.left -= 1
         return result
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 def context(sim: SimulatedExchange, server: str, state: dict, persisted: dict, session=None) -> ExecutionContext:  # noqa: ANN001

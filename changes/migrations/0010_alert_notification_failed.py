@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('changes', '0008_server_endpoint_settings'),
+        ('changes', '0009_server_name_validator'),
     ]
 
     operations = [
