@@ -309,6 +309,7 @@ class Alert(models.Model):
         PAUSED = "paused", "Window paused for an operator"
         PRECHECK_BLOCKED = "precheck_blocked", "A pre-check blocked the window"
         NOT_STARTED = "not_started", "The window could not start"
+        NOTIFICATION_FAILED = "notification_failed", "A notification could not be sent"
 
     kind = models.CharField(max_length=24, choices=Kind.choices)
     change = models.ForeignKey(Change, on_delete=models.PROTECT, null=True, blank=True, related_name="alerts")

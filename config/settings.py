@@ -258,6 +258,7 @@ EXMAINT_NOTIFICATIONS = {
     "CALLBACK_ALLOWED_NETWORKS": env_list("EXMAINT_CALLBACK_ALLOWED_NETWORKS", []),
     "MAILBOX_LIMIT": env_int("EXMAINT_NOTIFY_MAILBOX_LIMIT", 5000, minimum=1, maximum=100000),
     "MAILBOX_PAGE_SIZE": env_int("EXMAINT_NOTIFY_MAILBOX_PAGE_SIZE", 200, minimum=1, maximum=5000),
+    "CALENDAR_PAST_DAYS": env_int("EXMAINT_CALENDAR_PAST_DAYS", 30, minimum=0, maximum=3650),
 }
 try:
     import ipaddress as _ipaddress

@@ -29,7 +29,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from changes import audit
-from changes.models import Change
+from changes.models import Alert, Change
 from changes.states import State
 
 from . import conf, ical, senders
@@ -159,6 +159,14 @@ def _stale(delivery: Delivery) -> str:
             return "superseded: the window moved, started or was cancelled"
     if delivery.kind == Delivery.Kind.APPROVAL_REQUEST and change.state != State.AWAITING_APPROVAL:
         return f"{change.number} no longer awaits approval"
+    if delivery.kind in (Delivery.Kind.ANNOUNCEMENT, Delivery.Kind.CANCELLATION) and not delivery.payload.get(
+            "removed"):
+        # An invite older than the entry's current SEQUENCE (one re-armed after a failure, or queued behind a
+        # quick second edit): calendar clients ignore it, and the newer update carries the whole entry (not to
+        # people taken off the list: their cancellation stands).
+        invite = CalendarInvite.objects.filter(change=change).first()
+        if invite is not None and invite.sequence > int(delivery.payload.get("sequence", invite.sequence)):
+            return "superseded: a later update of the calendar entry carries it"
     if delivery.kind == Delivery.Kind.ANNOUNCEMENT and delivery.payload.get("status") == ical.TENTATIVE:
         # "Awaiting re-approval" read after the decision would mislead; the decision's own invite (a higher
         # SEQUENCE: confirmed or cancelled) carries the whole entry, so nobody misses the update itself.
@@ -271,13 +279,16 @@ def _retry_fits(run: _Run) -> bool:
 def _failed_attempt(run: _Run, exc: senders.SendError) -> str:
     delivery = run.delivery
     if not exc.retryable or not _retry_fits(run):
+        # Not retried: a deterministic failure (the message cannot be built, a 5xx) fails the same way every time,
+        # and retrying it for a day would only hide it. Either way the operators are alerted now.
         with transaction.atomic():
             _finish(run, status=Status.FAILED, last_error=str(exc)[:2000], response_status=exc.status,
-                    batch_in_flight=None)
+                    batch_in_flight=None, permanent_error=not exc.retryable)
             _audit("notification.failed", delivery, {
                 "delivery": [None, delivery.pk], "channel": [None, delivery.channel], "kind": [None, delivery.kind],
                 "recipients": [None, delivery.recipients_count], "message_id": [None, delivery.message_id],
                 "attempts": [None, delivery.attempts]}, reason=str(exc)[:2000])
+            _alert(delivery, exc)
         log.error("delivery %s failed for good after %s attempt(s): %s", delivery.pk, delivery.attempts, exc)
         return Status.FAILED
     retry_at = run.now + backoff(delivery.attempts)
@@ -289,6 +300,23 @@ def _failed_attempt(run: _Run, exc: senders.SendError) -> str:
 
     kick(delivery.pk, eta=retry_at)
     return Status.PENDING
+
+
+def _alert(delivery: Delivery, exc: senders.SendError) -> None:
+    """An operator alert for a delivery that failed for good (changes' Alert, mailed to the operators and shown on
+    the change; one open alert per change, so a failing alert mail cannot raise alerts in a loop)."""
+    from changes.run_services import alert_raise
+
+    change = delivery.change if delivery.change_id else None
+    what = f"the {delivery.get_kind_display().lower()} {delivery.channel}"
+    if not exc.retryable:
+        hint = (" Not retried: it fails the same way each time. Fix the change (an edit sends it again, rebuilt "
+                "from the edited change) or the mail settings.")
+    else:
+        hint = " Retried until the retry period ended."
+    alert_raise(Alert.Kind.NOTIFICATION_FAILED, f"{change.number + ': ' if change else ''}{what} could not be sent "
+                f"(delivery {delivery.pk}, {delivery.attempts} attempt(s)): {str(exc)[:500]}.{hint}",
+                actor=ACTOR, change=change)
 
 
 def _finish(run: _Run, *, status: str, **fields: Any) -> None:
