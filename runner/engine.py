@@ -31,9 +31,9 @@ from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from changes.models import Alert, Change, Server, StepRun, WindowRun
+from changes.models import Alert, Change, Pause, Server, StepRun, WindowRun
 from changes.queue import enqueue_run
-from changes.run_services import alert_raise
+from changes.run_services import change_pause
 from changes.services import change_transition
 from changes.states import State
 
@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 
 ACTOR = "system:runner"
 S = StepRun.Status
+R = Pause.Reason
 PlanBuilder = Callable[[str, ServerInfo, Options], Plan]
 SessionsFactory = Callable[[Server], Any]  # returns callable(Endpoint) -> ExchangeSession with .close()
 
@@ -242,7 +243,7 @@ class _Engine:
                 if run.aborting and not StepRun.objects.filter(change_id=self.change_id, attempts__gt=0).exists():
                     return self._finish(run)
                 return self._pause(None, f"cannot build plan {run.plan!r} for {server.name}: {exc}",
-                                   Alert.Kind.PAUSED, server)
+                                   R.PLAN_UNAVAILABLE, server=server)
         self.options = options
         self._create_steps(run)
         self.rows: list[StepRun] | None = None
@@ -302,9 +303,10 @@ class _Engine:
                 row.status = S.PENDING
                 return None
             return self._pause(row, f"step {row.order} ({row.name}) is failed and awaits an operator decision",
-                               Alert.Kind.PAUSED)
+                               R.UNRESOLVED_FAILURE)
         if step is None:
-            return self._fail_and_pause(row, f"the plan no longer has a step {row.key!r}", [], [], {})
+            return self._fail_and_pause(row, R.PLAN_UNAVAILABLE, f"the plan no longer has a step {row.key!r}", [], [],
+                                        {})
         resumed_issue: Issue | None = None
         if row.status == S.RUNNING:
             if run.wake_at is not None:
@@ -313,7 +315,7 @@ class _Engine:
                 resumed_issue = Issue("found running after a worker crash",
                                       "re-run: the step is idempotent and re-verifies the server", True)
             else:
-                return self._fail_and_pause(row, HALF_DONE, [], [], {})
+                return self._fail_and_pause(row, R.HALF_DONE, HALF_DONE, [], [], {})
         self._mark_running(row)
         return self._execute(change, run, row, step, resumed_issue)
 
@@ -396,7 +398,8 @@ class _Engine:
                 raise LeaseLost from None
             except StepFailed as exc:
                 kind = Alert.Kind.PRECHECK_BLOCKED if step.gate else Alert.Kind.PAUSED
-                return self._fail_and_pause(row, str(exc), ctx.commands, ctx.issues, exc.findings, kind=kind)
+                code = R.GATE_REFUSED if step.gate else R.STEP_FAILED
+                return self._fail_and_pause(row, code, str(exc), ctx.commands, ctx.issues, exc.findings, kind=kind)
             except ExchangeSessionError as exc:
                 if exc.retryable and attempt < attempts:
                     # The exit must happen: a server left in maintenance is the worst outcome of a window.
@@ -413,10 +416,12 @@ class _Engine:
                 message = f"{type(exc).__name__}: {exc}"
                 if attempts > 1:
                     message += f" (after {attempts} attempts)"
-                return self._fail_and_pause(row, message, ctx.commands, ctx.issues, {}, kind=kind)
+                code = R.UNREACHABLE if exc.retryable else R.REMOTING_FAILED
+                return self._fail_and_pause(row, code, message, ctx.commands, ctx.issues, {}, kind=kind)
             except Exception as exc:  # a bug in a step must pause the window, never leave it "running"
                 log.exception("change %s: step %s raised", self.change_id, step.key)
-                return self._fail_and_pause(row, f"internal error in the step: {type(exc).__name__}: {exc}",
+                return self._fail_and_pause(row, R.INTERNAL_ERROR,
+                                            f"internal error in the step: {type(exc).__name__}: {exc}",
                                             ctx.commands, ctx.issues, {})
             return self._passed(row, ctx, outcome)
         raise AssertionError("unreachable")  # pragma: no cover
@@ -452,7 +457,8 @@ class _Engine:
         remaining = (hold.until - self.clock.now()).total_seconds()
         if remaining <= 0:
             # A hold that is already due would wake at once and hold again: a plan bug, not something to spin on.
-            return self._fail_and_pause(row, f"the step held past its time ({hold})", ctx.commands, ctx.issues, {})
+            return self._fail_and_pause(row, R.HOLD_OVERDUE, f"the step held past its time ({hold})", ctx.commands,
+                                        ctx.issues, {})
         delay = remaining / float(getattr(self.clock, "speed", 1.0))
         wake_at = timezone.now() + timedelta(seconds=delay)
         commands, issues = self._commands(row, ctx.commands), self._issues(row, ctx.issues)
@@ -474,7 +480,7 @@ class _Engine:
         log.info("change %s step %s holds until %s: %s", self.change_id, row.order, wake_at.isoformat(), hold)
         return "held"
 
-    def _fail_and_pause(self, row: StepRun, message: str, ctx_commands: list, ctx_issues: list[Issue],
+    def _fail_and_pause(self, row: StepRun, code: str, message: str, ctx_commands: list, ctx_issues: list[Issue],
                         findings: dict[str, Any], *, kind: str = Alert.Kind.PAUSED) -> str:
         commands, issues = self._commands(row, ctx_commands), self._issues(row, ctx_issues)
         with transaction.atomic():
@@ -482,13 +488,15 @@ class _Engine:
             StepRun.objects.filter(pk=row.pk).update(
                 status=S.FAILED, finished_at=timezone.now(), commands=commands, issues=issues,
                 findings=jsonable(findings), output_summary=message[:2000], error=message)
-            return self._pause(row, f"step {row.order} ({row.name}) failed: {message}", kind)
+            return self._pause(row, f"step {row.order} ({row.name}) failed: {message}", code, kind=kind,
+                               evidence=jsonable(findings))
 
-    def _pause(self, row: StepRun | None, message: str, kind: str, server: Server | None = None) -> str:
+    def _pause(self, row: StepRun | None, message: str, code: str, *, kind: str = Alert.Kind.PAUSED,
+               server: Server | None = None, evidence: dict[str, Any] | None = None) -> str:
+        """Stop for an operator, recording why as data (``changes.models.Pause``): the report reads that record."""
         server = server or (self.servers.get(row.server_id) if row is not None else None)
-        with transaction.atomic():
-            change_transition(self.change_id, State.PAUSED, actor=ACTOR, reason=message[:1000])
-            alert_raise(kind, f"{self.change.number}: {message}", actor=ACTOR, change=self.change, server=server)
+        change_pause(self.change_id, actor=ACTOR, code=code, message=message, step=row, server=server,
+                     evidence=evidence, alert_kind=kind)
         log.warning("change %s paused: %s", self.change_id, message)
         return "paused"
 

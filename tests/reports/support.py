@@ -1,13 +1,14 @@
 """Finished windows built directly in the database: the change through the real services (approvals, transitions and
 their audit events), then the runner's rows (WindowRun, StepRun) as the engine writes them, and the operator's
-decisions as audit events. ``outcome``: completed (one skipped step), failed (paused, then failed) or aborted."""
+decisions through the services the engine and the operator use (pause records included). ``outcome``: completed
+(one skipped step), failed (paused, then failed) or aborted."""
 from __future__ import annotations
 
 from datetime import timedelta
 from typing import Any
 
-from changes import audit, services
-from changes.models import Alert, Change, Server, StepRun, WindowRun
+from changes import run_services, services
+from changes.models import Alert, Change, Pause, Server, StepRun, WindowRun
 from changes.states import State
 from tests.conftest import window
 
@@ -60,14 +61,13 @@ class Window:
             **fields)
 
     def pause(self, step: StepRun, message: str) -> None:
-        services.change_transition(self.change.pk, State.PAUSED, actor=RUNNER,
-                                   reason=f"step {step.order} ({step.name}) failed: {message}")
-        Alert.objects.create(kind=Alert.Kind.PAUSED, change=self.change, server=self.server, message=message)
+        """As the engine pauses: the transition, the structured pause record and the alert (one service)."""
+        run_services.change_pause(self.change.pk, actor=RUNNER, code=Pause.Reason.STEP_FAILED, step=step,
+                                  message=f"step {step.order} ({step.name}) failed: {message}")
 
-    def decide(self, step: StepRun, operator, action: str, reason: str) -> None:
-        audit.append(actor=operator, action=f"window.{action}", obj=self.change, reason=reason,
-                     changes={"step": [None, step.key]})
-        services.change_transition(self.change.pk, State.RUNNING, actor=operator, reason=f"operator decision: {action}")
+    def decide(self, operator, action: str, reason: str) -> None:
+        """The operator's decision through the service: it updates the failed step and answers the pause."""
+        run_services.change_resume(self.change, actor=operator, action=action, reason=reason)
 
 
 def ended_window(requester, approvers, operator, *, outcome: str = "completed", ref: str = "CHG0030012") -> Change:
@@ -117,9 +117,7 @@ def ended_window(requester, approvers, operator, *, outcome: str = "completed", 
         hub.status, hub.error = StepRun.Status.FAILED, "HubTransport is Active, not Draining"
         hub.save()
         w.pause(hub, hub.error)
-        hub.decision, hub.decided_by, hub.resolution = "abort", operator, ABORT_REASON
-        hub.save()
-        w.decide(hub, operator, "abort", ABORT_REASON)
+        w.decide(operator, "abort", ABORT_REASON)
         for key, name in (("enter.restart_transport", "Restart MSExchangeTransport"),
                           ("enter.drain_queues", "Wait for the local queues to drain")):
             w.step(key, name, "skipped", summary="not run: the window was aborted", commands=[])
@@ -130,9 +128,7 @@ def ended_window(requester, approvers, operator, *, outcome: str = "completed", 
         drain = w.step("enter.drain_queues", "Wait for the local queues to drain", "failed", error=DRAIN_FAILURE,
                        summary=DRAIN_FAILURE)
         w.pause(drain, DRAIN_FAILURE)
-        drain.status, drain.decision, drain.decided_by, drain.resolution = "skipped", "skip", operator, SKIP_REASON
-        drain.save()
-        w.decide(drain, operator, "skip", SKIP_REASON)
+        w.decide(operator, "skip", SKIP_REASON)
         w.step("enter.serverwideoffline_inactive", "Set ServerWideOffline Inactive (requester Maintenance)")
         w.step("enter.final_gate", "Only Monitoring and RecoveryActionsEnabled stay Active",
                summary="server is in maintenance")

@@ -79,6 +79,20 @@ def test_server_state_compares_the_snapshot_with_the_verification(completed) -> 
     assert "Sidelined on OwaProxy" in rows["OwaProxy"][4]
 
 
+def test_failures_come_from_the_pause_records_as_of_the_head(completed) -> None:
+    from changes.models import Pause
+
+    pause = Pause.objects.get(change=completed)
+    pause.message = "the engine's own words, not re-parsed"
+    pause.save()
+    before_decision = AuditEvent.objects.get(seq=pause.decided_seq - 1)
+    data = build_report_data(completed.pk, head_seq=before_decision.seq, head_hash=before_decision.hash)
+    [failure] = [i for i in data.issues if i.kind == "failure"]
+    assert failure.seen == "the engine's own words, not re-parsed"
+    assert failure.step.startswith("6. Wait for the local queues to drain")
+    assert (failure.decision, failure.operator, data.decision_count) == ("no decision yet", "", 0)
+
+
 def test_a_failed_window_shows_the_failure_without_a_decision_and_the_alert(failed) -> None:
     data = data_of(failed)
     assert data.outcome == "failed"
@@ -168,7 +182,7 @@ def test_server_facts_and_alerts_are_read_as_of_the_head(failed, operator) -> No
 
 def test_readable_tables_names_and_notes(completed, operator) -> None:
     from changes.models import StepRun
-    from reports.context import _actor
+    from reports.formatting import actor as _actor
     from reports.templatetags.report_text import breakable
 
     step = StepRun.objects.get(change=completed, key="precheck.server_state")
