@@ -8,6 +8,7 @@ from django.db.models.functions import Upper
 
 from . import crypto
 from .states import State
+from .step_states import StepStatus
 
 
 class Role(models.TextChoices):
@@ -221,13 +222,9 @@ class StepRun(models.Model):
         EXIT = "exit"
         VERIFY = "verify"
 
-    class Status(models.TextChoices):
-        PENDING = "pending"
-        RUNNING = "running"
-        PASSED = "passed"
-        SKIPPED = "skipped"
-        FAILED = "failed"
-        ROLLED_BACK = "rolled_back"
+    # The lifecycle is data in step_states.py; only the engine and the operator's decision move it, through
+    # step_next().
+    Status = StepStatus
 
     # A change's current step, for live progress: the one running, or the failed one awaiting a decision.
     CURRENT_STATUSES = (Status.RUNNING, Status.FAILED)

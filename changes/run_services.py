@@ -17,6 +17,7 @@ from .roles import require_role
 from .selectors import pause_open
 from .services import _fingerprint, _lock_schedule, _move, _valid_approvers, change_transition, check_schedule
 from .states import State, TransitionNotAllowed
+from .step_states import StepEvent, step_next
 
 log = logging.getLogger(__name__)
 
@@ -82,10 +83,8 @@ def change_resume(change: Change, *, actor: Any, action: str, reason: str) -> Ch
                                 step=step.key)
         if step is not None:
             step.decision, step.decided_by, step.resolution = action, actor, reason
-            if action == "skip":
-                step.status = StepRun.Status.SKIPPED
-            elif action == "retry":
-                step.status = StepRun.Status.PENDING
+            if action in ("skip", "retry"):  # an abort leaves the step failed: the exit path runs instead
+                step.status = step_next(step.status, StepEvent.OPERATOR_SKIP if action == "skip" else StepEvent.RETRY)
             step.save(update_fields=["decision", "decided_by", "resolution", "status"])
         if action == "abort":
             WindowRun.objects.filter(change=change).update(aborting=True)

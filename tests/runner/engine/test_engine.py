@@ -397,7 +397,7 @@ def test_a_worker_that_lost_its_lease_sends_no_further_write(requester, sim, hoo
     """A step outliving the lease (another worker took the window over) must not send another command."""
     change = running_change(requester)
     window_run = WindowRun.objects.get(change=change)
-    original = engine.Lease.heartbeat
+    original = engine.WindowLease.heartbeat
 
     def heartbeat_that_finds_the_lease_taken(lease):  # noqa: ANN001, ANN202
         context = original(lease)
@@ -414,9 +414,9 @@ def test_a_worker_that_lost_its_lease_sends_no_further_write(requester, sim, hoo
 
         return Wrapper()
 
-    engine.Lease.heartbeat = heartbeat_that_finds_the_lease_taken
+    engine.WindowLease.heartbeat = heartbeat_that_finds_the_lease_taken
     try:
         assert run(change, engine_kwargs) == "lost lease"
     finally:
-        engine.Lease.heartbeat = original
+        engine.WindowLease.heartbeat = original
     assert mutating_commands(sim) == []  # HubTransport Draining was never sent by the worker without the lease
