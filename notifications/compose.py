@@ -14,7 +14,7 @@ from . import conf, ical
 from .models import Delivery
 
 Kind = Delivery.Kind
-_OUTCOMES = {"completed": "completed", "failed": "FAILED", "aborted": "aborted"}
+_OUTCOMES = {"completed": "completed", "aborted": "aborted"}
 
 
 def message_id(dedupe_key: str, batch: int | None = None) -> str:

@@ -142,10 +142,11 @@ def test_start_and_end_messages_carry_the_outcome(requester, servers, smtp) -> N
 
     change = create(requester, change_type="standard")
     change_transition(change.pk, State.RUNNING, actor="system:runner", reason="window started")
-    change_transition(change.pk, State.FAILED, actor="system:runner", reason="exit failed on EX01")
+    change_transition(change.pk, State.ABORTED, actor="system:runner",
+                      reason="exit and verification done after an abort")
     drain()
     subjects = [m.message["Subject"] for m in smtp.messages]
     assert any("maintenance started" in s for s in subjects)
-    [end] = [m for m in smtp.messages if "FAILED" in m.message["Subject"]]
-    assert "exit failed on EX01" in end.message.get_body(("plain",)).get_content()
+    [end] = [m for m in smtp.messages if "maintenance aborted" in m.message["Subject"]]
+    assert "exit and verification done after an abort" in end.message.get_body(("plain",)).get_content()
     assert deliveries(change, kind="reminder", status="cancelled")  # superseded once the window started

@@ -1,7 +1,8 @@
 """Finished windows built directly in the database: the change through the real services (approvals, transitions and
 their audit events), then the runner's rows (WindowRun, StepRun) as the engine writes them, and the operator's
 decisions through the services the engine and the operator use (pause records included). ``outcome``: completed
-(one skipped step), failed (paused, then failed) or aborted."""
+(one skipped step), exit_retried (the exit failed, paused, was retried and passed; an overrun alert stays open) or
+aborted."""
 from __future__ import annotations
 
 from datetime import timedelta
@@ -17,6 +18,8 @@ RUNNER = "system:runner"
 DRAIN_FAILURE = "3 message(s) left in EX01\\Submission (Retry) after 480 s: 451 4.4.0 DNS query failed"
 SKIP_REASON = "external queue to fabrikam.com: accepted, mail resumes after the window"
 ABORT_REASON = "HubTransport refuses Draining; backing out, will retry next weekend"
+EXIT_FAILURE = "the server did not answer: WinRM timeout after 3 attempts"
+RETRY_REASON = "EX01 was rebooting; WinRM answers again"
 COMPONENTS = ["AutoDiscoverProxy", "ActiveSyncProxy", "EcpProxy", "ForwardSyncDaemon", "FrontendTransport",
               "HubTransport", "Monitoring", "OwaProxy", "ProvisioningRps", "RecoveryActionsEnabled",
               "ServerWideOffline"]
@@ -138,26 +141,27 @@ def ended_window(requester, approvers, operator, *, outcome: str = "completed", 
     exit_ = w.step("exit.serverwideoffline_active", "Set ServerWideOffline Active (requester Maintenance)",
                    # A leak the recorder missed: the report must still not show it.
                    summary=f"ServerWideOffline Inactive → Active (session opened with {SECRET})")
-    if outcome == "failed":
-        exit_.status, exit_.error = "failed", "the server did not answer: WinRM timeout after 3 attempts"
+    if outcome == "exit_retried":
+        exit_.status, exit_.error, exit_.attempts = "failed", EXIT_FAILURE, 3
         exit_.save()
         w.pause(exit_, exit_.error)
-        Alert.objects.create(kind=Alert.Kind.LEFT_IN_MAINTENANCE, change=change, server=server,
-                             message="EX01 is in maintenance with no running change")
-        services.change_transition(change.pk, State.FAILED, actor="system:watchdog",
-                                   reason="the window ended while paused on the exit")
-    else:
-        w.step("exit.hubtransport_active", "Set HubTransport Active (requester Maintenance)")
-        w.step("exit.release_votes", "Clear this run's remaining votes; report other requesters' votes")
-        w.step("verify.components", "All components Active (except those Inactive by design)",
-               findings={"not_active": {"OwaProxy": [{"component": "OwaProxy", "requester": "Sidelined",
-                                                      "state": "Inactive"}]}},
-               issues=[{"summary": "OwaProxy is Inactive, held by Sidelined on OwaProxy since before the window",
-                        "resolution": "left in place; reported (held-by-other-requester)", "automatic": False}])
-        w.step("verify.services", "Test-ServiceHealth is clean", summary="required services running")
-        run.finished_at = w.now
-        run.save()
-        services.change_transition(change.pk, State.ABORTED if outcome == "aborted" else State.COMPLETED,
-                                   actor=RUNNER, reason="all steps done")
+        Alert.objects.create(kind=Alert.Kind.OVERRUN, change=change, server=server,
+                             message=f"{change.number} is still paused 20 min after its window ended")
+        w.decide(operator, "retry", RETRY_REASON)
+        exit_.refresh_from_db()
+        exit_.status, exit_.error, exit_.attempts = "passed", "", 4
+        exit_.save()
+    w.step("exit.hubtransport_active", "Set HubTransport Active (requester Maintenance)")
+    w.step("exit.release_votes", "Clear this run's remaining votes; report other requesters' votes")
+    w.step("verify.components", "All components Active (except those Inactive by design)",
+           findings={"not_active": {"OwaProxy": [{"component": "OwaProxy", "requester": "Sidelined",
+                                                  "state": "Inactive"}]}},
+           issues=[{"summary": "OwaProxy is Inactive, held by Sidelined on OwaProxy since before the window",
+                    "resolution": "left in place; reported (held-by-other-requester)", "automatic": False}])
+    w.step("verify.services", "Test-ServiceHealth is clean", summary="required services running")
+    run.finished_at = w.now
+    run.save()
+    services.change_transition(change.pk, State.ABORTED if outcome == "aborted" else State.COMPLETED,
+                               actor=RUNNER, reason="all steps done")
     change.refresh_from_db()
     return change
