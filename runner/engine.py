@@ -38,8 +38,9 @@ from changes.step_states import step_next
 
 from . import conf
 from .context import ExecutionContext, RunLost, jsonable
-from .exchange.session import Endpoint, ExchangeSession, ExchangeSessionError
-from .step_types import Hold, Issue, Options, Phase, Plan, Poll, ServerInfo, Step, StepFailed, StepOutcome
+from .exchange.session import Endpoint, ExchangeSession
+from .executor import StepResult, execute, step_context, window_state
+from .step_types import Hold, Issue, Options, Phase, Plan, Poll, ServerInfo, Step, StepOutcome
 
 log = logging.getLogger(__name__)
 
@@ -323,67 +324,44 @@ class _Engine:
     def _state_for(self, row: StepRun, run: WindowRun) -> dict[str, Any]:
         server = self.servers[row.server_id]
         state = self.states.setdefault(server.name, {})
-        state["window_end"] = self.change.window_end.isoformat()
-        state["work_done"] = run.work_done_at is not None
-        state["work_notes"] = run.work_notes
-        if run.work_done_at is not None:
-            state["work_done_at"] = run.work_done_at.isoformat()
+        state.update(window_state(self.change.window_end.isoformat(), work_done_at=run.work_done_at,
+                                  work_notes=run.work_notes))
         return state
 
     def _execute(self, change: Change, run: WindowRun, row: StepRun, step: Step,
                  resumed_issue: Issue | None) -> str | None:
         lost = getattr(self, "lease_lost", None)
-        ctx = ExecutionContext(server=self.infos[row.server_id], sessions=self.sessions(row.server_id),
-                               clock=self.clock, options=self.options, state=self._state_for(row, run),
-                               checkpoint=lambda state: self._save_context(),
-                               may_write=(lambda: not lost.is_set()) if lost is not None else None)
+        ctx = step_context(server=self.infos[row.server_id], sessions=self.sessions(row.server_id), clock=self.clock,
+                           options=self.options, state=self._state_for(row, run),
+                           checkpoint=lambda state: self._save_context(),
+                           may_write=(lambda: not lost.is_set()) if lost is not None else None)
         if resumed_issue is not None:
             ctx.issues.append(resumed_issue)
+        # The exit must happen: an unreachable server's exit is retried with backoff (a server left in maintenance
+        # is the worst outcome of a window).
         attempts = conf.exit_retry_attempts() if step.phase == Phase.EXIT and step.idempotent else 1
         try:
-            return self._attempts(row, step, ctx, attempts)
+            try:
+                result = execute(step, ctx, attempts=attempts, on_retry=lambda attempt: self._count_attempt(row))
+            except RunLost:
+                raise LeaseLost from None
+            return self._record(row, ctx, result)
         finally:
             if self.on_step is not None:
                 self.on_step(step.key, ctx)
 
-    def _attempts(self, row: StepRun, step: Step, ctx: ExecutionContext, attempts: int) -> str | None:
-        delay = 30.0
-        for attempt in range(1, attempts + 1):
-            try:
-                outcome = step.run(ctx)
-            except Hold as hold:
-                return self._hold(row, ctx, hold)
-            except RunLost:
-                raise LeaseLost from None
-            except StepFailed as exc:
-                kind = Alert.Kind.PRECHECK_BLOCKED if step.gate else Alert.Kind.PAUSED
-                code = R.GATE_REFUSED if step.gate else R.STEP_FAILED
-                return self._fail_and_pause(row, code, str(exc), ctx.commands, ctx.issues, exc.findings, kind=kind)
-            except ExchangeSessionError as exc:
-                if exc.retryable and attempt < attempts:
-                    # The exit must happen: a server left in maintenance is the worst outcome of a window.
-                    ctx.issues.append(Issue(f"server unreachable during the exit ({exc})",
-                                            f"retried after {delay:.0f} s (attempt {attempt + 1} of {attempts})"))
-                    ctx.wait(delay)
-                    delay *= 2
-                    StepRun.objects.filter(pk=row.pk).update(attempts=F("attempts") + 1)
-                    row.attempts += 1
-                    continue
-                kind = Alert.Kind.UNREACHABLE if exc.retryable else Alert.Kind.PAUSED
-                if step.gate and not exc.retryable:
-                    kind = Alert.Kind.PRECHECK_BLOCKED
-                message = f"{type(exc).__name__}: {exc}"
-                if attempts > 1:
-                    message += f" (after {attempts} attempts)"
-                code = R.UNREACHABLE if exc.retryable else R.REMOTING_FAILED
-                return self._fail_and_pause(row, code, message, ctx.commands, ctx.issues, {}, kind=kind)
-            except Exception as exc:  # a bug in a step must pause the window, never leave it "running"
-                log.exception("change %s: step %s raised", self.change_id, step.key)
-                return self._fail_and_pause(row, R.INTERNAL_ERROR,
-                                            f"internal error in the step: {type(exc).__name__}: {exc}",
-                                            ctx.commands, ctx.issues, {})
-            return self._passed(row, ctx, outcome)
-        raise AssertionError("unreachable")  # pragma: no cover
+    def _count_attempt(self, row: StepRun) -> None:
+        StepRun.objects.filter(pk=row.pk).update(attempts=F("attempts") + 1)
+        row.attempts += 1
+
+    def _record(self, row: StepRun, ctx: ExecutionContext, result: StepResult) -> str | None:
+        """Write how the step ended: passed/skipped, parked on a hold, or failed and paused for an operator."""
+        if result.hold is not None:
+            return self._hold(row, ctx, result.hold)
+        if result.status == "failed":
+            return self._fail_and_pause(row, result.code, result.message, ctx.commands, ctx.issues, result.findings,
+                                        kind=result.alert_kind)
+        return self._passed(row, ctx, cast(StepOutcome, result.outcome))
 
     def _commands(self, row: StepRun, ctx_commands: list) -> list[dict[str, Any]]:
         # Earlier attempts stay in the log: the report shows what was sent before a retry or a crash. ``row`` was
