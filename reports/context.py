@@ -66,7 +66,7 @@ def _approvals(change: Change) -> list[ApprovalRow]:
 
 
 def window_end(change: Change, events: list[AuditEvent], run: WindowRun | None) -> datetime:
-    """When the window ended: the audit event that moved the change to completed/failed/aborted (else the run's end,
+    """When the window ended: the audit event that moved the change to completed or aborted (else the run's end,
     else the change's last update). It dates the report, so a regenerated report carries the same date."""
     for ev in reversed(events):
         if ev.action == "change.transition" and (ev.changes or {}).get("state", [None, None])[1] in WINDOW_ENDED:

@@ -76,7 +76,7 @@ class StepRow:
     duration: str
     attempts: int
     status: str
-    outcome: str  # the status in words: passed, "skipped: <reason>", "failed: <error>", rolled back
+    outcome: str  # the status in words: passed, "skipped: <reason>", "failed: <error>", "pending (did not run)"
 
 
 @dataclass
