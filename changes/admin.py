@@ -14,7 +14,7 @@ from django.template.response import TemplateResponse
 
 from . import services
 from .errors import DomainError
-from .models import Alert, Approval, AuditEvent, Change, FreezeWindow, Server, StepRun
+from .models import Alert, Approval, AuditEvent, Change, FreezeWindow, Pause, Server, StepRun
 from .roles import has_role
 from .states import State, TransitionNotAllowed
 
@@ -65,6 +65,18 @@ class StepRunInline(ReadOnlyInline):
     readonly_fields = fields
 
 
+class PauseInline(ReadOnlyInline):
+    """Why the engine stopped and what the operator decided: the engine's structured record, as the report reads it."""
+
+    model = Pause
+    fields = ["paused_at", "code", "step", "server", "message", "decision", "decided_by_label", "decided_at",
+              "decision_reason"]
+    readonly_fields = fields
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Pause]:
+        return super().get_queryset(request).select_related("step", "server")
+
+
 class AlertInline(ReadOnlyInline):
     model = Alert
     fields = ["kind", "message", "raised_at", "cleared_at"]
@@ -84,7 +96,7 @@ class ChangeAdmin(admin.ModelAdmin):
     search_fields = ["title", "external_ref", "requested_by"]
     date_hierarchy = "window_start"
     ordering = ["-id"]
-    inlines = [AlertInline, ApprovalInline, StepRunInline]
+    inlines = [AlertInline, PauseInline, ApprovalInline, StepRunInline]
     actions = ["approve_selected", "reject_selected"]
     readonly_fields = [
         "number_display", "source", "external_ref", "title", "description", "change_type", "risk", "impact",

@@ -8,6 +8,7 @@ from django.db.models.functions import Upper
 
 from . import crypto
 from .states import State
+from .step_states import StepStatus
 
 
 class Role(models.TextChoices):
@@ -230,13 +231,9 @@ class StepRun(models.Model):
         EXIT = "exit"
         VERIFY = "verify"
 
-    class Status(models.TextChoices):
-        PENDING = "pending"
-        RUNNING = "running"
-        PASSED = "passed"
-        SKIPPED = "skipped"
-        FAILED = "failed"
-        ROLLED_BACK = "rolled_back"
+    # The lifecycle is data in step_states.py; only the engine and the operator's decision move it, through
+    # step_next().
+    Status = StepStatus
 
     # A change's current step, for live progress: the one running, or the failed one awaiting a decision.
     CURRENT_STATUSES = (Status.RUNNING, Status.FAILED)
@@ -271,6 +268,65 @@ class StepRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.order}. {self.phase}/{self.name}"
+
+
+class Pause(models.Model):
+    """One stop of a window for an operator, and the operator's answer: the engine → report contract.
+
+    Written by ``changes.run_services.change_pause`` (the engine) and ``change_resume`` (the decision), each in the
+    transaction of its state change; the report, the admin and the notifications read these fields, never the prose
+    of an audit reason. Shape:
+
+    - ``code`` (``Pause.Reason``) why the engine stopped; ``step`` and ``server`` where (either may be empty: a plan
+      that cannot be built has no step);
+    - ``message`` the sentence people read (the same text is the transition's audit reason and the alert);
+    - ``evidence`` the failing attempt's structured findings (JSON, as the step raised them; ``{}`` when none): a
+      retried step's row keeps only its last attempt, this keeps what the operator decided on;
+    - ``paused_seq`` / ``decided_seq`` the audit events of the pause and of the decision, so a report built to an
+      older audit head leaves later pauses and decisions out;
+    - ``decision`` (``Pause.Decision``), ``decided_by`` (a user; ``decided_by_label`` is the actor as the audit trail
+      names it), ``decided_at`` and ``decision_reason``: empty until an operator answers.
+    """
+
+    class Reason(models.TextChoices):
+        STEP_FAILED = "step_failed", "A step's check failed"
+        GATE_REFUSED = "gate_refused", "A pre-check refused the window"
+        UNREACHABLE = "unreachable", "The server could not be reached"
+        REMOTING_FAILED = "remoting_failed", "The server answered but remoting failed"
+        HALF_DONE = "half_done", "A step was found half-done after a worker crash"
+        HOLD_OVERDUE = "hold_overdue", "A step held past its time"
+        INTERNAL_ERROR = "internal_error", "A step raised an unexpected error"
+        PLAN_UNAVAILABLE = "plan_unavailable", "The plan cannot be built or lost the step"
+        UNRESOLVED_FAILURE = "unresolved_failure", "A failed step awaits a decision"
+        UNRECORDED = "unrecorded", "Paused without a recorded reason"
+
+    class Decision(models.TextChoices):
+        RETRY = "retry"
+        SKIP = "skip"
+        ABORT = "abort"
+
+    change = models.ForeignKey(Change, on_delete=models.PROTECT, related_name="pauses")
+    code = models.CharField(max_length=24, choices=Reason.choices)
+    step = models.ForeignKey(StepRun, on_delete=models.PROTECT, null=True, blank=True, related_name="pauses")
+    server = models.ForeignKey(Server, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    message = models.TextField(blank=True)
+    evidence = models.JSONField(default=dict, blank=True)
+    paused_at = models.DateTimeField()
+    paused_seq = models.PositiveBigIntegerField(null=True, blank=True)
+    decision = models.CharField(max_length=10, choices=Decision.choices, blank=True)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    decided_by_label = models.CharField(max_length=160, blank=True)
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decided_seq = models.PositiveBigIntegerField(null=True, blank=True)
+    decision_reason = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["change", "paused_seq", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.change.number} paused: {self.code}"
 
 
 class WindowRun(models.Model):

@@ -32,7 +32,7 @@ from . import conf, ical
 from .models import Delivery, MailThread
 
 Kind = Delivery.Kind
-_OUTCOMES = {"completed": "completed", "failed": "FAILED", "aborted": "aborted"}
+_OUTCOMES = {"completed": "completed", "aborted": "aborted"}
 # 7-bit clean on the wire (quoted-printable/base64 bodies, encoded-word headers), CRLF line ends, strict on defects.
 POLICY = email.policy.SMTP.clone(cte_type="7bit", raise_on_defect=True)
 # What the change gives a mail at send time (the rest is the event's, fixed when it happened).

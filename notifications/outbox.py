@@ -15,6 +15,7 @@ from django.utils import timezone
 from changes import events
 from changes.models import Alert, AuditEvent, Change, WindowRun
 from changes.queue import send_task_safely
+from changes.selectors import pause_facts, pause_open
 from changes.services import PINNED_FIELDS
 from changes.states import WINDOW_ENDED, State
 
@@ -261,6 +262,8 @@ def _on_alert(change: Change | None, alert: Alert) -> None:
     payload = {**(_summary(change) if change else {}), "alert_kind": alert.kind,
                "alert_title": alert.get_kind_display(), "message": alert.message,
                "server": alert.server.name if alert.server_id else ""}
+    if change is not None and change.state == State.PAUSED and (pause := pause_open(change)) is not None:
+        payload["pause"] = pause_facts(pause)
     _add(change, Delivery.Channel.EMAIL, Kind.ALERT, f"alert:{alert.pk}", payload, recipients=operators())
 
 
@@ -272,6 +275,8 @@ def _callback(change: Change, old: str, new: str, reason: str) -> None:
         "external_ref": change.external_ref, "old_state": old, "new_state": new, "reason": reason,
         "time": (change.updated_at or timezone.now()).isoformat(), "audit_head": {"seq": head[0], "hash": head[1]},
     }
+    if new == State.PAUSED and (pause := pause_open(change)) is not None:
+        body["pause"] = pause_facts(pause)  # why, as data: the ITSM need not read the reason's prose
     if new == State.CLOSED:
         body["close_code"] = change.close_code
     if new in WINDOW_ENDED or new == State.CLOSED:
