@@ -3,13 +3,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import errors
-from .objects import EnumType, SimEnum
-
-if TYPE_CHECKING:
-    from .model import Call
+from .call import Call
+from .objects import EnumType, SimEnum, SimError, SimTerminatingError
 
 EXCHANGE = "Microsoft.Exchange"
 DEFAULT = "Microsoft.PowerShell"
@@ -179,8 +177,6 @@ def _convert(cmdlet_name: str, name: str, param: Param, value: Any) -> Any:
 
 
 def _positional_error(cmdlet_name: str, value: Any) -> Exception:
-    from .objects import SimError, SimTerminatingError
-
     return SimTerminatingError(
         SimError(
             message=f"A positional parameter cannot be found that accepts argument '{value}'.",
@@ -193,8 +189,6 @@ def _positional_error(cmdlet_name: str, value: Any) -> Exception:
 
 
 def _already_bound(cmdlet_name: str, name: str) -> Exception:
-    from .objects import SimError, SimTerminatingError
-
     return SimTerminatingError(
         SimError(
             message=f"Cannot bind parameter because parameter '{name}' is specified more than once.",

@@ -4,7 +4,8 @@ from __future__ import annotations
 import fnmatch
 
 from .binding import DEFAULT, INT, STR, STRLIST, SWITCH, cmdlet
-from .model import Call
+from .call import Call
+from .errors import cmdlet_class, missing_mandatory
 from .objects import OBJECT, EnumType, SimError, SimObject, SimTerminatingError
 from .servers import DISPLAY_NAMES, Server
 from .transport import SERVICE_RESTART_SECONDS
@@ -15,8 +16,6 @@ OTHER_SERVICE_RESTART_SECONDS = 5.0
 
 
 def _service_error(call: Call, error_id: str, message: str, target: str, category: str) -> SimError:
-    from .errors import cmdlet_class
-
     return SimError(message=message, error_id=f"{error_id},{cmdlet_class(call.cmdlet)}", category=category,
                     target=target, exception_type=SERVICE_EXCEPTION)
 
@@ -74,8 +73,6 @@ def _start(call: Call, server: Server, name: str, *, restart: bool) -> None:
                                            "PassThru": SWITCH}, positional=("Name",), should_process=True)
 def restart_service(call: Call) -> None:
     if not call.get("Name") and not call.get("DisplayName"):
-        from .errors import missing_mandatory
-
         raise missing_mandatory(call.cmdlet, ["Name"])
     for name in _match_services(call, call.get("Name")):
         if call.get("WhatIf"):
@@ -89,8 +86,6 @@ def restart_service(call: Call) -> None:
         positional=("Name",), should_process=True)
 def start_service(call: Call) -> None:
     if not call.get("Name"):
-        from .errors import missing_mandatory
-
         raise missing_mandatory(call.cmdlet, ["Name"])
     for name in _match_services(call, call.get("Name")):
         if not call.server.services[name].running and not call.get("WhatIf"):
@@ -103,8 +98,6 @@ def start_service(call: Call) -> None:
 
 
 def _cluster_fail(call: Call, message: str, target: str = "") -> SimTerminatingError:
-    from .errors import cmdlet_class
-
     return SimTerminatingError(SimError(message=message, error_id=f"ClusterCmdletException,{cmdlet_class(call.cmdlet)}",
                                         category="ConnectionError" if not target else "InvalidOperation",
                                         target=target, exception_type=CLUSTER_EXCEPTION))

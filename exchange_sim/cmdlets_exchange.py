@@ -2,17 +2,22 @@
 from __future__ import annotations
 
 from .binding import BOOL, EXCHANGE, INT, RESULT_SIZE, STR, SWITCH, cmdlet, enum_param
+from .call import Call
 from .components import DRAINABLE, REQUESTERS, SERVICE_STATE
 from .databases import (
     Database,
+    Mailbox,
     copy_status_object,
     dag_dn,
+    dag_object,
     database_object,
     mailbox_object,
     move_result_object,
+    server_dn,
     stable_guid,
 )
-from .model import Call
+from .errors import PARAMETER_BINDING_EXCEPTION, missing_mandatory
+from .filters import FilterError, compile_filter
 from .objects import OBJECT, EnumType, SimObject, enum
 from .servers import ACTIVATION_POLICY, MOUNT_DIAL, Server
 
@@ -56,7 +61,6 @@ def get_server_component_state(call: Call) -> None:
                             exception=ARGUMENT_EXCEPTION, category="InvalidArgument",
                             target=call.get("Component"))
         names = (component,)
-    from .databases import server_dn
 
     for name in names:
         call.output(table.presentation(name, server_name=server.name, fqdn=server.fqdn,
@@ -243,8 +247,6 @@ def move_active_mailbox_database(call: Call) -> None:
         moves += [(db, server.name) for db in sim.databases.values()
                   if server.name in db.copies and db.copies[server.name].preference == 1 and db.active != server.name]
     else:
-        from .errors import missing_mandatory
-
         raise missing_mandatory(call.cmdlet, ["Identity"])
     if call.get("WhatIf"):
         return
@@ -271,8 +273,6 @@ def move_active_mailbox_database(call: Call) -> None:
 @cmdlet("Get-DatabaseAvailabilityGroup", EXCHANGE, params={"Identity": STR, "Status": SWITCH},
         positional=("Identity",))
 def get_database_availability_group(call: Call) -> None:
-    from .databases import dag_object
-
     dags = list(call.sim.dags.values())
     if call.get("Identity") is not None:
         dag = call.sim.find_dag(call.get("Identity"))
@@ -439,9 +439,6 @@ def get_mailbox(call: Call) -> None:
 
 def _filter_mailboxes(call: Call, objects: list[SimObject]) -> list[SimObject]:
     """The OPATH -Filter, over the mailbox's properties (case-insensitive text comparison, as AD compares)."""
-    from .databases import Mailbox
-    from .errors import PARAMETER_BINDING_EXCEPTION
-    from .filters import FilterError, compile_filter
 
     text = call.get("Filter")
     properties = set(objects[0].props) if objects else set(mailbox_object(Mailbox("x", "x", "x"), server="x").props)

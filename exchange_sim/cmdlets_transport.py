@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 from .binding import BOOL, EXCHANGE, RESULT_SIZE, STR, STRLIST, SWITCH, cmdlet
+from .call import Call
+from .errors import missing_mandatory
 from .filters import FilterError, compile_filter
-from .model import Call
 from .servers import Server
 from .transport import Queue, message_object, queue_object
 
@@ -149,8 +150,6 @@ def redirect_message(call: Call) -> None:
 
 def _queue_action(call: Call) -> list[tuple[Server, Queue]] | None:
     if call.get("Identity") is None and call.get("Filter") is None:
-        from .errors import missing_mandatory
-
         raise missing_mandatory(call.cmdlet, ["Identity"])
     pairs = _resolve_queues(call)
     if pairs is None:

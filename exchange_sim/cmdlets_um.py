@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from . import errors
 from .binding import EXCHANGE, STR, cmdlet
-from .model import Call
+from .call import Call
 from .um import active_call_object
 
 LOCALIZED_EXCEPTION = "Microsoft.Exchange.Data.Common.LocalizedException"

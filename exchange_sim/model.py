@@ -10,20 +10,21 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from . import errors
-from .binding import DEFAULT, EXCHANGE, REGISTRY, bind
+from .binding import DEFAULT, EXCHANGE, bind
+from .call import Call
 from .clock import DEFAULT_START, RunningSimClock, SimClock
-from .databases import Dag, Database, Mailbox
+from .databases import Copy, Dag, Database, Mailbox
 from .faults import FAULTS, FaultSpec, parse_fault
-from .objects import SimError, SimObject, SimResult, SimTerminatingError
-from .servers import Server
+from .objects import SimObject, SimResult, SimTerminatingError
+from .registry import REGISTRY
+from .servers import Server, Service
 
 ENDPOINTS = (EXCHANGE, DEFAULT)
-DOMAIN_CONTROLLER = "DC01.contoso.com"
 _SECRET_NAME = re.compile(r"password|passwd|pwd|credential|secret|token|securestring|apikey", re.IGNORECASE)
 _SECRET_TYPES = ("SecureString", "PSCredential", "PSSecureString")
 
@@ -44,53 +45,6 @@ class CommandRecord:
     def get(self, name: str, default: Any = None) -> Any:
         """A parameter's recorded value by case-insensitive name."""
         return next((v for n, v in self.parameters if (n or "").lower() == name.lower()), default)
-
-
-@dataclass
-class Call:
-    """What a cmdlet handler sees: the organisation, the connection server, bound arguments and its result."""
-
-    sim: SimulatedExchange
-    server: Server
-    cmdlet: str
-    args: dict[str, Any]
-    result: SimResult = field(default_factory=SimResult)
-
-    @property
-    def now(self) -> datetime:
-        return self.sim.clock.now()
-
-    def get(self, name: str, default: Any = None) -> Any:
-        return self.args.get(name, default)
-
-    def output(self, *objects: Any) -> None:
-        self.result.output.extend(objects)
-
-    def warn(self, text: str) -> None:
-        self.result.warnings.append(text)
-
-    def not_found(self, identity: str) -> None:
-        """Exchange's non-terminating "couldn't be found" record."""
-        self.result.errors.append(
-            self.sim.error_factory.not_found(server=self.server.name, now=self.now, cmdlet=self.cmdlet,
-                                             identity=identity, dc=DOMAIN_CONTROLLER)
-        )
-
-    def task_error(self, message: str, *, exception: str, category: str, target: str = "") -> SimError:
-        return self.sim.error_factory.task_error(server=self.server.name, now=self.now, cmdlet=self.cmdlet,
-                                                 message=message, exception=exception, category=category,
-                                                 target=target)
-
-    def error(self, message: str, *, exception: str, category: str, target: str = "") -> None:
-        """A non-terminating error record; the cmdlet carries on."""
-        self.result.errors.append(self.task_error(message, exception=exception, category=category, target=target))
-
-    def fail(self, message: str, *, exception: str, category: str, target: str = "") -> SimTerminatingError:
-        """A terminating error for the handler to raise."""
-        return SimTerminatingError(self.task_error(message, exception=exception, category=category, target=target))
-
-    def plain_error(self, error: SimError) -> None:
-        self.result.errors.append(error)
 
 
 class SimulatedExchange:
@@ -139,7 +93,7 @@ class SimulatedExchange:
             for index, server in enumerate(servers):
                 server.dag = dag_name
                 server.cluster_id = index + 1
-                server.services["ClusSvc"] = server.services.get("ClusSvc") or _service("ClusSvc")
+                server.services["ClusSvc"] = server.services.get("ClusSvc") or Service("ClusSvc")
             count = databases if databases is not None else 2 * len(members)
             for index in range(count):
                 first = index % len(members)
@@ -162,8 +116,6 @@ class SimulatedExchange:
         return server
 
     def _new_database(self, order: list[str], *, active: str, dag: str | None) -> Database:
-        from .databases import Copy
-
         name = f"DB{len(self.databases) + 1:02d}"
         now = self.clock.now()
         copies = {s: Copy(s, i + 1, status="Mounted" if s == active else "Healthy") for i, s in enumerate(order)}
@@ -384,12 +336,6 @@ class SimulatedExchange:
                       "specified database copy for possible activation. Error: " + " ".join(reasons))
 
 
-def _service(name: str) -> Any:
-    from .servers import Service
-
-    return Service(name)
-
-
 def _redact(parameters: Sequence[tuple[str | None, Any]]) -> list[tuple[str, Any]]:
     """Copy parameters for the record, replacing SecureString/credential/password-like values with ``***``."""
     out: list[tuple[str, Any]] = []
@@ -414,7 +360,4 @@ def _snapshot(value: Any) -> Any:
     return value
 
 
-__all__ = ["Call", "CommandRecord", "SimulatedExchange", "parse_fault", "FaultSpec"]
-
-# The handlers register themselves in binding.REGISTRY on import.
-from . import cmdlets_default, cmdlets_exchange, cmdlets_transport, cmdlets_um  # noqa: E402,F401,I001
+__all__ = ["Call", "CommandRecord", "FaultSpec", "SimulatedExchange", "parse_fault"]

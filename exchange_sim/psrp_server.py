@@ -36,6 +36,7 @@ from psrpcore.types import (
     PSObject,
     PSSecureString,
     PSType,
+    _serializer,  # private: patched below (_write_full_type_names)
 )
 from psrpcore.types._enum import PSEnumMeta
 
@@ -54,8 +55,6 @@ def _write_full_type_names() -> None:
     inside them, so a later <TNRef> to such a type (e.g. Get-DatabaseAvailabilityGroup: the ADObjectId type first
     written inside ``Servers``, then referenced by ``PrimaryActiveManager``) raises KeyError in the client. <TNRef> is
     only an optimisation in MS-PSRP, so the endpoint writes full type names every time."""
-    from psrpcore.types import _serializer
-
     original_init = _serializer._Serializer.__init__
     if getattr(original_init, "_exmaint_patched", False):
         return

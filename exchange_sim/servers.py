@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from .components import OBJECT_STATE, ComponentTable
-from .databases import server_dn, server_id, stable_guid
+from .databases import dag_dn, server_dn, server_id, stable_guid
 from .objects import AD_PRESENTATION, CONFIGURABLE, OBJECT, EnumType, SimObject, ad_object_id, string_list
 from .transport import Transport
 from .um import UnifiedMessaging
@@ -192,8 +192,6 @@ class Server:
 
     def mailbox_server_object(self) -> SimObject:
         """Get-MailboxServer, with the activation settings maintenance changes."""
-        from .databases import dag_dn
-
         return SimObject(
             ("Microsoft.Exchange.Data.Directory.Management.MailboxServer", *AD_PRESENTATION),
             {

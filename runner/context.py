@@ -1,5 +1,9 @@
 """The execution context a step runs in: sessions, recording of commands, retries of reads, polling. No database:
-the engine persists what the context recorded, so steps can also be run directly against an in-process simulator."""
+the engine persists what the context recorded, so steps can also be run directly against an in-process simulator.
+
+``ExecutionContext.run`` is the one layer that sends a command again after it may have reached the server: reads
+only, on retryable transport and throttling errors, each retry recorded as an issue (docs/failures-and-retries.md).
+"""
 from __future__ import annotations
 
 import json
@@ -113,7 +117,7 @@ class ExecutionContext:
                 result = session.run(cmdlet, parameters, endpoint=endpoint)
             except ExchangeSessionError as exc:
                 self.command_time += time.perf_counter() - t0
-                self._take_notices(session, f"{cmdlet} failed on the next endpoint too")
+                self._take_notices(session, f"{cmdlet} failed all the same")
                 self._record(cmdlet, parameters, endpoint, started, t0, f"failed: {exc}", attempt=attempt,
                              via=self._via(session))
                 if not exc.retryable or attempt == attempts:
@@ -123,7 +127,7 @@ class ExecutionContext:
                 delay *= 2
                 continue
             self.command_time += time.perf_counter() - t0
-            self._take_notices(session, f"{cmdlet} ran through the next endpoint")
+            self._take_notices(session, f"{cmdlet} then ran")
             record = self._record(cmdlet, parameters, endpoint, started, t0,
                                   "errors" if result.errors else "ok", attempt=attempt, via=self._via(session))
             record.objects = len(result.output)
@@ -139,7 +143,8 @@ class ExecutionContext:
 
     def _take_notices(self, session: ExchangeSession, resolution: str) -> None:
         for notice in session.take_notices():
-            # e.g. the relay's endpoint did not answer and another DAG member's took over
+            # e.g. the relay's endpoint did not answer and another DAG member's took over, or a pool could not be
+            # opened and the command, not sent yet, was sent once more
             self.issues.append(Issue(notice, resolution))
 
     def _record(self, cmdlet: str, parameters: Any, endpoint: Endpoint, started: Any, t0: float, outcome: str,

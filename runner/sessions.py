@@ -126,9 +126,11 @@ class RelayedSession:
             if self._session is None:
                 self._session = self._factory(self.server_name, {
                     Endpoint.EXCHANGE: endpoint_config(self.relay_server, Endpoint.EXCHANGE)})
+            session = self._session
             try:
-                return self._session.run(cmdlet, parameters, endpoint=endpoint)
+                return session.run(cmdlet, parameters, endpoint=endpoint)
             except ExchangeSessionError as exc:
+                self.notices.extend(session.take_notices())  # before the move's own notice, in the order they came
                 movable = not isinstance(exc, AuthenticationFailed) and (
                     not exc.sent or (exc.retryable and is_read(cmdlet)))
                 if not movable or turn == len(self.relays) - 1:
@@ -141,6 +143,8 @@ class RelayedSession:
                 self.notices.append(f"{self.server_name}: Exchange cmdlets moved from {failed}'s endpoint to "
                                     f"{self.relay_server.name}'s ({exc})")
                 log.warning("%s", self.notices[-1])
+            finally:
+                self.notices.extend(session.take_notices())
         raise AssertionError("unreachable")  # pragma: no cover
 
     def take_notices(self) -> list[str]:

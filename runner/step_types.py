@@ -38,7 +38,8 @@ class Poll:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Retries of reads that fail with a retryable transport error (never of mutating commands)."""
+    """Retries of reads that fail with a retryable transport or throttling error (never of writes, never of cmdlet
+    errors). The context is the only layer that retries a command (docs/failures-and-retries.md)."""
 
     attempts: int = 3
     backoff: float = 5.0  # seconds before the 2nd attempt, doubled each time

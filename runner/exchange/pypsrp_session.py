@@ -10,8 +10,11 @@ Rules it keeps:
   to wait anyway (``release_finished()``, called by the runner before every deliberate poll interval), when
   ``max_finished_commands`` have piled up, and implicitly by the shell's Delete. They count against WinRM's
   MaxConcurrentCommandsPerShell until then, so the cap stays far below it (1000 in the PowerShell plugin).
-- A read (Get-*, Test-*) is retried once on a fresh pool after a retryable transport failure. Anything else may
-  have changed the server, so it is never replayed here: the retryable error goes to the engine, which decides.
+- Nothing that may have left the client is sent again here, reads included: a retryable error goes up, and the
+  caller decides (``runner.context.ExecutionContext.run`` retries reads, the engine re-attempts exit steps; see
+  docs/failures-and-retries.md). Only a command that certainly never left (``sent=False``: the pool could not be
+  opened, the server refused to create the command) is sent once more. What reads and writes are, and which
+  cmdlets get -Confirm:$false, comes from the table in ``runner.exchange.cmdlets``.
 - Non-terminating error records become ``CommandResult.errors``; a failed pipeline raises ``CmdletError``.
 - Secrets (passwords, secret-looking parameter values) never reach logs, exception messages or reprs. Note that
   pypsrp's own ``pypsrp.wsman`` logger dumps whole messages at DEBUG: keep it at INFO or above in production.
@@ -59,6 +62,7 @@ from runner.exchange.session import (
     EndpointUnreachable,
     ErrorRecord,
     ExchangeSessionError,
+    Throttled,
 )
 
 log = logging.getLogger(__name__)
@@ -78,6 +82,7 @@ _WSMAN_QUOTA = {0x803381A5, 0x803381A4}  # ERROR_WSMAN_QUOTA_MAX_SHELLS(_PPQ): t
 # terminate the finished ones and send it again, writes included.
 _WSMAN_COMMAND_QUOTA = {0x803381A0, 0x803381E9}
 _WSMAN_ACCESS_DENIED = {5, 0x80070005}
+_THROTTLED_REASON = re.compile(r"exceeded (?:your|the) budget|throttl|PowerShellMax", re.IGNORECASE)
 
 # System.Management.Automation.ErrorCategory, by value.
 _ERROR_CATEGORIES = (
@@ -89,10 +94,8 @@ _ERROR_CATEGORIES = (
 ).split()
 
 
-class ShellQuotaExceeded(ExchangeSessionError):
+class ShellQuotaExceeded(Throttled):
     """The server refused a new shell: the user's concurrent-shell quota is used up. Retryable once shells expire."""
-
-    retryable = True
 
 
 class RemotingError(ExchangeSessionError):
@@ -246,6 +249,11 @@ def _map_error(exc: BaseException, where: str) -> ExchangeSessionError:
             return ShellQuotaExceeded(f"{where}: concurrent shell quota reached (WSManFault 0x{code:08X}: {reason})")
         if code in _WSMAN_ACCESS_DENIED:
             return AuthenticationFailed(f"{where}: access denied (WSManFault 0x{code:08X}: {reason})")
+        if _THROTTLED_REASON.search(reason):
+            # Exchange's remote PowerShell budget (PowerShellMaxRunspaces, PowerShellMaxCmdlets...) reaches the
+            # client as a fault whose code varies and whose text says so, e.g. "...exceeded your budget to create
+            # runspace. Please wait for 45 seconds.": only the text tells it apart.
+            return Throttled(f"{where}: throttled by the server (WSManFault 0x{code:08X}: {reason})")
         return RemotingError(f"{where}: WSManFault 0x{code:08X}: {reason}")
     if isinstance(exc, WinRMTransportError):
         if exc.code in (502, 503, 504):
@@ -297,9 +305,9 @@ class PypsrpSession:
         # Pools dropped after a connection failure: their shells may still live on the server. They are deleted at
         # the next successful open or at close(), not at once, so a dead host does not cost a timeout per Delete.
         self._orphans: list[_Pool] = []
+        self._notices: list[str] = []
         self._lock = threading.RLock()
         self.mechanisms: dict[Endpoint, str] = {}  # what authenticated each endpoint's pool (kerberos, ntlm, ...)
-        self.notices: list[str] = []  # for the step log: e.g. negotiate fell back to NTLM
 
     def __repr__(self) -> str:
         configured = ", ".join(f"{ep.value}={cfg.display}" for ep, cfg in self.endpoints.items())
@@ -336,29 +344,22 @@ class PypsrpSession:
             log.debug("%s %s: %s %s", self.server_name, endpoint.value, cmdlet, redact_parameters(params))
 
         with self._lock:
-            attempts = 1 if mutating else 2
-            for attempt in range(attempts):
+            # Sent at most once, reads included (docs/failures-and-retries.md): the one exception is a command that
+            # certainly never left (``sent=False``: the pool could not be opened, the server refused to create the
+            # command), sent once more. Whether a failed read is worth another try is the caller's decision
+            # (``runner.context.ExecutionContext.run``), so it lands in the step log.
+            for attempt in (1, 2):
                 try:
                     kerberos.keep_fresh(self.endpoints[endpoint])
                     pool = self._pool_for(endpoint, probe=mutating)
-                except ExchangeSessionError as error:
-                    error.sent = False
-                    raise
-                try:
                     return self._invoke(pool, endpoint, cmdlet, params)
-                except _TRANSPORT_ERRORS as exc:
-                    error = _map_error(exc, f"{self.server_name} {endpoint.value} {cmdlet}")
-                    if isinstance(error, BrokenPool):
-                        self._discard(endpoint, delete=False)  # the shell is already gone
-                    elif isinstance(error, EndpointUnreachable):
-                        self._orphan(endpoint)
-                    else:
-                        self._discard(endpoint, delete=True)
-                    if not error.retryable or mutating or attempt == attempts - 1:
-                        if mutating and error.retryable:
-                            error.args = (f"{error.args[0]} (not replayed: {cmdlet} may have changed the server)",)
-                        raise error from None
-                    log.info("%s %s: %s; reconnecting and retrying %s", self.server_name, endpoint.value, error, cmdlet)
+                except ExchangeSessionError as error:
+                    if error.sent or not error.retryable or attempt == 2:
+                        raise
+                    # For the step log (take_notices): the report shows that the endpoint faltered.
+                    self._notices.append(f"{error}; {cmdlet} had not been sent and was sent once more")
+                    log.info("%s %s: %s; %s was not sent, trying once more", self.server_name, endpoint.value, error,
+                             cmdlet)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def release_finished(self) -> None:
@@ -367,6 +368,12 @@ class PypsrpSession:
             for endpoint in list(self._pools):
                 self._release(endpoint)
 
+    def take_notices(self) -> list[str]:
+        """For the step log, each once: commands sent a second time because the first try certainly never left
+        (see ``run``), and how a pool authenticated when ``negotiate`` did not use Kerberos."""
+        with self._lock:
+            notices, self._notices = self._notices, []
+        return notices
 
     @property
     def relay(self) -> str | None:
@@ -383,6 +390,14 @@ class PypsrpSession:
     # --- internals ---
 
     def _pool_for(self, endpoint: Endpoint, *, probe: bool) -> _Pool:
+        """The endpoint's open pool, opened or reopened if needed. Its errors are ``sent=False``: no command left."""
+        try:
+            return self._open_pool_for(endpoint, probe=probe)
+        except ExchangeSessionError as error:
+            error.sent = False
+            raise
+
+    def _open_pool_for(self, endpoint: Endpoint, *, probe: bool) -> _Pool:
         entry = self._pools.get(endpoint)
         config = self.endpoints[endpoint]
         if entry is not None and probe and time.monotonic() - entry.last_used > config.idle_probe_after:
@@ -404,10 +419,6 @@ class PypsrpSession:
                 self._reap_orphans()  # the server answers again: delete the shells left behind
         return entry
 
-    def take_notices(self) -> list[str]:
-        """What the step log should say about how commands ran (e.g. the mechanism ``negotiate`` chose); each once."""
-        notices, self.notices = self.notices, []
-        return notices
 
     def _open(self, endpoint: Endpoint, config: EndpointConfig) -> _Pool:
         wsman = WSMan(
@@ -442,11 +453,27 @@ class PypsrpSession:
         if self.mechanisms.get(endpoint) != mechanism:
             log.info("%s %s: authenticated with %s (auth=%s)", self.server_name, endpoint.value, mechanism, config.auth)
             if config.auth == "negotiate" and mechanism != "kerberos":
-                self.notices.append(f"{self.server_name} {endpoint.value}: negotiate fell back to {mechanism} "
+                self._notices.append(f"{self.server_name} {endpoint.value}: negotiate fell back to {mechanism} "
                                     "(Kerberos was not available); see check_server")
         self.mechanisms[endpoint] = mechanism
 
     def _invoke(self, entry: _Pool, endpoint: Endpoint, cmdlet: str, params: list[tuple[str, Any]]) -> CommandResult:
+        try:
+            return self._invoke_once(entry, endpoint, cmdlet, params)
+        except _TRANSPORT_ERRORS as exc:
+            error = _map_error(exc, f"{self.server_name} {endpoint.value} {cmdlet}")
+            if isinstance(error, BrokenPool):
+                self._discard(endpoint, delete=False)  # the shell is already gone
+            elif isinstance(error, EndpointUnreachable):
+                self._orphan(endpoint)
+            else:
+                self._discard(endpoint, delete=True)
+            if error.retryable:
+                error.args = (f"{error.args[0]} (not resent: {cmdlet} may have reached the server)",)
+            raise error from None
+
+    def _invoke_once(self, entry: _Pool, endpoint: Endpoint, cmdlet: str,
+                     params: list[tuple[str, Any]]) -> CommandResult:
         ps = _pipeline(entry.pool, cmdlet, params)
         entry.last_used = time.monotonic()
         try:

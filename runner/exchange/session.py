@@ -70,6 +70,14 @@ class BrokenPool(ExchangeSessionError):
     retryable = True
 
 
+class Throttled(ExchangeSessionError):
+    """WinRM or Exchange refused for now: a per-user quota or budget is used up (concurrent shells, Exchange's
+    throttling policy). Retryable once the budget recovers: reads by the context's retry policy, like any transport
+    error (docs/failures-and-retries.md)."""
+
+    retryable = True
+
+
 class CmdletError(ExchangeSessionError):
     """A terminating error from the cmdlet, carrying Exchange's error record."""
 

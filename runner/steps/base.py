@@ -17,7 +17,8 @@ def call(ctx: StepContext, cmdlet: str, parameters: Mapping[str, Any], *, endpoi
     """Run one cmdlet; a terminating error or a non-terminating error record becomes ``StepFailed``.
 
     Many Exchange failures are non-terminating error records, so ``ok`` is checked as well as exceptions (§4.1).
-    Transport errors (unreachable endpoint, broken pool) propagate unchanged: the engine retries those.
+    Transport errors (unreachable endpoint, broken pool) propagate unchanged: the context has already retried a read,
+    and the engine decides what the step's failure means (docs/failures-and-retries.md).
     """
     try:
         result = ctx.run(cmdlet, parameters, endpoint=endpoint)

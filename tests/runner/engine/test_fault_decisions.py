@@ -674,7 +674,12 @@ AUTOMATIC = [
               "setup leftover: ServerWideOffline was held Inactive by requester Functional",
               "cleared (operator opted in to clear setup leftovers)", automatic=True,
               options={"clear_setup_leftovers": True}),
+    # The pool could not be opened, so the command had not left: the session sends it once more, and says so.
     Automatic("unreachable-once", "EX01", (("unreachable", "EX01", {}),), "precheck.backups",
+              "Get-MailboxDatabase had not been sent and was sent once more", "Get-MailboxDatabase then ran",
+              automatic=True),
+    # Unreachable for that second try too: the context retries the read after its backoff.
+    Automatic("unreachable-twice", "EX01", (("unreachable", "EX01", {"times": 2}),), "precheck.backups",
               "Get-MailboxDatabase failed (EX01 Microsoft.Exchange open: endpoint unreachable", "retry 2 of 3",
               automatic=True),
     Automatic("db-move-refused-once", "EX02", (("db-move-refused", "EX02", {"times": 1}),), "enter.databases_moved",

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import socket
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -17,10 +18,12 @@ from pypsrp.wsman import WSMan
 
 from exchange_sim.endpoint import start_endpoint
 from exchange_sim.objects import SimError, SimObject, SimResult, SimTerminatingError, enum, string_list
+from runner.context import ExecutionContext
 from runner.exchange.pypsrp_session import (
     EndpointConfig,
     PypsrpSession,
     ShellQuotaExceeded,
+    _map_error,
     redact_parameters,
 )
 from runner.exchange.session import (
@@ -31,7 +34,9 @@ from runner.exchange.session import (
     Endpoint,
     EndpointUnreachable,
     ErrorRecord,
+    Throttled,
 )
+from runner.step_types import ServerInfo
 
 USER, PASSWORD = "exmaint-svc", "Sim-Passw0rd-42"
 
@@ -226,13 +231,63 @@ def test_a_refused_connection_raises_a_retryable_endpoint_unreachable():
     assert caught.value.retryable
 
 
-def test_a_read_reconnects_and_retries_once_when_the_shell_is_gone(session, endpoint, sim):
+def test_a_read_on_a_shell_that_is_gone_is_not_resent_by_the_session_and_the_next_command_reopens(
+        session, endpoint, sim):
     session.run("Get-Queue")
     assert endpoint.kill_shells("EX01") == 1
-    result = session.run("Get-Queue")
-    assert result.output[0]["Name"] == "alpha"
+    with pytest.raises(BrokenPool) as caught:
+        session.run("Get-Queue")
+    assert caught.value.retryable and caught.value.sent
+    assert "not resent" in str(caught.value)
+    assert session.run("Get-Queue").output[0]["Name"] == "alpha"
     assert endpoint.stats.total_creates() == 2
     assert len(sim.invoked("Get-Queue")) == 2
+
+
+class StillClock:
+    """The context's clock: waits are recorded, not slept."""
+
+    def __init__(self) -> None:
+        self.slept: list[float] = []
+
+    def now(self) -> datetime:
+        return datetime(2026, 1, 1, tzinfo=UTC)
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+
+
+def _context(session: PypsrpSession, clock: StillClock) -> ExecutionContext:
+    return ExecutionContext(server=ServerInfo("EX01", "ex01.contoso.com"), sessions=lambda endpoint: session,
+                            clock=clock)
+
+
+@pytest.mark.parametrize("failure", ["shell gone", "dropped connection", "503"])
+def test_the_context_retries_a_read_after_a_transport_failure_and_logs_it(session, endpoint, sim, failure):
+    clock = StillClock()
+    ctx = _context(session, clock)
+    ctx.run("Get-Queue")
+    if failure == "shell gone":
+        endpoint.kill_shells("EX01")
+    else:
+        endpoint.fail_next(1, mode="drop" if failure == "dropped connection" else "503")
+    assert ctx.run("Get-Queue").output[0]["Name"] == "alpha"
+    assert [(c.cmdlet, c.attempt, c.outcome.split(":")[0]) for c in ctx.commands] == [
+        ("Get-Queue", 1, "errors"), ("Get-Queue", 1, "failed"), ("Get-Queue", 2, "errors")]
+    [issue] = ctx.issues
+    assert issue.summary.startswith("Get-Queue failed (") and issue.resolution == "retry 2 of 3"
+    assert clock.slept == [5.0]  # RetryPolicy's backoff before the second attempt
+
+
+def test_the_context_never_resends_a_write_that_may_have_left(session, endpoint, sim):
+    ctx = _context(session, StillClock())
+    ctx.run("Get-Queue")
+    endpoint.fail_next(1, mode="503")
+    with pytest.raises(EndpointUnreachable):
+        ctx.run("Set-ServerComponentState", {"Identity": "EX01", "Component": "HubTransport", "State": "Draining",
+                                             "Requester": "Maintenance"})
+    assert [c.attempt for c in ctx.commands if c.cmdlet == "Set-ServerComponentState"] == [1]
+    assert ctx.issues == []
 
 
 def test_a_write_is_not_replayed_when_the_shell_is_gone_but_fails_retryably(session, endpoint, sim):
@@ -241,15 +296,17 @@ def test_a_write_is_not_replayed_when_the_shell_is_gone_but_fails_retryably(sess
     with pytest.raises(BrokenPool) as caught:
         session.run("Suspend-Other", {"Identity": "EX01"})
     assert caught.value.retryable
-    assert "not replayed" in str(caught.value)
+    assert "not resent" in str(caught.value)
     assert sim.invoked("Suspend-Other") == []
     session.run("Suspend-Other", {"Identity": "EX01"})  # the engine's retry gets a fresh pool
     assert len(sim.invoked("Suspend-Other")) == 1
 
 
-def test_a_dropped_connection_is_retried_for_a_read(session, endpoint, sim):
+def test_a_dropped_connection_fails_a_read_once_and_the_next_one_reconnects(session, endpoint, sim):
     session.run("Get-Queue")
     endpoint.fail_next(1, mode="drop")
+    with pytest.raises(EndpointUnreachable):
+        session.run("Get-Queue")
     assert session.run("Get-Queue").output
     assert endpoint.stats.http_failures == 1
 
@@ -265,11 +322,11 @@ def test_a_dropped_connection_during_a_write_raises_endpoint_unreachable_without
 
 def test_a_shell_left_behind_by_dropped_connections_is_deleted_once_the_server_answers(session, endpoint):
     session.run("Get-Queue")
-    endpoint.fail_next(2, mode="drop")  # the command and the retry's Create both fail
+    endpoint.fail_next(2, mode="drop")  # the command and the next Create both fail
     with pytest.raises(EndpointUnreachable):
         session.run("Get-Queue")
     assert len(endpoint.open_shells()) == 1  # the first shell still lives on the server
-    session.run("Get-Queue")
+    session.run("Get-Queue")  # its Create fails, never having sent the command: tried once more
     assert len(endpoint.open_shells()) == 1  # only the new one
     session.close()
     assert endpoint.open_shells() == []
@@ -298,7 +355,7 @@ def test_the_endpoint_going_away_mid_session_raises_endpoint_unreachable(sim):
     session.close()  # must not raise with nothing to talk to
 
 
-def test_a_read_survives_the_endpoint_restarting_on_the_same_port(sim):
+def test_after_the_endpoint_restarted_on_the_same_port_one_read_fails_and_the_next_reopens(sim):
     first = start_endpoint(sim, users={USER: PASSWORD})
     port = first.port
     session = PypsrpSession("EX01", {Endpoint.EXCHANGE: config_for(first)})
@@ -307,7 +364,9 @@ def test_a_read_survives_the_endpoint_restarting_on_the_same_port(sim):
         first.fail_next(1000, mode="drop")
         first.stop()
         with start_endpoint(sim, users={USER: PASSWORD}, port=port) as second:
-            assert session.run("Get-Queue").output  # the old shell is unknown there: reopen and retry
+            with pytest.raises((BrokenPool, EndpointUnreachable)):  # the old connection and shell are gone
+                session.run("Get-Queue")
+            assert session.run("Get-Queue").output  # reopened
             assert second.stats.total_creates() == 1
             session.close()
             assert second.open_shells() == []
@@ -325,11 +384,23 @@ def test_an_idle_pool_is_probed_before_a_write_so_the_write_is_sent_once(endpoin
     assert endpoint.open_shells() == []
 
 
-def test_the_shell_quota_is_a_retryable_error(endpoint, session):
+def test_the_shell_quota_is_a_retryable_throttling_error_and_nothing_was_sent(endpoint, session, sim):
     endpoint.set_shell_quota(0)
     with pytest.raises(ShellQuotaExceeded) as caught:
         session.run("Get-Queue")
-    assert caught.value.retryable
+    assert isinstance(caught.value, Throttled) and caught.value.retryable and not caught.value.sent
+    assert sim.calls == []
+
+
+def test_exchanges_budget_fault_is_told_apart_as_throttling_and_other_faults_are_not():
+    budget = WSManFaultError(0x80338012, "ex01", "Fail to create a runspace because you have exceeded your budget to "
+                             "create runspace. Please wait for 45 seconds.", None, None, None)
+    other = WSManFaultError(0x80338012, "ex01", "The WS-Management service cannot process the request.", None, None,
+                            None)
+    assert isinstance(_map_error(budget, "EX01 open"), Throttled)
+    assert _map_error(budget, "EX01 open").retryable
+    assert not isinstance(_map_error(other, "EX01 open"), Throttled)
+    assert not _map_error(other, "EX01 open").retryable
 
 
 # --- pool reuse and hygiene -----------------------------------------------------------------------------------------
@@ -408,7 +479,7 @@ def test_terminating_finished_commands_on_an_endpoint_that_went_away_neither_rai
         session.close()
 
 
-def test_a_pool_lost_while_making_room_for_a_write_says_the_write_was_never_sent(sim, monkeypatch):
+def test_a_write_lost_with_its_pool_while_making_room_is_sent_once_on_a_fresh_pool(sim, monkeypatch, caplog):
     from pypsrp.exceptions import WinRMTransportError
 
     def signal_fails(self) -> None:
@@ -419,11 +490,12 @@ def test_a_pool_lost_while_making_room_for_a_write_says_the_write_was_never_sent
             session.run("Get-Queue")
             session.run("Get-Queue")
             monkeypatch.setattr(PowerShell, "close", signal_fails)  # the Signal that would make room fails
-            with pytest.raises(BrokenPool) as caught:
+            caplog.set_level(logging.INFO, logger="runner.exchange.pypsrp_session")
+            with pytest.raises(CmdletError):  # Set-Thing always fails in this scripted server: it did run
                 session.run("Set-Thing", {"Identity": "ok"})
-            assert caught.value.sent is False and caught.value.retryable
-            assert "not sent" in str(caught.value)
-        assert sim.invoked("Set-Thing") == []
+            assert "was not sent, trying once more" in caplog.text
+            assert running.stats.total_creates() == 2
+        assert len(sim.invoked("Set-Thing")) == 1
         assert running.open_shells() == []
 
 
