@@ -371,7 +371,7 @@ class PypsrpSession:
             attempts = 1 if mutating else 2
             for attempt in range(attempts):
                 try:
-                    kerberos.keep_fresh(self.endpoints[endpoint])
+                    kerberos.keep_fresh(self.endpoints[endpoint], getattr(self._pools.get(endpoint), "wsman", None))
                     pool = self._pool_for(endpoint, probe=mutating)
                 except ExchangeSessionError as error:
                     error.sent = False

@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 
-from exchange_sim import kdc
 from exchange_sim.endpoint import start_endpoint
 from exchange_sim.objects import SimObject, SimResult
 from exchange_sim.tls import make_pki
@@ -21,10 +20,9 @@ from runner.exchange import kerberos
 from runner.exchange.kerberos import TICKETS, KerberosError
 from runner.exchange.pypsrp_session import EndpointConfig, PypsrpSession, RemotingError
 from runner.exchange.session import AuthenticationFailed, Endpoint
-from tests.conftest import need_service
+from tests.support.kerberos import PASS1, PASS2, SVC1, SVC2, realm
 
-SVC1, PASS1 = "exm-svc1", "Svc1-Passw0rd!"
-SVC2, PASS2 = "exm-svc2", "Svc2-Passw0rd!"
+__all__ = ["realm"]  # the fixture, imported
 
 
 @dataclass
@@ -44,24 +42,6 @@ class TinyExchange:
 
     def take_http_failure(self, server: str) -> bool:
         return False
-
-
-@pytest.fixture(scope="module")
-def realm(tmp_path_factory):
-    missing = kdc.missing_tools()
-    if missing:
-        need_service("MIT Kerberos KDC", RuntimeError(f"{', '.join(missing)} not installed; run .ci/system-packages"))
-    test_realm = kdc.TestRealm(tmp_path_factory.mktemp("kdc"))
-    test_realm.add_user(SVC1, PASS1)
-    test_realm.add_user(SVC2, PASS2)
-    keytab = test_realm.dir / "http.keytab"
-    test_realm.add_service("HTTP/ex01.exmaint.test", keytab)
-    test_realm.add_service("HTTP/ex02.exmaint.test", keytab)
-    test_realm.start()
-    test_realm.activate()
-    test_realm.http_keytab = keytab
-    yield test_realm
-    test_realm.destroy()
 
 
 @pytest.fixture(autouse=True)
@@ -218,20 +198,23 @@ def test_two_servers_with_two_service_accounts_in_one_worker(endpoint):
     assert TICKETS.acquisitions == 2
 
 
-def test_a_window_outliving_the_ticket_renews_it_and_reconnects_with_kerberos(realm, endpoint):
-    """The test realm's tickets live 2 minutes: the step waits past the end, then the shell is gone (as after an
-    idle timeout), so the next read must open a new, Kerberos-authenticated connection."""
+def test_a_window_outliving_the_ticket_renews_it_and_authenticates_again_on_the_same_shell(realm, endpoint):
+    """The test realm's tickets live 2 minutes, and an established Kerberos context expires with its ticket (MIT's
+    GSSAPI then refuses to seal messages): a step running past the end must renew the ticket and authenticate the
+    connection again, keeping its remote shell."""
     session = PypsrpSession("EX01", {Endpoint.EXCHANGE: config(endpoint)})
     try:
         session.run("Get-Thing")
         ticket = next(iter(TICKETS._tickets.values()))
         assert ticket.lifetime <= 120
         handshakes = endpoint.state.mechanisms["kerberos"]
-        time.sleep(max(0.0, ticket.endtime - time.time()) + 2)  # the ticket is now expired
-        endpoint.kill_shells("EX01")
+        (shell,) = endpoint.open_shells()
+        time.sleep(max(0.0, ticket.endtime - time.time()) + 2)  # the step runs past the ticket's end
         assert session.run("Get-Thing").output[0]["User"] == SVC1
+        (same,) = endpoint.open_shells()
     finally:
         session.close()
+    assert same.shell_id == shell.shell_id and same.commands_run == 2
     assert TICKETS.acquisitions == 2
     assert endpoint.state.mechanisms["kerberos"] == handshakes + 1
 
