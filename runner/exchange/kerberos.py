@@ -247,14 +247,19 @@ def keep_fresh(config: Any, wsman: Any = None) -> None:
 
 def _context_lifetime(context: Any) -> float | None:
     """Seconds left on an established GSSAPI context under pyspnego's proxies (None: not Kerberos, or unknown)."""
-    inner, depth = context, 0
-    while inner is not None and depth < 4 and not hasattr(inner, "lifetime"):
-        inner, depth = getattr(inner, "_context", None), depth + 1
-    if inner is None or not hasattr(inner, "lifetime"):
+    inner = context
+    try:
+        for _ in range(4):  # SPNEGO proxy -> GSSAPI proxy -> gssapi.SecurityContext
+            if type(inner).__module__.startswith("gssapi"):
+                break
+            inner = getattr(inner, "_context", None)
+        if inner is None or not type(inner).__module__.startswith("gssapi"):
+            return None
+    except Exception:  # a proxy that cannot say: leave the connection alone  # noqa: BLE001
         return None
     try:
         return float(inner.lifetime)
-    except Exception:  # gssapi raises ExpiredContextError once it is over  # noqa: BLE001
+    except Exception:  # gssapi raises ExpiredContextError once the context is over  # noqa: BLE001
         return 0.0
 
 
