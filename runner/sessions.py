@@ -153,7 +153,15 @@ class RelayedSession:
 
     def take_notices(self) -> list[str]:
         notices, self.notices = self.notices, []
+        for session in [*self._retired, *([self._session] if self._session is not None else [])]:
+            take = getattr(session, "take_notices", None)  # e.g. negotiate fell back to NTLM, TLS validation off
+            notices.extend(take() if take is not None else ())
         return notices
+
+    @property
+    def mechanisms(self) -> dict:
+        """What authenticated the current relay's pools (kerberos, ntlm, ...)."""
+        return dict(getattr(self._session, "mechanisms", {}) or {})
 
     def release_finished(self) -> None:
         release = getattr(self._session, "release_finished", None)

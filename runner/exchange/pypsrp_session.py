@@ -470,6 +470,10 @@ class PypsrpSession:
                 self.notices.append(f"{self.server_name} {endpoint.value}: negotiate fell back to {mechanism} "
                                     "(Kerberos was not available); see check_server")
         self.mechanisms[endpoint] = mechanism
+        if config.ssl and config.cert_validation is False:
+            # Allowed per server only; it goes into the step's issues and so into the report.
+            self.notices.append(f"{self.server_name} {endpoint.value}: TLS certificate validation is off for "
+                                f"{config.host}")
 
     def _invoke(self, entry: _Pool, endpoint: Endpoint, cmdlet: str, params: list[tuple[str, Any]]) -> CommandResult:
         ps = _pipeline(entry.pool, cmdlet, params)

@@ -147,6 +147,7 @@ def test_an_expired_keytab_says_to_export_a_new_one(realm, endpoint, tmp_path):
 
 
 def test_the_kdc_down_is_a_retryable_kdc_unreachable_and_kerberos_never_falls_back_to_ntlm(realm, negotiate_endpoint):
+    ntlm_before = negotiate_endpoint.state.mechanisms["ntlm"]
     realm.stop()
     try:
         with pytest.raises(KerberosError) as caught:
@@ -154,7 +155,7 @@ def test_the_kdc_down_is_a_retryable_kdc_unreachable_and_kerberos_never_falls_ba
         assert caught.value.cause == "kdc_unreachable"
         assert caught.value.retryable
         assert "no KDC (domain controller) answered" in str(caught.value)
-        assert negotiate_endpoint.state.mechanisms["ntlm"] == 0
+        assert negotiate_endpoint.state.mechanisms["ntlm"] == ntlm_before
     finally:
         realm.start()
 
@@ -246,9 +247,10 @@ def test_https_signed_by_another_ca_is_refused(https_endpoint, tmp_path):
         run_once(config(https_endpoint, cert_validation=str(other.ca)))
 
 
-def test_https_without_validation_connects(https_endpoint):
-    output, _ = run_once(config(https_endpoint, cert_validation=False))
+def test_https_without_validation_connects_and_leaves_a_warning_for_the_step_log(https_endpoint):
+    output, session = run_once(config(https_endpoint, cert_validation=False))
     assert output["User"] == SVC1
+    assert session.take_notices() == ["EX01 Microsoft.Exchange: TLS certificate validation is off for 127.0.0.1"]
 
 
 def test_principal_names_from_inventory_user_names():
@@ -261,3 +263,29 @@ def test_principal_names_from_inventory_user_names():
 
 def test_the_kdc_helper_reads_its_krb5_conf(realm):
     assert Path(realm.env["KRB5_CONFIG"]).read_text().count("kdc = 127.0.0.1:") == 1
+
+
+def test_the_step_log_records_the_mechanism_and_negotiates_fallback_as_an_issue(db, realm, negotiate_endpoint):
+    """Through the runner's own plumbing: a RelayedSession over the pypsrp adapter, inside an ExecutionContext."""
+    from changes.models import Server
+    from runner.clock import RealClock
+    from runner.context import ExecutionContext
+    from runner.sessions import RelayedSession
+    from runner.step_types import ServerInfo
+
+    server = Server.objects.create(name="EX01", fqdn="ex01.exmaint.test", auth_method="negotiate", username=SVC1,
+                                   endpoint_url=negotiate_endpoint.url_for("EX01"))
+    server.set_password(PASS1)
+    server.save()
+    realm.stop()  # no ticket: negotiate falls back to NTLM
+    try:
+        relayed = RelayedSession("EX01", [server], PypsrpSession)
+        ctx = ExecutionContext(server=ServerInfo("EX01", "ex01.exmaint.test"), sessions=lambda endpoint: relayed,
+                               clock=RealClock())
+        ctx.run("Get-Thing")
+        relayed.close()
+    finally:
+        realm.start()
+    assert ctx.commands[0].as_dict()["auth"] == "ntlm"
+    assert [issue.summary for issue in ctx.issues] == [
+        "EX01 Microsoft.Exchange: negotiate fell back to ntlm (Kerberos was not available); see check_server"]
