@@ -4,9 +4,9 @@ failures in words an administrator acts on. Importable without Django; imports n
 - **Tickets.** pyspnego given a user name and password runs a fresh AS exchange (a "kinit") for every HTTP
   connection it authenticates. Instead the adapter asks ``TICKETS.credential(...)`` once per command: the first call
   gets a TGT from the KDC with the password (or the keytab) into a ``MEMORY:`` ccache private to this process and to
-  that credential — never a file in /tmp another process could read — and later calls reuse it until it comes within
-  ``RENEW_MARGIN`` of its end, when it is fetched again in place (same ccache name), so a window outliving the
-  ticket lifetime keeps working. pyspnego then gets ``KerberosCCache(<that ccache>)``.
+  that credential (a random name) — never a file in /tmp another process could read — and later calls reuse it
+  until it comes within ``RENEW_MARGIN`` of its end, when it is fetched again in place (same ccache name), so a
+  window outliving the ticket lifetime keeps working. pyspnego then gets ``KerberosCCache(<that ccache>)``.
 - **No silent downgrade.** ``kerberos`` hands pyspnego only the ccache: NTLM is impossible. ``negotiate`` also hands
   it the password, so SPNEGO may pick NTLM; ``mechanism_of`` reads what was negotiated for the step log.
 - **The SPN** is ``<service>/<host>``: the URL's host name, or the server's FQDN when the URL names an IP address (an
@@ -23,6 +23,7 @@ import itertools
 import logging
 import os
 import re
+import secrets
 import threading
 import time
 from dataclasses import dataclass, field
@@ -113,7 +114,10 @@ class TicketCache:
         with self._lock:
             ticket = self._tickets.get(key)
             if ticket is None:
-                ticket = self._tickets[key] = _Ticket(ccache=f"MEMORY:exmaint-{key}", principal=principal)
+                # A random ccache name: pypsrp logs the credential object at DEBUG, and a name derived from the
+                # secret would hand a log reader something to guess passwords against.
+                ticket = self._tickets[key] = _Ticket(ccache=f"MEMORY:exmaint-{secrets.token_hex(12)}",
+                                                      principal=principal)
         with ticket.lock:
             margin = min(RENEW_MARGIN, ticket.lifetime / 4)
             if time.time() >= ticket.endtime - margin:

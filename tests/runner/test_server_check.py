@@ -146,3 +146,28 @@ def test_validation_off_shows_as_a_warning_in_the_api(db, api, operator):
                              format="json")
     assert res.status_code == 201
     assert res.json()["tls_warnings"] == ["EX11: TLS certificate validation is off for the Exchange endpoint"]
+
+
+def test_the_admin_action_checks_the_selected_servers_and_the_form_warns_when_validation_is_off(
+        db, sim_endpoints, client, operator):
+    http, _ = sim_endpoints
+    server = _server(http)
+    client.force_login(operator)
+    res = client.post("/admin/changes/server/", {"action": "check_connection", "_selected_action": [server.pk]},
+                      follow=True)
+    assert res.status_code == 200
+    shown = [str(m) for m in res.context["messages"]]
+    assert any(m.startswith("EX01: OK (Microsoft.Exchange via kerberos") for m in shown), shown
+    Server.objects.filter(pk=server.pk).update(verify_tls=False, endpoint_url="https://ex01.exmaint.test/PowerShell")
+    page = client.get(f"/admin/changes/server/{server.pk}/change/")
+    assert "TLS certificate validation is off for the Exchange endpoint" in page.content.decode()
+
+
+def test_the_admin_refuses_basic_over_plain_http_with_a_form_error(db, client, operator):
+    client.force_login(operator)
+    res = client.post("/admin/changes/server/add/", {
+        "name": "EX12", "fqdn": "ex12.corp.example", "auth_method": "basic", "verify_tls": "on",
+        "connection_timeout": 30, "operation_timeout": 30, "username": "svc", "password": "pw"})
+    assert res.status_code == 200  # the form again, not a redirect
+    assert "would send the password in clear text" in res.content.decode()
+    assert not Server.objects.filter(name="EX12").exists()
