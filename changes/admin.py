@@ -218,7 +218,7 @@ class ServerAdmin(admin.ModelAdmin):
     ]
     list_display = ["name", "fqdn", "dag_name", "ad_site", "version", "auth_method", "has_password", "has_keytab",
                     "tls_warning"]
-    actions = ["check_connection"]
+    actions: list = []  # runner/admin.py adds "Check the connection" (the runner does the remote I/O)
 
     @admin.display(description="TLS")
     def tls_warning(self, obj: Server) -> str:
@@ -227,15 +227,6 @@ class ServerAdmin(admin.ModelAdmin):
     @admin.display(boolean=True, description="Keytab")
     def has_keytab(self, obj: Server) -> bool:
         return obj.has_keytab
-
-    @admin.action(description="Check the connection (Kerberos, TLS, version, clock; runs no change)")
-    def check_connection(self, request: HttpRequest, queryset: Any) -> None:
-        from runner.server_check import check_server  # noqa: PLC0415 - the runner does remote I/O, the admin asks
-
-        for server in queryset:
-            report = check_server(server)
-            level = messages.SUCCESS if report.ok else messages.WARNING
-            self.message_user(request, report.summary(), level)
 
     def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
         form = super().get_form(request, obj, change=change, **kwargs)

@@ -149,14 +149,6 @@ class ServerViewSet(viewsets.ModelViewSet):
     def perform_destroy(self, instance: Server) -> None:
         services.server_delete(instance, actor=self.request.user)
 
-    @extend_schema(request=None, responses={200: dict})
-    @action(detail=True, methods=["post"])  # POST: operators only (ReadAnyRoleWriteOperator)
-    def check(self, request: Request, pk: str | None = None) -> Response:
-        """Try the server's endpoints (read-only cmdlets only) and report DNS, SPN, mechanism, TLS, version, clock."""
-        from runner.server_check import check_server  # noqa: PLC0415 - remote I/O lives in the runner
-
-        return Response(check_server(self.get_object()).as_dict())
-
 
 class FreezeWindowViewSet(viewsets.ModelViewSet):
     """Periods when no maintenance may run (emergency changes excepted, with the reason recorded)."""
