@@ -192,6 +192,9 @@ class ChangeAdmin(admin.ModelAdmin):
 class ServerAdminForm(forms.ModelForm):
     password = forms.CharField(widget=forms.PasswordInput(render_value=False), required=False,
                                help_text="Write-only. Leave empty to keep the stored password.")
+    keytab = forms.FileField(required=False, label="Kerberos keytab",
+                             help_text="Write-only, stored encrypted; used instead of the password. Leave empty to "
+                                       "keep the stored one.")
 
     class Meta:
         model = Server
@@ -202,7 +205,8 @@ class ServerAdminForm(forms.ModelForm):
                   "winrm_connection_timeout": "Connection timeout", "winrm_operation_timeout": "Operation timeout"}
 
     def clean(self) -> dict[str, Any]:
-        """The inventory service's refusals (e.g. renaming a server that changes name) shown on the form, not a 500."""
+        """The inventory service's refusals (renaming a server that changes name, Basic in clear text) shown on the
+        form, not a 500."""
         cleaned = super().clean()
         if self.instance.pk:
             stored = Server.objects.get(pk=self.instance.pk)
@@ -212,6 +216,12 @@ class ServerAdminForm(forms.ModelForm):
                 services.server_edit_check(stored, diff)
             except DomainError as exc:
                 raise forms.ValidationError(exc.detail) from None
+        try:
+            fields = ("name", "fqdn", "endpoint_url", "winrm_url", "auth_method", "winrm_auth_method")
+            services.server_refuse_clear_text_basic(
+                Server(**{f: cleaned.get(f, getattr(self.instance, f)) or "" for f in fields}))
+        except DomainError as exc:
+            raise forms.ValidationError(exc.detail) from None
         return cleaned
 
 
@@ -225,16 +235,36 @@ class ServerAdmin(admin.ModelAdmin):
         ("Default WinRM endpoint (services, failover cluster); empty settings follow the Exchange endpoint's", {
             "fields": ["winrm_url", "winrm_auth_method", "winrm_verify_tls", "winrm_connection_timeout",
                        "winrm_operation_timeout"]}),
-        ("Credentials", {"fields": ["username", "password"]}),
+        ("Credentials", {"fields": ["username", "password", "keytab"]}),
+        ("TLS", {"fields": ["tls_ca_bundle"]}),
     ]
-    list_display = ["name", "fqdn", "dag_name", "ad_site", "version", "auth_method", "has_password"]
+    list_display = ["name", "fqdn", "dag_name", "ad_site", "version", "auth_method", "has_password", "has_keytab",
+                    "tls_warning"]
+    actions: list = []  # runner/admin.py adds "Check the connection" (the runner does the remote I/O)
+
+    @admin.display(description="TLS")
+    def tls_warning(self, obj: Server) -> str:
+        return "; ".join(obj.tls_warnings) or "ok"
+
+    @admin.display(boolean=True, description="Keytab")
+    def has_keytab(self, obj: Server) -> bool:
+        return obj.has_keytab
+
+    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
+        form = super().get_form(request, obj, change=change, **kwargs)
+        if obj is not None:
+            for warning in obj.tls_warnings:
+                self.message_user(request, warning, messages.WARNING)
+        return form
     list_filter = ["dag_name", "ad_site", "auth_method"]
     search_fields = ["name", "fqdn"]
 
     def save_model(self, request: HttpRequest, obj: Server, form: forms.ModelForm, change: bool) -> None:
-        data = {k: v for k, v in form.cleaned_data.items() if k != "password"}
+        data = {k: v for k, v in form.cleaned_data.items() if k not in ("password", "keytab")}
         if form.cleaned_data.get("password"):
             data["password"] = form.cleaned_data["password"]
+        if form.cleaned_data.get("keytab"):
+            data["keytab"] = form.cleaned_data["keytab"].read()
         original = Server.objects.get(pk=obj.pk) if change else None
         saved = services.server_save(original, actor=request.user, data=data)
         obj.pk = saved.pk

@@ -1,6 +1,8 @@
 """The domain's tables. State is assigned only by changes.services; audit rows only by changes.audit."""
 from __future__ import annotations
 
+import base64
+
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
@@ -49,7 +51,7 @@ class Server(models.Model):
     EDITABLE_FIELDS = (
         "name", "fqdn", "dag_name", "ad_site", "version", "build", "endpoint_url", "winrm_url", "auth_method",
         "verify_tls", "connection_timeout", "operation_timeout", "winrm_auth_method", "winrm_verify_tls",
-        "winrm_connection_timeout", "winrm_operation_timeout", "username",
+        "winrm_connection_timeout", "winrm_operation_timeout", "username", "tls_ca_bundle",
     )
 
     class AuthMethod(models.TextChoices):
@@ -86,6 +88,13 @@ class Server(models.Model):
         null=True, blank=True, validators=TIMEOUT_RANGE, help_text="Seconds; empty: as the Exchange endpoint")
     username = models.CharField(max_length=150, blank=True)
     password_encrypted = models.TextField(blank=True, editable=False)
+    # A Kerberos keytab for the service account instead of its password (export with ktpass or ktutil), stored
+    # encrypted like the password and never returned; the runner loads it into memory only (docs/kerberos.md).
+    kerberos_keytab_encrypted = models.TextField(blank=True, editable=False)
+    tls_ca_bundle = models.CharField(
+        max_length=500, blank=True, verbose_name="TLS CA bundle",
+        help_text="PEM file of the CAs that sign this server's certificates; empty: EXMAINT_TLS_CA_BUNDLE, else the "
+                  "system store")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -113,6 +122,27 @@ class Server(models.Model):
 
     def get_password(self) -> str:
         return crypto.decrypt(self.password_encrypted) if self.password_encrypted else ""
+
+    @property
+    def has_keytab(self) -> bool:
+        return bool(self.kerberos_keytab_encrypted)
+
+    def set_keytab(self, raw: bytes | None) -> None:
+        self.kerberos_keytab_encrypted = crypto.encrypt(base64.b64encode(raw).decode()) if raw else ""
+
+    def get_keytab(self) -> bytes | None:
+        return base64.b64decode(crypto.decrypt(self.kerberos_keytab_encrypted)) if self.has_keytab else None
+
+    @property
+    def tls_warnings(self) -> list[str]:
+        """Endpoints reached over https without checking the certificate: shown in the admin, the API, reports."""
+        warnings = []
+        if self.verify_tls is False and self.effective_endpoint_url.startswith("https:"):
+            warnings.append(f"{self.name}: TLS certificate validation is off for the Exchange endpoint")
+        winrm_verify = self.verify_tls if self.winrm_verify_tls is None else self.winrm_verify_tls
+        if winrm_verify is False and self.effective_winrm_url.startswith("https:"):
+            warnings.append(f"{self.name}: TLS certificate validation is off for the WinRM endpoint")
+        return warnings
 
 
 class Change(models.Model):

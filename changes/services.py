@@ -3,10 +3,13 @@ same transaction and queues follow-up work on commit. Only this module assigns C
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
+from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -408,15 +411,40 @@ def server_save(server: Server | None, *, actor: Any, data: dict[str, Any]) -> S
         server_edit_check(server, diff)
     if "name" in diff and Server.objects.filter(name__iexact=server.name).exclude(pk=server.pk).exists():
         raise StateConflict(f"a server named {server.name} already exists (names are compared without case)")
+    server_refuse_clear_text_basic(server)
     if "password" in data:
         server.set_password(data["password"])
         diff["password"] = ["***", "***"]
+    if "keytab" in data:
+        server.set_keytab(data["keytab"] or None)
+        diff["keytab"] = ["***", "***"]
     if not diff and not created:
         return server
     with transaction.atomic():
         server.save()
         audit.append(actor=actor, action="server.created" if created else "server.updated", obj=server, changes=diff)
     return server
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return host.lower() == "localhost" or ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def server_refuse_clear_text_basic(server: Server) -> None:
+    """Basic authentication cannot encrypt WinRM messages: over plain http the password and every command would
+    cross the network readable. Refused at registration, except on loopback (an SSH tunnel, the simulator) or when
+    EXMAINT_ALLOW_UNENCRYPTED_BASIC says the link is trusted. Raises InvalidRequest."""
+    if settings.EXMAINT["ALLOW_UNENCRYPTED_BASIC"]:
+        return
+    for label, auth, url in (("Exchange", server.auth_method, server.effective_endpoint_url),
+                             ("WinRM", server.winrm_auth_method or server.auth_method, server.effective_winrm_url)):
+        parts = urlsplit(url)
+        if auth == Server.AuthMethod.BASIC and parts.scheme == "http" and not _is_loopback(parts.hostname or ""):
+            raise InvalidRequest(f"{server.name}: basic authentication over plain http to {parts.hostname} ({label} "
+                                 "endpoint) would send the password in clear text; use https or Kerberos")
 
 
 def server_delete(server: Server, *, actor: Any) -> None:

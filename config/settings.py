@@ -1,6 +1,7 @@
 """Settings, all from environment variables (see .env.example). Bad values fail at start-up."""
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 from pathlib import Path
 
@@ -215,6 +216,12 @@ EXMAINT = {
     "WATCHDOG_GRACE_MINUTES": env_int("EXMAINT_WATCHDOG_GRACE_MINUTES", 30, minimum=0, maximum=1440),
     "EXIT_RETRY_ATTEMPTS": env_int("EXMAINT_EXIT_RETRY_ATTEMPTS", 4, minimum=1, maximum=20),
     "ALLOW_UNENCRYPTED_BASIC": env_bool("EXMAINT_ALLOW_UNENCRYPTED_BASIC", False),
+    # Kerberos: the realm appended to bare user names (empty: krb5.conf's default_realm) and a krb5.conf other than
+    # /etc/krb5.conf (exported as KRB5_CONFIG, which libkrb5 reads). TLS: the CA bundle for https endpoints (empty:
+    # the operating system's store); a server's own tls_ca_bundle wins.
+    "KERBEROS_REALM": env_str("EXMAINT_KERBEROS_REALM", "") or "",
+    "KRB5_CONFIG": env_str("EXMAINT_KRB5_CONFIG", "") or "",
+    "TLS_CA_BUNDLE": env_str("EXMAINT_TLS_CA_BUNDLE", "") or "",
     "RUNNER_CLOCK": env_str("EXMAINT_RUNNER_CLOCK", "real"),  # "real" | "scaled:<speed>" (demo)
 }
 if EXMAINT["BUSINESS_HOURS_END"] <= EXMAINT["BUSINESS_HOURS_START"]:
@@ -270,6 +277,13 @@ try:
         _ipaddress.ip_network(_net, strict=False)
 except ValueError as exc:
     raise ImproperlyConfigured(f"notification settings: {exc}") from None
+if EXMAINT["KRB5_CONFIG"]:
+    if not Path(EXMAINT["KRB5_CONFIG"]).is_file():
+        raise ImproperlyConfigured(f"EXMAINT_KRB5_CONFIG={EXMAINT['KRB5_CONFIG']!r} is not a file")
+    os.environ["KRB5_CONFIG"] = EXMAINT["KRB5_CONFIG"]
+if EXMAINT["TLS_CA_BUNDLE"] and not Path(EXMAINT["TLS_CA_BUNDLE"]).is_file():
+    raise ImproperlyConfigured(f"EXMAINT_TLS_CA_BUNDLE={EXMAINT['TLS_CA_BUNDLE']!r} is not a file")
+
 if EXMAINT_NOTIFICATIONS["LEASE_SECONDS"] <= 2 * EMAIL_TIMEOUT:
     # A live worker blocked in SMTP must never lose its lease to a second worker (that could send a batch twice).
     raise ImproperlyConfigured("EXMAINT_NOTIFY_LEASE_SECONDS must be more than twice EMAIL_TIMEOUT")

@@ -4,9 +4,9 @@ failures in words an administrator acts on. Importable without Django; imports n
 - **Tickets.** pyspnego given a user name and password runs a fresh AS exchange (a "kinit") for every HTTP
   connection it authenticates. Instead the adapter asks ``TICKETS.credential(...)`` once per command: the first call
   gets a TGT from the KDC with the password (or the keytab) into a ``MEMORY:`` ccache private to this process and to
-  that credential — never a file in /tmp another process could read — and later calls reuse it until it comes within
-  ``RENEW_MARGIN`` of its end, when it is fetched again in place (same ccache name), so a window outliving the
-  ticket lifetime keeps working. pyspnego then gets ``KerberosCCache(<that ccache>)``.
+  that credential (a random name) — never a file in /tmp another process could read — and later calls reuse it
+  until it comes within ``RENEW_MARGIN`` of its end, when it is fetched again in place (same ccache name), so a
+  window outliving the ticket lifetime keeps working. pyspnego then gets ``KerberosCCache(<that ccache>)``.
 - **No silent downgrade.** ``kerberos`` hands pyspnego only the ccache: NTLM is impossible. ``negotiate`` also hands
   it the password, so SPNEGO may pick NTLM; ``mechanism_of`` reads what was negotiated for the step log.
 - **The SPN** is ``<service>/<host>``: the URL's host name, or the server's FQDN when the URL names an IP address (an
@@ -23,6 +23,7 @@ import itertools
 import logging
 import os
 import re
+import secrets
 import threading
 import time
 from dataclasses import dataclass, field
@@ -113,7 +114,10 @@ class TicketCache:
         with self._lock:
             ticket = self._tickets.get(key)
             if ticket is None:
-                ticket = self._tickets[key] = _Ticket(ccache=f"MEMORY:exmaint-{key}", principal=principal)
+                # A random ccache name: pypsrp logs the credential object at DEBUG, and a name derived from the
+                # secret would hand a log reader something to guess passwords against.
+                ticket = self._tickets[key] = _Ticket(ccache=f"MEMORY:exmaint-{secrets.token_hex(12)}",
+                                                      principal=principal)
         with ticket.lock:
             margin = min(RENEW_MARGIN, ticket.lifetime / 4)
             if time.time() >= ticket.endtime - margin:
@@ -185,6 +189,8 @@ def _memory_keytab(ctx: Any, data: bytes, name: str) -> Any:
 
 
 TICKETS = TicketCache()
+# Kerberos failures NTLM would share (the same account would fail, and each try counts towards its lockout).
+_NO_FALLBACK = frozenset({"wrong_password", "password_expired", "account_locked"})
 _KEYTAB_LOADS = itertools.count(1)
 
 
@@ -210,7 +216,7 @@ def wsman_auth(config: Any) -> dict[str, Any]:
         ccache = TICKETS.credential(config.username, password=config.password, keytab=config.keytab,
                                     realm=config.kerberos_realm)
     except KerberosError as exc:
-        if config.auth == "negotiate" and config.password and exc.cause in ("kdc_unreachable", "realm_unknown"):
+        if config.auth == "negotiate" and config.password and exc.cause not in _NO_FALLBACK:
             log.warning("%s: negotiate without a Kerberos ticket (%s); NTLM may be used", config.display, exc)
             return {"username": config.username, "password": config.password, **options}
         raise KerberosError(f"{config.display}: {exc}", retryable=exc.retryable, cause=exc.cause) from None
@@ -221,17 +227,58 @@ def wsman_auth(config: Any) -> dict[str, Any]:
     return {"username": ccache, "password": None, **options}
 
 
-def keep_fresh(config: Any) -> None:
-    """Renew CONFIG's ticket if it is about to expire (cheap otherwise): pypsrp re-authenticates by itself whenever
-    it opens a new connection, from the same ccache, and must not find an expired ticket there."""
-    if config.auth in ("kerberos", "negotiate") and config.username and (config.password or config.keytab):
+def keep_fresh(config: Any, wsman: Any = None) -> None:
+    """Before a command: renew CONFIG's ticket if it is about to expire, and make WSMAN (the open pool's transport)
+    authenticate afresh if its security context is about to expire. Cheap otherwise.
+
+    pypsrp re-authenticates by itself whenever it opens a new connection, from the same ccache, and must not find an
+    expired ticket there. An established Kerberos context expires with its service ticket, and MIT's GSSAPI then
+    refuses to seal another message: the transport is reset (the remote shell stays) so that the next request
+    authenticates with a new ticket and new session keys.
+    """
+    if config.auth not in ("kerberos", "negotiate"):
+        return
+    if config.username and (config.password or config.keytab):
         try:
             TICKETS.credential(config.username, password=config.password, keytab=config.keytab,
                                realm=config.kerberos_realm)
         except KerberosError as exc:
             if config.auth == "kerberos":
                 raise KerberosError(f"{config.display}: {exc}", retryable=exc.retryable, cause=exc.cause) from None
+    if wsman is not None:
+        _reauthenticate_if_expiring(wsman)
 
+
+def _context_lifetime(context: Any) -> float | None:
+    """Seconds left on an established GSSAPI context under pyspnego's proxies (None: not Kerberos, or unknown)."""
+    inner = context
+    try:
+        for _ in range(4):  # SPNEGO proxy -> GSSAPI proxy -> gssapi.SecurityContext
+            if type(inner).__module__.startswith("gssapi"):
+                break
+            inner = getattr(inner, "_context", None)
+        if inner is None or not type(inner).__module__.startswith("gssapi"):
+            return None
+    except Exception:  # a proxy that cannot say: leave the connection alone  # noqa: BLE001
+        return None
+    try:
+        return float(inner.lifetime)
+    except Exception:  # gssapi raises ExpiredContextError once the context is over  # noqa: BLE001
+        return 0.0
+
+
+def _reauthenticate_if_expiring(wsman: Any) -> None:
+    transport = getattr(wsman, "transport", None)
+    session = getattr(transport, "session", None)
+    contexts = getattr(getattr(session, "auth", None), "contexts", None)
+    if not contexts:
+        return
+    lifetimes = [_context_lifetime(c) for c in contexts.values()]
+    if any(left is not None and left < RENEW_MARGIN for left in lifetimes):
+        log.info("kerberos: security context for %s expires soon; authenticating again", transport.endpoint)
+        transport.encryption = None  # pypsrp then sends its empty POST to set up a new context first
+        contexts.clear()
+        session.close()  # drop the authenticated keep-alive connections
 
 def mechanism_of(wsman: Any, auth: str) -> str:
     """What authenticated the connection: ``kerberos``, ``ntlm`` (negotiate's fallback), or AUTH itself."""
@@ -259,6 +306,7 @@ _PATTERNS = (
     ("clients credentials have been revoked", "account_locked", False),
     ("ticket expired", "ticket_expired", True),
     ("credential has expired", "ticket_expired", True),
+    ("context has expired", "ticket_expired", True),
     ("key table entry not found", "keytab_mismatch", False),
     ("key version number for principal in key table is incorrect", "keytab_mismatch", False),
     ("incompatible with the specified auth_provider", "mechanism_refused", False),
@@ -324,6 +372,12 @@ def auth_errors() -> tuple[type[BaseException], ...]:
         import krb5  # noqa: PLC0415
 
         errors.append(krb5.Krb5Error)
+    except ImportError:
+        pass
+    try:
+        from gssapi.raw.misc import GSSError  # noqa: PLC0415 - e.g. sealing with an expired context
+
+        errors.append(GSSError)
     except ImportError:
         pass
     return tuple(errors)

@@ -350,7 +350,7 @@ class PypsrpSession:
             # (``runner.context.ExecutionContext.run``), so it lands in the step log.
             for attempt in (1, 2):
                 try:
-                    kerberos.keep_fresh(self.endpoints[endpoint])
+                    kerberos.keep_fresh(self.endpoints[endpoint], getattr(self._pools.get(endpoint), "wsman", None))
                     pool = self._pool_for(endpoint, probe=mutating)
                     return self._invoke(pool, endpoint, cmdlet, params)
                 except ExchangeSessionError as error:
@@ -456,6 +456,10 @@ class PypsrpSession:
                 self._notices.append(f"{self.server_name} {endpoint.value}: negotiate fell back to {mechanism} "
                                     "(Kerberos was not available); see check_server")
         self.mechanisms[endpoint] = mechanism
+        if config.ssl and config.cert_validation is False:
+            # Allowed per server only; it goes into the step's issues and so into the report.
+            self.notices.append(f"{self.server_name} {endpoint.value}: TLS certificate validation is off for "
+                                f"{config.host}")
 
     def _invoke(self, entry: _Pool, endpoint: Endpoint, cmdlet: str, params: list[tuple[str, Any]]) -> CommandResult:
         try:

@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 
-from exchange_sim import kdc
 from exchange_sim.endpoint import start_endpoint
 from exchange_sim.objects import SimObject, SimResult
 from exchange_sim.tls import make_pki
@@ -21,10 +20,9 @@ from runner.exchange import kerberos
 from runner.exchange.kerberos import TICKETS, KerberosError
 from runner.exchange.pypsrp_session import EndpointConfig, PypsrpSession, RemotingError
 from runner.exchange.session import AuthenticationFailed, Endpoint
-from tests.conftest import need_service
+from tests.support.kerberos import PASS1, PASS2, SVC1, SVC2, realm
 
-SVC1, PASS1 = "exm-svc1", "Svc1-Passw0rd!"
-SVC2, PASS2 = "exm-svc2", "Svc2-Passw0rd!"
+__all__ = ["realm"]  # the fixture, imported
 
 
 @dataclass
@@ -44,24 +42,6 @@ class TinyExchange:
 
     def take_http_failure(self, server: str) -> bool:
         return False
-
-
-@pytest.fixture(scope="module")
-def realm(tmp_path_factory):
-    missing = kdc.missing_tools()
-    if missing:
-        need_service("MIT Kerberos KDC", RuntimeError(f"{', '.join(missing)} not installed; run .ci/system-packages"))
-    test_realm = kdc.TestRealm(tmp_path_factory.mktemp("kdc"))
-    test_realm.add_user(SVC1, PASS1)
-    test_realm.add_user(SVC2, PASS2)
-    keytab = test_realm.dir / "http.keytab"
-    test_realm.add_service("HTTP/ex01.exmaint.test", keytab)
-    test_realm.add_service("HTTP/ex02.exmaint.test", keytab)
-    test_realm.start()
-    test_realm.activate()
-    test_realm.http_keytab = keytab
-    yield test_realm
-    test_realm.destroy()
 
 
 @pytest.fixture(autouse=True)
@@ -167,6 +147,7 @@ def test_an_expired_keytab_says_to_export_a_new_one(realm, endpoint, tmp_path):
 
 
 def test_the_kdc_down_is_a_retryable_kdc_unreachable_and_kerberos_never_falls_back_to_ntlm(realm, negotiate_endpoint):
+    ntlm_before = negotiate_endpoint.state.mechanisms["ntlm"]
     realm.stop()
     try:
         with pytest.raises(KerberosError) as caught:
@@ -174,7 +155,7 @@ def test_the_kdc_down_is_a_retryable_kdc_unreachable_and_kerberos_never_falls_ba
         assert caught.value.cause == "kdc_unreachable"
         assert caught.value.retryable
         assert "no KDC (domain controller) answered" in str(caught.value)
-        assert negotiate_endpoint.state.mechanisms["ntlm"] == 0
+        assert negotiate_endpoint.state.mechanisms["ntlm"] == ntlm_before
     finally:
         realm.start()
 
@@ -218,20 +199,23 @@ def test_two_servers_with_two_service_accounts_in_one_worker(endpoint):
     assert TICKETS.acquisitions == 2
 
 
-def test_a_window_outliving_the_ticket_renews_it_and_reconnects_with_kerberos(realm, endpoint):
-    """The test realm's tickets live 2 minutes: the step waits past the end, then the shell is gone (as after an
-    idle timeout), so the next read must open a new, Kerberos-authenticated connection."""
+def test_a_window_outliving_the_ticket_renews_it_and_authenticates_again_on_the_same_shell(realm, endpoint):
+    """The test realm's tickets live 2 minutes, and an established Kerberos context expires with its ticket (MIT's
+    GSSAPI then refuses to seal messages): a step running past the end must renew the ticket and authenticate the
+    connection again, keeping its remote shell."""
     session = PypsrpSession("EX01", {Endpoint.EXCHANGE: config(endpoint)})
     try:
         session.run("Get-Thing")
         ticket = next(iter(TICKETS._tickets.values()))
         assert ticket.lifetime <= 120
         handshakes = endpoint.state.mechanisms["kerberos"]
-        time.sleep(max(0.0, ticket.endtime - time.time()) + 2)  # the ticket is now expired
-        endpoint.kill_shells("EX01")
+        (shell,) = endpoint.open_shells()
+        time.sleep(max(0.0, ticket.endtime - time.time()) + 2)  # the step runs past the ticket's end
         assert session.run("Get-Thing").output[0]["User"] == SVC1
+        (same,) = endpoint.open_shells()
     finally:
         session.close()
+    assert same.shell_id == shell.shell_id and same.commands_run == 2
     assert TICKETS.acquisitions == 2
     assert endpoint.state.mechanisms["kerberos"] == handshakes + 1
 
@@ -263,9 +247,10 @@ def test_https_signed_by_another_ca_is_refused(https_endpoint, tmp_path):
         run_once(config(https_endpoint, cert_validation=str(other.ca)))
 
 
-def test_https_without_validation_connects(https_endpoint):
-    output, _ = run_once(config(https_endpoint, cert_validation=False))
+def test_https_without_validation_connects_and_leaves_a_warning_for_the_step_log(https_endpoint):
+    output, session = run_once(config(https_endpoint, cert_validation=False))
     assert output["User"] == SVC1
+    assert session.take_notices() == ["EX01 Microsoft.Exchange: TLS certificate validation is off for 127.0.0.1"]
 
 
 def test_principal_names_from_inventory_user_names():
@@ -278,3 +263,29 @@ def test_principal_names_from_inventory_user_names():
 
 def test_the_kdc_helper_reads_its_krb5_conf(realm):
     assert Path(realm.env["KRB5_CONFIG"]).read_text().count("kdc = 127.0.0.1:") == 1
+
+
+def test_the_step_log_records_the_mechanism_and_negotiates_fallback_as_an_issue(db, realm, negotiate_endpoint):
+    """Through the runner's own plumbing: a RelayedSession over the pypsrp adapter, inside an ExecutionContext."""
+    from changes.models import Server
+    from runner.clock import RealClock
+    from runner.context import ExecutionContext
+    from runner.sessions import RelayedSession
+    from runner.step_types import ServerInfo
+
+    server = Server.objects.create(name="EX01", fqdn="ex01.exmaint.test", auth_method="negotiate", username=SVC1,
+                                   endpoint_url=negotiate_endpoint.url_for("EX01"))
+    server.set_password(PASS1)
+    server.save()
+    realm.stop()  # no ticket: negotiate falls back to NTLM
+    try:
+        relayed = RelayedSession("EX01", [server], PypsrpSession)
+        ctx = ExecutionContext(server=ServerInfo("EX01", "ex01.exmaint.test"), sessions=lambda endpoint: relayed,
+                               clock=RealClock())
+        ctx.run("Get-Thing")
+        relayed.close()
+    finally:
+        realm.start()
+    assert ctx.commands[0].as_dict()["auth"] == "ntlm"
+    assert [issue.summary for issue in ctx.issues] == [
+        "EX01 Microsoft.Exchange: negotiate fell back to ntlm (Kerberos was not available); see check_server"]
