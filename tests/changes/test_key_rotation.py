@@ -9,7 +9,6 @@ from io import StringIO
 from pathlib import Path
 
 import pytest
-from cryptography.fernet import Fernet
 from django.core.management import CommandError, call_command
 from django.test import override_settings
 
@@ -20,7 +19,12 @@ from notifications.secrets import callback_secret_for, callback_secret_rotate
 from tests.conftest import make_user
 
 pytestmark = pytest.mark.django_db
-OLD, NEW, STRANGER = (Fernet.generate_key().decode() for _ in range(3))
+# Fixed test-only keys: parametrized ids must be the same in every pytest-xdist worker.
+OLD, NEW, STRANGER = (
+    "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=",
+    "AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=",
+    "AwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwM=",
+)
 
 
 @pytest.fixture
