@@ -160,10 +160,5 @@ def verify(expected_head: str | None = None) -> VerifyResult:
 
 
 def head() -> str:
-    return latest()[1]
-
-
-def latest() -> tuple[int, str]:
-    """The newest event's (seq, hash) — (0, GENESIS) for an empty chain. Inside the transaction that just appended
-    an event (under the chain lock), that event."""
-    return AuditEvent.objects.order_by("-seq").values_list("seq", "hash").first() or (0, GENESIS)
+    last = AuditEvent.objects.order_by("-seq").only("hash").first()
+    return last.hash if last else GENESIS

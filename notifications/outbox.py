@@ -11,8 +11,8 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from changes import audit, events
-from changes.models import Alert, Change
+from changes import events
+from changes.models import Alert, AuditEvent, Change
 from changes.queue import send_task_safely
 from changes.selectors import pause_facts, pause_open
 from changes.states import WINDOW_ENDED, State
@@ -177,7 +177,7 @@ def _on_alert(change: Change | None, alert: Alert) -> None:
 
 def _callback(change: Change, old: str, new: str, reason: str) -> None:
     # The transition's own audit event was appended just before the emit, under the chain lock: it is the head.
-    head = audit.latest()
+    head = AuditEvent.objects.order_by("-seq").values_list("seq", "hash").first() or (0, "0" * 64)
     body: dict[str, Any] = {
         "event": "change.state_changed", "change": change.number, "change_id": change.pk, "source": change.source,
         "external_ref": change.external_ref, "old_state": old, "new_state": new, "reason": reason,
