@@ -46,6 +46,13 @@ def header_text(value: Any) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
 
+def literal_header(text: str) -> str:
+    """Header text shown as typed: the mail library (and every client) decodes a literal RFC 2047 encoded word
+    (``=?charset?q?...?=``, e.g. in a title) into other text. An invisible WORD JOINER after each ``=`` of ``=?``
+    makes the library encode that word instead, so clients show the characters the ITSM sent."""
+    return text.replace("=?", "=\u2060?")
+
+
 def message_id(dedupe_key: str, uid: str = "") -> str:
     """The delivery's Message-ID, stored with the row: a digest of the change's random UID and the delivery's key,
     so it is the same on every retry and never the same on another installation."""
@@ -233,7 +240,7 @@ def build(delivery: Delivery, batch: int, recipients: list[str], *, connection: 
     sender = header_text(settings.DEFAULT_FROM_EMAIL)
     mid = batch_message_id(delivery.message_id or message_id(delivery.dedupe_key), batch)
     msg = _Message(policy=POLICY)
-    msg["Subject"] = ctx["subject"]
+    msg["Subject"] = literal_header(ctx["subject"])
     msg["From"] = sender
     msg["To"] = "undisclosed-recipients:;"
     msg["Date"] = email.utils.format_datetime(datetime.now(UTC))

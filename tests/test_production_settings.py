@@ -18,12 +18,15 @@ TEST_KEY = "dGVzdC1vbmx5LWtleS10ZXN0LW9ubHkta2V5LTMyYiE="
 
 
 def production_env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("EXMAINT_", "DJANGO_"))}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("EXMAINT_", "DJANGO_")) and k not in ("CELERY_BROKER_URL", "REDIS_URL")}
     env.update({
         "PYTHONPATH": str(ROOT), "DJANGO_SETTINGS_MODULE": "config.settings", "DEBUG": "false",
         "SECRET_KEY": "k3y-for-the-deploy-check-only_9f8e7d6c5b4a3928171615141312111009",
         "FIELD_ENCRYPTION_KEY": TEST_KEY, "ALLOWED_HOSTS": "exmaint.example.com",
         "EXMAINT_VAR_DIR": str(tmp_path / "var"), **extra,
+        # Its own database: the run's DATABASE_URL names a database that only pytest-django's test_ copy exists of.
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
     })
     return env
 
