@@ -14,6 +14,7 @@ could not be sent fixes the mails sent after it.
 from __future__ import annotations
 
 import base64
+import email.header
 import email.message
 import email.policy
 import email.utils
@@ -44,13 +45,6 @@ def header_text(value: Any) -> str:
     become single spaces (a folded header is the library's job, never the data's)."""
     text = "".join(" " if unicodedata.category(ch) in ("Cc", "Zl", "Zp") else ch for ch in str(value or ""))
     return re.sub(r"\s+", " ", text).strip()
-
-
-def literal_header(text: str) -> str:
-    """Header text shown as typed: the mail library (and every client) decodes a literal RFC 2047 encoded word
-    (``=?charset?q?...?=``, e.g. in a title) into other text. An invisible WORD JOINER after each ``=`` of ``=?``
-    makes the library encode that word instead, so clients show the characters the ITSM sent."""
-    return text.replace("=?", "=\u2060?")
 
 
 def message_id(dedupe_key: str, uid: str = "") -> str:
@@ -216,6 +210,31 @@ class _Message(email.message.EmailMessage):
         return super().as_bytes(unixfrom, policy.clone(linesep=linesep) if linesep else policy)
 
 
+class _EncodedText(str):
+    """An unstructured header value written as RFC 2047 encoded words whatever it holds. The library decodes
+    anything shaped like an encoded word when a header is set and writes ASCII text as it is, so a title holding
+    a literal ``=?utf-8?q?…?=`` would reach the reader decoded (another text than the title). Encoded here, the
+    literal survives: a reader decodes the words once and gets the text back. Words of at most 75 characters."""
+
+    name: str
+
+    def __new__(cls, name: str, text: str) -> _EncodedText:
+        value = super().__new__(cls, text)
+        value.name = name
+        return value
+
+    def fold(self, *, policy: Any) -> str:
+        # maxlinelen 76: a folded line is a space and one word, so a word has at most 75 characters (RFC 2047 2).
+        words = email.header.Header(str(self), "utf-8", header_name=self.name).encode(
+            linesep=policy.linesep, maxlinelen=76)
+        return f"{self.name}: {words}{policy.linesep}"
+
+
+def _text_header(name: str, text: str) -> str:
+    """A header value from data: as it is, unless it holds something a reader would decode as an encoded word."""
+    return _EncodedText(name, text) if "=?" in text else text
+
+
 class Mail(DjangoEmailMessage):
     """A message built once by ``build`` and handed to Django's mail backend as it is (``message()``), so sending
     goes through the configured connection and backend (SMTP, the test outbox) like any Django mail."""
@@ -240,7 +259,7 @@ def build(delivery: Delivery, batch: int, recipients: list[str], *, connection: 
     sender = header_text(settings.DEFAULT_FROM_EMAIL)
     mid = batch_message_id(delivery.message_id or message_id(delivery.dedupe_key), batch)
     msg = _Message(policy=POLICY)
-    msg["Subject"] = literal_header(ctx["subject"])
+    msg["Subject"] = _text_header("Subject", ctx["subject"])
     msg["From"] = sender
     msg["To"] = "undisclosed-recipients:;"
     msg["Date"] = email.utils.format_datetime(datetime.now(UTC))

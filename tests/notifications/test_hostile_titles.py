@@ -61,7 +61,7 @@ def test_every_e_mail_of_a_change_with_a_hostile_title_goes_out_with_one_subject
     assert len(smtp.messages) >= 3
     for received in smtp.messages:
         message = received.message
-        subject = str(message["Subject"]).replace("\u2060", "")  # compose.literal_header's invisible joiner
+        subject = str(message["Subject"])
         assert "\n" not in subject and "\r" not in subject
         assert flat(title)[:60] in flat(subject)
         # Nothing from the title became a header of its own, nor a recipient.

@@ -30,7 +30,8 @@ from .fixtures import Received, SmtpSink, create, deliveries, drain
 
 pytestmark = pytest.mark.django_db
 
-HOSTILE = 'Patch "CU15"; café, naïve \\ back\\slash, 日本語 <b>bold</b>\r\nBcc: evil@example.com\nX-Injected: 1'
+HOSTILE = ('Patch "CU15"; café, naïve \\ back\\slash, 日本語 <b>bold</b> =?utf-8?q?not-an-encoded-word?=\r\n'
+           'Bcc: evil@example.com\nX-Injected: 1')
 HOSTILE = (HOSTILE + " " + "long " * 40)[:200]
 TEAM = ("exchange-team@example.com", "helpdesk@example.com")
 ENCODED_WORD = re.compile(rb"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=")
@@ -152,6 +153,7 @@ def test_a_change_from_request_to_cancellation_with_a_hostile_title(requester, a
     assert sorted(request.received.rcpt_tos) == ["alice@example.com", "bob@example.com"]
     assert request.subject.startswith(f"[{change.number}] Approval requested: Patch \"CU15\"; café")
     assert "\r" not in request.subject and "\n" not in request.subject and "日本語" in request.subject
+    assert "<b>bold</b> =?utf-8?q?not-an-encoded-word?= Bcc:" in request.subject  # a literal, not decoded
     assert admin_url(change) in request.text and f"/api/v1/changes/{change.pk}/" in request.text
     assert "Europe/Berlin" in request.text and "UTC" in request.text
 
