@@ -16,6 +16,11 @@ import re
 from pathlib import Path
 from typing import Any
 
+import gssapi
+import spnego
+from spnego._context import GSSMech  # the mech keys pyspnego's SPNEGO proxy expects (private API)
+from spnego._spnego import NegTokenInit, unpack_token
+
 KERBEROS_ENCRYPTED = "application/HTTP-Kerberos-session-encrypted"
 SPNEGO_ENCRYPTED = "application/HTTP-SPNEGO-session-encrypted"
 
@@ -44,8 +49,6 @@ class KerberosAcceptor:
     """Accepts Kerberos (raw or inside SPNEGO) for every service principal in KEYTAB."""
 
     def __init__(self, keytab: str | Path) -> None:
-        import gssapi  # noqa: PLC0415 - only endpoints serving Kerberos need it
-
         self.keytab = Path(keytab)
         if not self.keytab.exists():
             raise FileNotFoundError(f"keytab {self.keytab} does not exist")
@@ -55,15 +58,10 @@ class KerberosAcceptor:
     def context(self, scheme: str, token: bytes) -> Any | None:
         """A new acceptor context for a handshake starting with TOKEN, or None when it is not for Kerberos/SPNEGO
         (an NTLM token: the endpoint's NTLM path takes it)."""
-        import spnego  # noqa: PLC0415
-        from spnego._context import GSSMech  # noqa: PLC0415 - the mech keys pyspnego's SPNEGO proxy expects
-
         if scheme == "kerberos" or is_kerberos_token(token):
             # _gssapi_credential: pyspnego's (private) way to hand its GSSAPI proxy an acceptor credential on Linux.
             return spnego.server(protocol="kerberos", _gssapi_credential=self._credential)
         if is_spnego_token(token):
-            from spnego._spnego import NegTokenInit, unpack_token  # noqa: PLC0415
-
             offered = unpack_token(token)
             mech_types = offered.mech_types if isinstance(offered, NegTokenInit) else []
             # pyspnego's acceptor picks the first context it is handed, whatever the initiator offered: hand it

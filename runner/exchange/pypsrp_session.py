@@ -458,7 +458,7 @@ class PypsrpSession:
         self.mechanisms[endpoint] = mechanism
         if config.ssl and config.cert_validation is False:
             # Allowed per server only; it goes into the step's issues and so into the report.
-            self.notices.append(f"{self.server_name} {endpoint.value}: TLS certificate validation is off for "
+            self._notices.append(f"{self.server_name} {endpoint.value}: TLS certificate validation is off for "
                                 f"{config.host}")
 
     def _invoke(self, entry: _Pool, endpoint: Endpoint, cmdlet: str, params: list[tuple[str, Any]]) -> CommandResult:
