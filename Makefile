@@ -7,10 +7,16 @@ PY := $(VENV)/bin/python
 PORT ?= 8000
 # Embedded defaults for local runs: DEBUG on (so no SECRET_KEY is needed), SQLite under var/, filesystem broker.
 LOCAL_ENV := DEBUG=$${DEBUG:-true}
+# pytest-xdist workers: one per core by default (each has its own test database, var/ and Celery queue).
+# `make test PYTEST_WORKERS=0` runs the suite serially in one process.
+PYTEST_WORKERS ?= auto
 
-.PHONY: demo test serve lint migrate install clean
+.PHONY: demo test serve lint migrate install clean bench-audit
 
+# As root on Debian (CI), the system packages the Kerberos libraries build against and the tests' MIT KDC are
+# installed first when missing (.ci/system-packages); elsewhere the README lists them.
 $(VENV)/.installed: pyproject.toml
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then .ci/system-packages; fi
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $@
@@ -22,10 +28,11 @@ migrate: install
 
 lint: install
 	$(PY) -m ruff check .
+	$(VENV)/bin/lint-imports --no-cache  # the arrows between the packages (pyproject.toml, docs/architecture.md)
 	DEBUG=true $(PY) manage.py makemigrations --check --dry-run > /dev/null
 
 test: lint
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist worksteal
 
 serve: migrate
 	$(LOCAL_ENV) $(PY) manage.py serve --port $(PORT)
@@ -35,6 +42,13 @@ demo: install
 	rm -rf var/demo
 	$(LOCAL_ENV) EXMAINT_VAR_DIR=var/demo $(PY) manage.py migrate --noinput -v 0
 	$(LOCAL_ENV) EXMAINT_VAR_DIR=var/demo $(PY) manage.py demo
+
+# verify_audit over a 1,000,000-event chain on PostgreSQL (started as CI does) against a lean loop; its last line is
+# `verify events=… seconds=… ratio=…`. BENCH_DATABASE_URL names the (throwaway) database it fills.
+BENCH_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/exmaint_bench
+bench-audit: install
+	bash .ci/services postgres
+	DEBUG=true DATABASE_URL=$(BENCH_DATABASE_URL) EXMAINT_VAR_DIR=var/bench $(PY) benchmarks/audit_verify.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache

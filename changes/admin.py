@@ -14,7 +14,7 @@ from django.template.response import TemplateResponse
 
 from . import services
 from .errors import DomainError
-from .models import Alert, Approval, AuditEvent, Change, FreezeWindow, Server, StepRun
+from .models import Alert, Approval, AuditEvent, Change, FreezeWindow, Pause, Server, StepRun
 from .roles import has_role
 from .states import State, TransitionNotAllowed
 
@@ -65,6 +65,18 @@ class StepRunInline(ReadOnlyInline):
     readonly_fields = fields
 
 
+class PauseInline(ReadOnlyInline):
+    """Why the engine stopped and what the operator decided: the engine's structured record, as the report reads it."""
+
+    model = Pause
+    fields = ["paused_at", "code", "step", "server", "message", "decision", "decided_by_label", "decided_at",
+              "decision_reason"]
+    readonly_fields = fields
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Pause]:
+        return super().get_queryset(request).select_related("step", "server")
+
+
 class AlertInline(ReadOnlyInline):
     model = Alert
     fields = ["kind", "message", "raised_at", "cleared_at"]
@@ -84,7 +96,7 @@ class ChangeAdmin(admin.ModelAdmin):
     search_fields = ["title", "external_ref", "requested_by"]
     date_hierarchy = "window_start"
     ordering = ["-id"]
-    inlines = [AlertInline, ApprovalInline, StepRunInline]
+    inlines = [AlertInline, PauseInline, ApprovalInline, StepRunInline]
     actions = ["approve_selected", "reject_selected"]
     readonly_fields = [
         "number_display", "source", "external_ref", "title", "description", "change_type", "risk", "impact",
@@ -180,6 +192,9 @@ class ChangeAdmin(admin.ModelAdmin):
 class ServerAdminForm(forms.ModelForm):
     password = forms.CharField(widget=forms.PasswordInput(render_value=False), required=False,
                                help_text="Write-only. Leave empty to keep the stored password.")
+    keytab = forms.FileField(required=False, label="Kerberos keytab",
+                             help_text="Write-only, stored encrypted; used instead of the password. Leave empty to "
+                                       "keep the stored one.")
 
     class Meta:
         model = Server
@@ -188,6 +203,26 @@ class ServerAdminForm(forms.ModelForm):
                   "winrm_url": "URL", "auth_method": "Authentication", "verify_tls": "Verify TLS certificate",
                   "winrm_auth_method": "Authentication", "winrm_verify_tls": "Verify TLS certificate",
                   "winrm_connection_timeout": "Connection timeout", "winrm_operation_timeout": "Operation timeout"}
+
+    def clean(self) -> dict[str, Any]:
+        """The inventory service's refusals (renaming a server that changes name, Basic in clear text) shown on the
+        form, not a 500."""
+        cleaned = super().clean()
+        if self.instance.pk:
+            stored = Server.objects.get(pk=self.instance.pk)
+            diff = {k: [getattr(stored, k), v] for k, v in cleaned.items()
+                    if k in Server.EDITABLE_FIELDS and getattr(stored, k) != v}
+            try:
+                services.server_edit_check(stored, diff)
+            except DomainError as exc:
+                raise forms.ValidationError(exc.detail) from None
+        try:
+            fields = ("name", "fqdn", "endpoint_url", "winrm_url", "auth_method", "winrm_auth_method")
+            services.server_refuse_clear_text_basic(
+                Server(**{f: cleaned.get(f, getattr(self.instance, f)) or "" for f in fields}))
+        except DomainError as exc:
+            raise forms.ValidationError(exc.detail) from None
+        return cleaned
 
 
 @admin.register(Server)
@@ -200,16 +235,36 @@ class ServerAdmin(admin.ModelAdmin):
         ("Default WinRM endpoint (services, failover cluster); empty settings follow the Exchange endpoint's", {
             "fields": ["winrm_url", "winrm_auth_method", "winrm_verify_tls", "winrm_connection_timeout",
                        "winrm_operation_timeout"]}),
-        ("Credentials", {"fields": ["username", "password"]}),
+        ("Credentials", {"fields": ["username", "password", "keytab"]}),
+        ("TLS", {"fields": ["tls_ca_bundle"]}),
     ]
-    list_display = ["name", "fqdn", "dag_name", "ad_site", "version", "auth_method", "has_password"]
+    list_display = ["name", "fqdn", "dag_name", "ad_site", "version", "auth_method", "has_password", "has_keytab",
+                    "tls_warning"]
+    actions: list = []  # runner/admin.py adds "Check the connection" (the runner does the remote I/O)
+
+    @admin.display(description="TLS")
+    def tls_warning(self, obj: Server) -> str:
+        return "; ".join(obj.tls_warnings) or "ok"
+
+    @admin.display(boolean=True, description="Keytab")
+    def has_keytab(self, obj: Server) -> bool:
+        return obj.has_keytab
+
+    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
+        form = super().get_form(request, obj, change=change, **kwargs)
+        if obj is not None:
+            for warning in obj.tls_warnings:
+                self.message_user(request, warning, messages.WARNING)
+        return form
     list_filter = ["dag_name", "ad_site", "auth_method"]
     search_fields = ["name", "fqdn"]
 
     def save_model(self, request: HttpRequest, obj: Server, form: forms.ModelForm, change: bool) -> None:
-        data = {k: v for k, v in form.cleaned_data.items() if k != "password"}
+        data = {k: v for k, v in form.cleaned_data.items() if k not in ("password", "keytab")}
         if form.cleaned_data.get("password"):
             data["password"] = form.cleaned_data["password"]
+        if form.cleaned_data.get("keytab"):
+            data["keytab"] = form.cleaned_data["keytab"].read()
         original = Server.objects.get(pk=obj.pk) if change else None
         saved = services.server_save(original, actor=request.user, data=data)
         obj.pk = saved.pk

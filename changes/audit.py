@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -49,8 +51,12 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+# The one canonical encoder: the appender and the verifier hash the same bytes.
+_canonical_encoder = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def canonical(event: dict[str, Any]) -> bytes:
-    return json.dumps(event, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return _canonical_encoder.encode(event).encode()
 
 
 def _event_body(ev: AuditEvent) -> dict[str, Any]:
@@ -127,30 +133,64 @@ class VerifyResult:
     head_found: bool | None = None
 
 
+# The hashed fields, in the order verify() reads them (then prev_hash and hash); _event_body() names the same.
+_BODY_FIELDS = ("seq", "created_at", "actor", "request_id", "action", "object_type", "object_id", "changes", "reason")
+
+
+@contextmanager
+def _snapshot() -> Iterator[None]:
+    """One consistent view of the chain and its head anchor while appends go on.
+
+    PostgreSQL: a read-only REPEATABLE READ transaction, so the events and the anchor come from one snapshot (read
+    in autocommit, an event appended between the walk and the anchor read looked like events removed from the end)
+    and the rows stream through a server-side cursor. SQLite: the settings begin every transaction IMMEDIATE, which
+    holds the single write lock, so appends wait until the walk is done."""
+    outermost = not connection.in_atomic_block  # inside a caller's transaction, its isolation level holds
+    with transaction.atomic():
+        if connection.vendor == "postgresql" and outermost:
+            with connection.cursor() as cur:
+                cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        yield
+
+
 def verify(expected_head: str | None = None) -> VerifyResult:
     """Walk the whole chain in sequence order; name the first event that does not fit.
 
     With ``expected_head``, also require that this hash is on the intact chain (an auditor checking a report).
+    Streams plain rows (no model instances) from one snapshot; memory stays flat however long the chain.
     """
+    with _snapshot():
+        return _verify_rows(
+            AuditEvent.objects.order_by("seq").values_list(*_BODY_FIELDS, "prev_hash", "hash")
+            .iterator(chunk_size=5000),
+            AuditHead.objects.filter(id=1).values_list("seq", "hash").first(), expected_head)
+
+
+def _verify_rows(rows: Iterable[tuple[Any, ...]], anchor: tuple[int, str] | None,
+                 expected_head: str | None) -> VerifyResult:
     prev = GENESIS
     count = 0
     head_found = None if expected_head is None else False
-    for ev in AuditEvent.objects.order_by("seq").iterator(chunk_size=2000):
+    sha256, dumps = hashlib.sha256, _canonical_encoder.encode
+    for seq, created_at, actor, request_id, action, object_type, object_id, changes, reason, prev_hash, digest \
+            in rows:
         count += 1
-        if ev.seq != count:
-            problem = "missing or inserted event(s)" if ev.seq > count else "duplicate sequence number"
-            return VerifyResult(False, count - 1, prev, ev.seq, f"expected seq {count}, found {ev.seq}: {problem}")
-        if ev.prev_hash != prev:
-            return VerifyResult(False, count - 1, prev, ev.seq, "prev_hash does not match the previous event's hash")
-        if compute_hash(ev.prev_hash, _event_body(ev)) != ev.hash:
-            return VerifyResult(False, count - 1, prev, ev.seq, "content does not match its hash (altered)")
-        prev = ev.hash
-        if expected_head is not None and ev.hash == expected_head:
+        if seq != count:
+            problem = "missing or inserted event(s)" if seq > count else "duplicate sequence number"
+            return VerifyResult(False, count - 1, prev, seq, f"expected seq {count}, found {seq}: {problem}")
+        if prev_hash != prev:
+            return VerifyResult(False, count - 1, prev, seq, "prev_hash does not match the previous event's hash")
+        body = {"seq": seq, "created_at": created_at.astimezone(UTC).isoformat(), "actor": actor,
+                "request_id": request_id, "action": action, "object_type": object_type, "object_id": object_id,
+                "changes": changes, "reason": reason}
+        if sha256(prev.encode() + b"\n" + dumps(body).encode()).hexdigest() != digest:
+            return VerifyResult(False, count - 1, prev, seq, "content does not match its hash (altered)")
+        prev = digest
+        if digest == expected_head:
             head_found = True
-    anchor = AuditHead.objects.filter(id=1).first()
-    if anchor is not None and (anchor.seq != count or anchor.hash != prev):
-        return VerifyResult(False, count, prev, count + 1 if anchor.seq > count else anchor.seq,
-                            f"the chain ends at #{count} but its head anchor says #{anchor.seq}: events were removed "
+    if anchor is not None and (anchor[0] != count or anchor[1] != prev):
+        return VerifyResult(False, count, prev, count + 1 if anchor[0] > count else anchor[0],
+                            f"the chain ends at #{count} but its head anchor says #{anchor[0]}: events were removed "
                             "from the end or the anchor was altered")
     result = VerifyResult(True, count, prev, head_found=head_found)
     if expected_head is not None and not head_found:

@@ -10,13 +10,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-Handler = Callable[..., None]
+Handler = Callable[..., str | None]
 _handlers: list[Handler] = []
 
 CHANGE_CREATED = "change.created"  # change
 CHANGE_UPDATED = "change.updated"  # change, diff={field: [before, after]}
 CHANGE_TRANSITION = "change.transition"  # change, old, new, actor, reason
 ALERT_RAISED = "alert.raised"  # change (or None), alert
+# client (an ApiClient), actor. A handler may return a line for the operator who created the client, shown once
+# (notifications answers with the client's callback signing secret).
+API_CLIENT_CREATED = "api_client.created"
 
 
 def register(handler: Handler) -> None:
@@ -30,6 +33,11 @@ def unregister(handler: Handler) -> None:
         _handlers.remove(handler)
 
 
-def emit(event: str, **data: Any) -> None:
+def emit(event: str, **data: Any) -> list[str]:
+    """Run every handler; return the lines they returned (None is skipped), in registration order."""
+    lines = []
     for handler in list(_handlers):
-        handler(event, **data)
+        line = handler(event, **data)
+        if line is not None:
+            lines.append(line)
+    return lines

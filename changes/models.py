@@ -1,13 +1,16 @@
 """The domain's tables. State is assigned only by changes.services; audit rows only by changes.audit."""
 from __future__ import annotations
 
+import base64
+
 from django.conf import settings
-from django.core.validators import MaxValueValidator, MinValueValidator
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models.functions import Upper
 
 from . import crypto
 from .states import State
+from .step_states import StepStatus
 
 
 class Role(models.TextChoices):
@@ -32,6 +35,14 @@ class ApiClient(models.Model):
 
 TIMEOUT_RANGE = [MinValueValidator(1), MaxValueValidator(3600)]
 
+# The one rule for server names, used by the model (so the admin's form), the API's serializers and the inventory
+# service: a NetBIOS name. Names reach PowerShell as parameters, so nothing else is allowed in.
+validate_server_name = RegexValidator(
+    r"^[A-Za-z0-9][A-Za-z0-9-]{0,14}\Z",
+    "Enter a NetBIOS server name: 1 to 15 letters, digits or hyphens, not starting with a hyphen (e.g. EX01).",
+    code="invalid_server_name",
+)
+
 
 class Server(models.Model):
     """An Exchange server in the inventory. The password is write-only: stored encrypted, never returned."""
@@ -40,7 +51,7 @@ class Server(models.Model):
     EDITABLE_FIELDS = (
         "name", "fqdn", "dag_name", "ad_site", "version", "build", "endpoint_url", "winrm_url", "auth_method",
         "verify_tls", "connection_timeout", "operation_timeout", "winrm_auth_method", "winrm_verify_tls",
-        "winrm_connection_timeout", "winrm_operation_timeout", "username",
+        "winrm_connection_timeout", "winrm_operation_timeout", "username", "tls_ca_bundle",
     )
 
     class AuthMethod(models.TextChoices):
@@ -49,7 +60,8 @@ class Server(models.Model):
         NEGOTIATE = "negotiate"
         BASIC = "basic"
 
-    name = models.CharField(max_length=15, unique=True, help_text="NetBIOS name, e.g. EX01")
+    name = models.CharField(max_length=15, unique=True, validators=[validate_server_name],
+                            help_text="NetBIOS name, e.g. EX01. Fixed once a change names the server.")
     fqdn = models.CharField(max_length=255)
     # The issue and the API say "null for a standalone server"; NULL also keeps DAG lookups free of "" matches.
     dag_name = models.CharField(max_length=64, null=True, blank=True, help_text="Empty for a standalone server.")  # noqa: DJ001
@@ -76,6 +88,13 @@ class Server(models.Model):
         null=True, blank=True, validators=TIMEOUT_RANGE, help_text="Seconds; empty: as the Exchange endpoint")
     username = models.CharField(max_length=150, blank=True)
     password_encrypted = models.TextField(blank=True, editable=False)
+    # A Kerberos keytab for the service account instead of its password (export with ktpass or ktutil), stored
+    # encrypted like the password and never returned; the runner loads it into memory only (docs/kerberos.md).
+    kerberos_keytab_encrypted = models.TextField(blank=True, editable=False)
+    tls_ca_bundle = models.CharField(
+        max_length=500, blank=True, verbose_name="TLS CA bundle",
+        help_text="PEM file of the CAs that sign this server's certificates; empty: EXMAINT_TLS_CA_BUNDLE, else the "
+                  "system store")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -103,6 +122,27 @@ class Server(models.Model):
 
     def get_password(self) -> str:
         return crypto.decrypt(self.password_encrypted) if self.password_encrypted else ""
+
+    @property
+    def has_keytab(self) -> bool:
+        return bool(self.kerberos_keytab_encrypted)
+
+    def set_keytab(self, raw: bytes | None) -> None:
+        self.kerberos_keytab_encrypted = crypto.encrypt(base64.b64encode(raw).decode()) if raw else ""
+
+    def get_keytab(self) -> bytes | None:
+        return base64.b64decode(crypto.decrypt(self.kerberos_keytab_encrypted)) if self.has_keytab else None
+
+    @property
+    def tls_warnings(self) -> list[str]:
+        """Endpoints reached over https without checking the certificate: shown in the admin, the API, reports."""
+        warnings = []
+        if self.verify_tls is False and self.effective_endpoint_url.startswith("https:"):
+            warnings.append(f"{self.name}: TLS certificate validation is off for the Exchange endpoint")
+        winrm_verify = self.verify_tls if self.winrm_verify_tls is None else self.winrm_verify_tls
+        if winrm_verify is False and self.effective_winrm_url.startswith("https:"):
+            warnings.append(f"{self.name}: TLS certificate validation is off for the WinRM endpoint")
+        return warnings
 
 
 class Change(models.Model):
@@ -221,13 +261,9 @@ class StepRun(models.Model):
         EXIT = "exit"
         VERIFY = "verify"
 
-    class Status(models.TextChoices):
-        PENDING = "pending"
-        RUNNING = "running"
-        PASSED = "passed"
-        SKIPPED = "skipped"
-        FAILED = "failed"
-        ROLLED_BACK = "rolled_back"
+    # The lifecycle is data in step_states.py; only the engine and the operator's decision move it, through
+    # step_next().
+    Status = StepStatus
 
     # A change's current step, for live progress: the one running, or the failed one awaiting a decision.
     CURRENT_STATUSES = (Status.RUNNING, Status.FAILED)
@@ -262,6 +298,65 @@ class StepRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.order}. {self.phase}/{self.name}"
+
+
+class Pause(models.Model):
+    """One stop of a window for an operator, and the operator's answer: the engine → report contract.
+
+    Written by ``changes.run_services.change_pause`` (the engine) and ``change_resume`` (the decision), each in the
+    transaction of its state change; the report, the admin and the notifications read these fields, never the prose
+    of an audit reason. Shape:
+
+    - ``code`` (``Pause.Reason``) why the engine stopped; ``step`` and ``server`` where (either may be empty: a plan
+      that cannot be built has no step);
+    - ``message`` the sentence people read (the same text is the transition's audit reason and the alert);
+    - ``evidence`` the failing attempt's structured findings (JSON, as the step raised them; ``{}`` when none): a
+      retried step's row keeps only its last attempt, this keeps what the operator decided on;
+    - ``paused_seq`` / ``decided_seq`` the audit events of the pause and of the decision, so a report built to an
+      older audit head leaves later pauses and decisions out;
+    - ``decision`` (``Pause.Decision``), ``decided_by`` (a user; ``decided_by_label`` is the actor as the audit trail
+      names it), ``decided_at`` and ``decision_reason``: empty until an operator answers.
+    """
+
+    class Reason(models.TextChoices):
+        STEP_FAILED = "step_failed", "A step's check failed"
+        GATE_REFUSED = "gate_refused", "A pre-check refused the window"
+        UNREACHABLE = "unreachable", "The server could not be reached"
+        REMOTING_FAILED = "remoting_failed", "The server answered but remoting failed"
+        HALF_DONE = "half_done", "A step was found half-done after a worker crash"
+        HOLD_OVERDUE = "hold_overdue", "A step held past its time"
+        INTERNAL_ERROR = "internal_error", "A step raised an unexpected error"
+        PLAN_UNAVAILABLE = "plan_unavailable", "The plan cannot be built or lost the step"
+        UNRESOLVED_FAILURE = "unresolved_failure", "A failed step awaits a decision"
+        UNRECORDED = "unrecorded", "Paused without a recorded reason"
+
+    class Decision(models.TextChoices):
+        RETRY = "retry"
+        SKIP = "skip"
+        ABORT = "abort"
+
+    change = models.ForeignKey(Change, on_delete=models.PROTECT, related_name="pauses")
+    code = models.CharField(max_length=24, choices=Reason.choices)
+    step = models.ForeignKey(StepRun, on_delete=models.PROTECT, null=True, blank=True, related_name="pauses")
+    server = models.ForeignKey(Server, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    message = models.TextField(blank=True)
+    evidence = models.JSONField(default=dict, blank=True)
+    paused_at = models.DateTimeField()
+    paused_seq = models.PositiveBigIntegerField(null=True, blank=True)
+    decision = models.CharField(max_length=10, choices=Decision.choices, blank=True)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    decided_by_label = models.CharField(max_length=160, blank=True)
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decided_seq = models.PositiveBigIntegerField(null=True, blank=True)
+    decision_reason = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["change", "paused_seq", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.change.number} paused: {self.code}"
 
 
 class WindowRun(models.Model):
@@ -300,6 +395,7 @@ class Alert(models.Model):
         PAUSED = "paused", "Window paused for an operator"
         PRECHECK_BLOCKED = "precheck_blocked", "A pre-check blocked the window"
         NOT_STARTED = "not_started", "The window could not start"
+        NOTIFICATION_FAILED = "notification_failed", "A notification could not be sent"
 
     kind = models.CharField(max_length=24, choices=Kind.choices)
     change = models.ForeignKey(Change, on_delete=models.PROTECT, null=True, blank=True, related_name="alerts")

@@ -11,13 +11,22 @@ from django.utils import timezone
 
 from . import audit, events
 from .errors import InvalidRequest, StateConflict
-from .models import Alert, Change, Role, Server, StepRun, WindowRun
+from .models import Alert, AuditEvent, Change, Pause, Role, Server, StepRun, WindowRun
 from .queue import enqueue_run
 from .roles import require_role
-from .services import _fingerprint, _lock_schedule, _move, _valid_approvers, check_schedule
+from .selectors import pause_open
+from .services import _fingerprint, _lock_schedule, _move, _valid_approvers, change_transition, check_schedule
 from .states import State, TransitionNotAllowed
+from .step_states import StepEvent, step_next
 
 log = logging.getLogger(__name__)
+
+
+def _last_transition_seq(change: Change) -> int | None:
+    """The seq of the change's newest transition event (the caller's transaction just appended it)."""
+    return (AuditEvent.objects.filter(object_type="change", object_id=str(change.pk), action="change.transition")
+            .order_by("-seq").values_list("seq", flat=True).first())
+
 
 def change_start(change: Change, *, actor: Any, plan: str | None = None, options: dict | None = None) -> Change:
     """Start a scheduled window (the scheduler at window_start, or an operator once the window has opened).
@@ -74,15 +83,15 @@ def change_resume(change: Change, *, actor: Any, action: str, reason: str) -> Ch
                                 step=step.key)
         if step is not None:
             step.decision, step.decided_by, step.resolution = action, actor, reason
-            if action == "skip":
-                step.status = StepRun.Status.SKIPPED
-            elif action == "retry":
-                step.status = StepRun.Status.PENDING
+            if action in ("skip", "retry"):  # an abort leaves the step failed: the exit path runs instead
+                step.status = step_next(step.status, StepEvent.OPERATOR_SKIP if action == "skip" else StepEvent.RETRY)
             step.save(update_fields=["decision", "decided_by", "resolution", "status"])
         if action == "abort":
             WindowRun.objects.filter(change=change).update(aborting=True)
-        audit.append(actor=actor, action=f"window.{action}", obj=change, reason=reason,
-                     changes={"step": [None, step.key if step else None]})
+        event = audit.append(actor=actor, action=f"window.{action}", obj=change, reason=reason,
+                             changes={"step": [None, step.key if step else None]})
+        _record_decision(change, step, actor=actor, action=action, reason=reason, seq=event.seq,
+                         at=event.created_at)
         Alert.objects.filter(
             change=change, kind__in=[Alert.Kind.PAUSED, Alert.Kind.UNREACHABLE, Alert.Kind.PRECHECK_BLOCKED],
             cleared_at__isnull=True,
@@ -90,6 +99,41 @@ def change_resume(change: Change, *, actor: Any, action: str, reason: str) -> Ch
         _move(change, State.RUNNING, actor=actor, reason=f"operator decision: {action}")
         enqueue_run(change.pk)
     return change
+
+
+def _record_decision(change: Change, step: StepRun | None, *, actor: Any, action: str, reason: str, seq: int,
+                     at: Any) -> Pause:
+    """The decision answers the change's open pause. A pause the engine did not record (a change paused by hand)
+    gets its row now, dated by the decision, so every decision has one."""
+    pause = pause_open(change)
+    if pause is None:
+        pause = Pause(change=change, code=Pause.Reason.UNRECORDED, step=step,
+                      server_id=step.server_id if step is not None else None, paused_at=at, paused_seq=seq)
+    pause.decision, pause.decision_reason, pause.decided_at, pause.decided_seq = action, reason, at, seq
+    pause.decided_by = actor if not isinstance(actor, str) else None
+    pause.decided_by_label = audit.actor_label(actor)
+    pause.save()
+    return pause
+
+
+def change_pause(change_id: int, *, actor: Any, code: str, message: str, step: StepRun | None = None,
+                 server: Server | None = None, evidence: dict[str, Any] | None = None,
+                 alert_kind: str = Alert.Kind.PAUSED) -> Pause:
+    """The engine stops a running window for an operator: the transition (``message`` is its audit reason), the
+    structured record of why (``Pause``; ``code`` is a ``Pause.Reason``) and the operator alert, in one transaction.
+    Raises TransitionNotAllowed / StateConflict when the change is not running."""
+    if code not in Pause.Reason.values:
+        raise InvalidRequest(f"unknown pause reason {code!r}", field="code")
+    server = server or (step.server if step is not None and step.server_id else None)
+    with transaction.atomic():
+        # The row first: the transition's listeners (the ITSM callback) read it in this transaction.
+        pause = Pause.objects.create(change_id=change_id, code=code, step=step, server=server, message=message,
+                                     evidence=evidence or {}, paused_at=timezone.now())
+        change = change_transition(change_id, State.PAUSED, actor=actor, reason=message[:1000])
+        pause.paused_seq = _last_transition_seq(change)
+        pause.save(update_fields=["paused_seq"])
+        alert_raise(alert_kind, f"{change.number}: {message}", actor=actor, change=change, server=server)
+    return pause
 
 
 def change_work_done(change: Change, *, actor: Any, notes: str) -> Change:

@@ -5,7 +5,7 @@ from typing import Any
 
 from django.db.models import Count, Prefetch, Q, QuerySet
 
-from .models import Approval, AuditEvent, Change, Role, Server
+from .models import Approval, AuditEvent, Change, Pause, Role, Server
 from .roles import has_role, source_of
 
 
@@ -34,3 +34,16 @@ def change_list(user: Any) -> QuerySet[Change]:
 def audit_events_for(change: Change) -> QuerySet[AuditEvent]:
     """The change's own events plus those of its approvals, in chain order."""
     return AuditEvent.objects.filter(object_type="change", object_id=str(change.pk)).order_by("seq")
+
+
+def pause_open(change: Change | int) -> Pause | None:
+    """The change's pause still waiting for an operator's decision (the newest), or None."""
+    change_id = change if isinstance(change, int) else change.pk
+    return (Pause.objects.filter(change_id=change_id, decided_seq__isnull=True).select_related("step", "server")
+            .order_by("-paused_seq", "-id").first())
+
+
+def pause_facts(pause: Pause) -> dict[str, Any]:
+    """A pause as plain data for the notifications (the ITSM callback, the operator alert)."""
+    return {"code": pause.code, "title": pause.get_code_display(), "step": pause.step.key if pause.step else "",
+            "step_order": pause.step.order if pause.step else None, "server": pause.server.name if pause.server else ""}

@@ -3,10 +3,13 @@ same transaction and queues follow-up work on commit. Only this module assigns C
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
+from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -156,8 +159,13 @@ def change_create(*, actor: Any, data: dict[str, Any]) -> tuple[Change, bool]:
     Standard changes are pre-approved and go straight to ``scheduled``.
     """
     require_role(actor, Role.REQUESTER, to="create changes")
+    # A change belongs to the source (ITSM) that posted it: its references, replays and edits are that source's.
+    # An identity without a source would otherwise post under any source's name and squat its references.
     own_source = source_of(actor)
-    if own_source and data["source"] != own_source:
+    if not own_source:
+        raise NotPermitted("only an API client registered for a source system may post changes; this identity has "
+                           "none (create_api_client NAME --role requester --source SOURCE)")
+    if data["source"] != own_source:
         raise NotPermitted(f"this client posts changes for source '{own_source}', not '{data['source']}'")
     digest = _digest(data)
     existing = Change.objects.filter(source=data["source"], external_ref=data["external_ref"]).first()
@@ -372,6 +380,22 @@ def _require_owner_or(actor: Any, change: Change, *roles: str, to: str) -> None:
 _SERVER_FIELDS = Server.EDITABLE_FIELDS
 
 
+def server_edit_check(server: Server, diff: dict[str, Any]) -> None:
+    """Refuse edits that would rewrite what changes recorded. Called by server_save and by the admin's form (so the
+    admin shows the message on the form rather than failing on save). ``diff`` maps field -> [stored, new]."""
+    name = diff["name"][0] if "name" in diff else server.name
+    if "name" in diff and server.pk and Change.objects.filter(servers=server.pk).exists():
+        numbers = ", ".join(c.number for c in Change.objects.filter(servers=server.pk).order_by("-id")[:5])
+        raise StateConflict(f"{name} cannot be renamed: changes name it ({numbers}) and their approvals, "
+                            "reports and audit trail refer to it by this name. Add the new name as a new server.")
+    if "dag_name" in diff and server.pk:
+        open_changes = Change.objects.filter(servers=server.pk).exclude(state__in=TERMINAL | WINDOW_ENDED)
+        if open_changes.exists():
+            numbers = ", ".join(c.number for c in open_changes[:5])
+            raise StateConflict(f"{name}'s DAG cannot change while changes name it ({numbers}): "
+                                "their approvals and conflict checks depend on it")
+
+
 def server_save(server: Server | None, *, actor: Any, data: dict[str, Any]) -> Server:
     """Create or edit an inventory entry (operators). The password is write-only: the audit notes that it changed,
     never its value."""
@@ -383,23 +407,44 @@ def server_save(server: Server | None, *, actor: Any, data: dict[str, Any]) -> S
         if key in data and getattr(server, key) != data[key]:
             diff[key] = [None if created else getattr(server, key), data[key]]
             setattr(server, key, data[key])
-    if not created and {"name", "dag_name"} & set(diff):
-        open_changes = server.changes.exclude(state__in=TERMINAL | WINDOW_ENDED)
-        if open_changes.exists():
-            numbers = ", ".join(c.number for c in open_changes[:5])
-            raise StateConflict(f"{server.name}'s name or DAG cannot change while changes name it ({numbers}): "
-                                "their approvals and conflict checks depend on it")
+    if not created:
+        server_edit_check(server, diff)
     if "name" in diff and Server.objects.filter(name__iexact=server.name).exclude(pk=server.pk).exists():
         raise StateConflict(f"a server named {server.name} already exists (names are compared without case)")
+    server_refuse_clear_text_basic(server)
     if "password" in data:
         server.set_password(data["password"])
         diff["password"] = ["***", "***"]
+    if "keytab" in data:
+        server.set_keytab(data["keytab"] or None)
+        diff["keytab"] = ["***", "***"]
     if not diff and not created:
         return server
     with transaction.atomic():
         server.save()
         audit.append(actor=actor, action="server.created" if created else "server.updated", obj=server, changes=diff)
     return server
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return host.lower() == "localhost" or ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def server_refuse_clear_text_basic(server: Server) -> None:
+    """Basic authentication cannot encrypt WinRM messages: over plain http the password and every command would
+    cross the network readable. Refused at registration, except on loopback (an SSH tunnel, the simulator) or when
+    EXMAINT_ALLOW_UNENCRYPTED_BASIC says the link is trusted. Raises InvalidRequest."""
+    if settings.EXMAINT["ALLOW_UNENCRYPTED_BASIC"]:
+        return
+    for label, auth, url in (("Exchange", server.auth_method, server.effective_endpoint_url),
+                             ("WinRM", server.winrm_auth_method or server.auth_method, server.effective_winrm_url)):
+        parts = urlsplit(url)
+        if auth == Server.AuthMethod.BASIC and parts.scheme == "http" and not _is_loopback(parts.hostname or ""):
+            raise InvalidRequest(f"{server.name}: basic authentication over plain http to {parts.hostname} ({label} "
+                                 "endpoint) would send the password in clear text; use https or Kerberos")
 
 
 def server_delete(server: Server, *, actor: Any) -> None:

@@ -10,7 +10,6 @@ class State(models.TextChoices):
     RUNNING = "running", "Running"
     PAUSED = "paused", "Paused"
     COMPLETED = "completed", "Completed"
-    FAILED = "failed", "Failed"
     ABORTED = "aborted", "Aborted"
     REJECTED = "rejected", "Rejected"
     CANCELLED = "cancelled", "Cancelled"
@@ -21,11 +20,13 @@ TRANSITIONS: dict[State, frozenset[State]] = {
     State.AWAITING_APPROVAL: frozenset({State.SCHEDULED, State.REJECTED, State.CANCELLED}),
     # An edit of servers, plan or window voids the approvals and sends a scheduled change back for approval.
     State.SCHEDULED: frozenset({State.RUNNING, State.AWAITING_APPROVAL, State.CANCELLED}),
-    State.RUNNING: frozenset({State.PAUSED, State.COMPLETED, State.FAILED, State.ABORTED}),
-    State.PAUSED: frozenset({State.RUNNING, State.ABORTED, State.FAILED}),
+    # A window ends completed (every step done) or aborted (the operator's abort: the exit path ran). There is no
+    # "failed" end: a step that fails pauses the window for an operator, and a server must not be left in
+    # maintenance by the engine giving up — an exit that keeps failing stays paused (and the watchdog alerts).
+    State.RUNNING: frozenset({State.PAUSED, State.COMPLETED, State.ABORTED}),
+    State.PAUSED: frozenset({State.RUNNING, State.ABORTED}),
     # Finished windows are closed by the post-implementation review, which sets the close code.
     State.COMPLETED: frozenset({State.CLOSED}),
-    State.FAILED: frozenset({State.CLOSED}),
     State.ABORTED: frozenset({State.CLOSED}),
     State.REJECTED: frozenset(),
     State.CANCELLED: frozenset(),
@@ -37,7 +38,7 @@ HOLDS_SERVERS = frozenset({State.SCHEDULED, State.RUNNING, State.PAUSED})
 # The runner is (or may be) acting on the server.
 ACTIVE = frozenset({State.RUNNING, State.PAUSED})
 # The window has ended; a report can be built.
-WINDOW_ENDED = frozenset({State.COMPLETED, State.FAILED, State.ABORTED})
+WINDOW_ENDED = frozenset({State.COMPLETED, State.ABORTED})
 TERMINAL = frozenset(s for s, nxt in TRANSITIONS.items() if not nxt)
 # Fields whose change voids approvals: what an approver actually approved.
 EDITABLE = frozenset({State.AWAITING_APPROVAL, State.SCHEDULED})

@@ -1,6 +1,8 @@
 """Settings, all from environment variables (see .env.example). Bad values fail at start-up."""
 from __future__ import annotations
 
+import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -20,18 +22,20 @@ if not SECRET_KEY:
     SECRET_KEY = "insecure-dev-only-key-do-not-use-in-production"  # noqa: S105 - DEBUG only
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
 
-# Key for the encrypted inventory passwords (Fernet, urlsafe base64 of 32 bytes). In DEBUG a key derived from
-# SECRET_KEY keeps the embedded defaults working; production must set its own.
+# Key(s) for the secrets stored encrypted (Fernet, urlsafe base64 of 32 bytes; a comma list, newest first, while
+# rotating). In DEBUG a key derived from SECRET_KEY keeps the embedded defaults working; production sets its own.
 FIELD_ENCRYPTION_KEY = env_secret("FIELD_ENCRYPTION_KEY")
 if not FIELD_ENCRYPTION_KEY and not DEBUG:
     raise ImproperlyConfigured("FIELD_ENCRYPTION_KEY is required when DEBUG is off")
 if FIELD_ENCRYPTION_KEY:
-    from cryptography.fernet import Fernet
+    # A comma-separated list, newest first, during a key rotation (see changes/crypto.py and rotate_secrets).
+    from changes.crypto import parse_keys
 
     try:
-        Fernet(FIELD_ENCRYPTION_KEY.encode())
-    except ValueError:
-        raise ImproperlyConfigured("FIELD_ENCRYPTION_KEY is not a Fernet key (32 url-safe base64 bytes)") from None
+        if not parse_keys(FIELD_ENCRYPTION_KEY):
+            raise ValueError("no key given")
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"FIELD_ENCRYPTION_KEY: {exc}") from None
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -43,7 +47,9 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "django_filters",
+    "axes",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's files served by us: the docs page works offline
     "changes",
     "runner",
     "reports",
@@ -53,13 +59,20 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "changes.api.middleware.RequestIdMiddleware",
+    "changes.api.middleware.BodySizeLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Static files (the admin's CSS, Swagger UI) straight from gunicorn: no separate web server needed.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Before CommonMiddleware, whose APPEND_SLASH would otherwise redirect (or fail) API URLs lacking the slash.
+    "changes.api.middleware.ApiErrorsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes requires: turns a lockout into its answer (changes.api.throttling.lockout_response).
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -102,6 +115,39 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-exmaint.sqlite3")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# --- Sign-in throttling and HTTPS ---------------------------------------------------------------------------------
+# django-axes counts failed admin logins (its backend, first) and failed API tokens (changes.api.authentication).
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = env_int("EXMAINT_LOGIN_FAILURE_LIMIT", 5, minimum=1, maximum=1000)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("EXMAINT_LOGIN_COOLOFF_MINUTES", 15, minimum=1, maximum=24 * 60))
+# Per user name and address: a password guesser is stopped without letting anyone lock a colleague out from
+# elsewhere. API tokens all count under one pseudo-user, so their failures are per client address.
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "changes.api.throttling.client_ip"
+AXES_LOCKOUT_CALLABLE = "changes.api.throttling.lockout_response"
+AXES_VERBOSE = False
+# Reverse proxies in front of the service whose X-Forwarded-For is trusted (0: use the connection's address).
+EXMAINT_PROXY_COUNT = env_int("EXMAINT_PROXY_COUNT", 0, minimum=0, maximum=5)
+
+# Production behind an HTTPS reverse proxy (which sets X-Forwarded-Proto): `manage.py check --deploy` is clean.
+HTTPS = env_bool("EXMAINT_HTTPS", False)
+if HTTPS:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = True
+    # Load balancers and compose probe the health check over plain HTTP inside the network.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = env_int("EXMAINT_HSTS_SECONDS", 31536000, minimum=3600, maximum=63072000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("EXMAINT_HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = env_bool("EXMAINT_HSTS_PRELOAD", False)
+    if not SECURE_HSTS_PRELOAD:
+        # Preloading commits the whole parent domain to HTTPS in every browser: the organisation's decision, not
+        # this service's, so --deploy's reminder (W021) is silenced unless EXMAINT_HSTS_PRELOAD=true.
+        SILENCED_SYSTEM_CHECKS = ["security.W021"]
+SESSION_COOKIE_HTTPONLY = True
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
 ]
@@ -110,7 +156,13 @@ TIME_ZONE = env_str("TIME_ZONE", "UTC")
 USE_I18N = False
 USE_TZ = True
 STATIC_URL = "static/"
-STATIC_ROOT = VAR_DIR / "static"
+# Filled by `manage.py collectstatic` (docker-compose's web command, `make serve`); WhiteNoise serves it, compressed.
+# Not the manifest storage: it would make every page fail until collectstatic has run.
+STATIC_ROOT = Path(env_str("EXMAINT_STATIC_ROOT", str(VAR_DIR / "static")))
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
 
 # --- Celery -------------------------------------------------------------------------------------------------------
 # The embedded default is kombu's filesystem transport: no broker server needed.
@@ -164,6 +216,12 @@ EXMAINT = {
     "WATCHDOG_GRACE_MINUTES": env_int("EXMAINT_WATCHDOG_GRACE_MINUTES", 30, minimum=0, maximum=1440),
     "EXIT_RETRY_ATTEMPTS": env_int("EXMAINT_EXIT_RETRY_ATTEMPTS", 4, minimum=1, maximum=20),
     "ALLOW_UNENCRYPTED_BASIC": env_bool("EXMAINT_ALLOW_UNENCRYPTED_BASIC", False),
+    # Kerberos: the realm appended to bare user names (empty: krb5.conf's default_realm) and a krb5.conf other than
+    # /etc/krb5.conf (exported as KRB5_CONFIG, which libkrb5 reads). TLS: the CA bundle for https endpoints (empty:
+    # the operating system's store); a server's own tls_ca_bundle wins.
+    "KERBEROS_REALM": env_str("EXMAINT_KERBEROS_REALM", "") or "",
+    "KRB5_CONFIG": env_str("EXMAINT_KRB5_CONFIG", "") or "",
+    "TLS_CA_BUNDLE": env_str("EXMAINT_TLS_CA_BUNDLE", "") or "",
     "RUNNER_CLOCK": env_str("EXMAINT_RUNNER_CLOCK", "real"),  # "real" | "scaled:<speed>" (demo)
 }
 if EXMAINT["BUSINESS_HOURS_END"] <= EXMAINT["BUSINESS_HOURS_START"]:
@@ -207,6 +265,7 @@ EXMAINT_NOTIFICATIONS = {
     "CALLBACK_ALLOWED_NETWORKS": env_list("EXMAINT_CALLBACK_ALLOWED_NETWORKS", []),
     "MAILBOX_LIMIT": env_int("EXMAINT_NOTIFY_MAILBOX_LIMIT", 5000, minimum=1, maximum=100000),
     "MAILBOX_PAGE_SIZE": env_int("EXMAINT_NOTIFY_MAILBOX_PAGE_SIZE", 200, minimum=1, maximum=5000),
+    "CALENDAR_PAST_DAYS": env_int("EXMAINT_CALENDAR_PAST_DAYS", 30, minimum=0, maximum=3650),
 }
 try:
     import ipaddress as _ipaddress
@@ -218,6 +277,13 @@ try:
         _ipaddress.ip_network(_net, strict=False)
 except ValueError as exc:
     raise ImproperlyConfigured(f"notification settings: {exc}") from None
+if EXMAINT["KRB5_CONFIG"]:
+    if not Path(EXMAINT["KRB5_CONFIG"]).is_file():
+        raise ImproperlyConfigured(f"EXMAINT_KRB5_CONFIG={EXMAINT['KRB5_CONFIG']!r} is not a file")
+    os.environ["KRB5_CONFIG"] = EXMAINT["KRB5_CONFIG"]
+if EXMAINT["TLS_CA_BUNDLE"] and not Path(EXMAINT["TLS_CA_BUNDLE"]).is_file():
+    raise ImproperlyConfigured(f"EXMAINT_TLS_CA_BUNDLE={EXMAINT['TLS_CA_BUNDLE']!r} is not a file")
+
 if EXMAINT_NOTIFICATIONS["LEASE_SECONDS"] <= 2 * EMAIL_TIMEOUT:
     # A live worker blocked in SMTP must never lose its lease to a second worker (that could send a batch twice).
     raise ImproperlyConfigured("EXMAINT_NOTIFY_LEASE_SECONDS must be more than twice EMAIL_TIMEOUT")
@@ -229,18 +295,21 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "DEFAULT_PAGINATION_CLASS": "changes.api.pagination.LimitOffsetOrPageSize",
     "PAGE_SIZE": env_int("EXMAINT_PAGE_SIZE", 50, minimum=1, maximum=1000),
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "changes.api.errors.exception_handler",
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["changes.api.parsers.SafeJSONParser"],
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "exmaint API",
     "DESCRIPTION": "Change-managed maintenance windows for Microsoft Exchange Server.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     # risk and impact share one choice set; so do the two endpoints' auth methods.
     "ENUM_NAME_OVERRIDES": {"LevelEnum": "changes.models.Change.Level",

@@ -6,12 +6,14 @@ from django.urls import include, path
 from changes.api.views import healthz
 from reports.api import change_report
 from runner.api import DryRunView
+from runner.check_api import ServerCheckView
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     # Before the changes router, which would otherwise own every /changes/<id>/… path.
     path("api/v1/changes/<int:pk>/dry-run/", DryRunView.as_view(), name="change-dry-run"),
     path("api/v1/changes/<int:pk>/report/", change_report, name="change-report"),
+    path("api/v1/servers/<int:pk>/check/", ServerCheckView.as_view(), name="server-check"),
     # Before the changes router: /changes/<id>/deliveries/ and the calendar feed.
     path("api/v1/", include("notifications.urls")),
     path("api/v1/", include("changes.api.urls")),

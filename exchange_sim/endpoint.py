@@ -16,6 +16,7 @@ import binascii
 import contextlib
 import logging
 import socket
+import ssl
 import threading
 import time
 import uuid
@@ -27,7 +28,7 @@ from xml.etree import ElementTree as ET
 
 import spnego
 
-from exchange_sim import ntlm, wsman
+from exchange_sim import kerberos, ntlm, wsman
 from exchange_sim.objects import SimResult
 from exchange_sim.psrp_server import Shell
 
@@ -116,6 +117,9 @@ class EndpointState:
         self.lock = threading.Lock()
         self.failures: list[_Failure] = []
         self.port = 0
+        self.kerberos: kerberos.KerberosAcceptor | None = None  # set when serving Kerberos with a keytab
+        self.scheme = "http"
+        self.mechanisms: Counter = Counter()  # handshakes completed, by mechanism (kerberos, ntlm, basic)
 
     # -- lookups --------------------------------------------------------------------------------------------------
 
@@ -179,7 +183,7 @@ class RunningEndpoint:
     def url_for(self, server: str, endpoint: str = EXCHANGE) -> str:
         """The URL a client uses for SERVER's Exchange (``/PowerShell``) or default (``/wsman``) endpoint."""
         suffix = "PowerShell" if endpoint == EXCHANGE else "wsman"
-        return f"http://{self.host}:{self.port}/{server}/{suffix}"
+        return f"{self.state.scheme}://{self.host}:{self.port}/{server}/{suffix}"
 
     def path_for(self, server: str, endpoint: str = EXCHANGE) -> str:
         """The ``path`` argument for ``pypsrp.wsman.WSMan`` (no leading slash: pypsrp adds it)."""
@@ -250,6 +254,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._spnego: Any = None  # the connection's acceptor context once NTLM/Negotiate completed
         self._spnego_user = ""
         self._pending: Any = None  # a handshake in progress on this connection
+        self._scheme = "Negotiate"  # the scheme the connection authenticated with, echoed with the final token
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s - %s", self.address_string(), format % args)
@@ -280,7 +285,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._challenge(state, exc)
             return
 
-        encrypted = self.headers.get("Content-Type", "").startswith("multipart/encrypted")
+        content_type = self.headers.get("Content-Type", "")
+        encrypted = content_type.startswith("multipart/encrypted")
         if encrypted:
             body = ntlm.unwrap(self._spnego, body)
         if not body:
@@ -290,7 +296,9 @@ class _Handler(BaseHTTPRequestHandler):
 
         status, response = _dispatch(state, server, configuration, user, body, self.client_address[0])
         if encrypted:
-            self._send(status, ntlm.wrap(self._spnego, response), ntlm.ENCRYPTED_CONTENT_TYPE, server_token)
+            protocol = kerberos.encrypted_protocol(content_type)
+            self._send(status, ntlm.wrap(self._spnego, response, protocol),
+                       f'multipart/encrypted;protocol="{protocol}";boundary="Encrypted Boundary"', server_token)
         else:
             self._send(status, response, "application/soap+xml;charset=UTF-8", server_token)
 
@@ -316,8 +324,15 @@ class _Handler(BaseHTTPRequestHandler):
                 with state.lock:
                     state.stats.auth_failures += 1
                 raise _Unauthorized()
+            with state.lock:
+                state.mechanisms["basic"] += 1
             return user, None
-        if scheme in ("negotiate", "ntlm") and ("negotiate" in state.auth or "ntlm" in state.auth):
+        offered = {
+            "negotiate": "negotiate" in state.auth,
+            "ntlm": "ntlm" in state.auth or "negotiate" in state.auth,
+            "kerberos": state.kerberos is not None and ("kerberos" in state.auth or "negotiate" in state.auth),
+        }
+        if offered.get(scheme):
             return self._negotiate(state, scheme, value)
         if not header and self._spnego is not None:
             return self._spnego_user, None
@@ -331,22 +346,26 @@ class _Handler(BaseHTTPRequestHandler):
         context = self._pending
         if context is None or _is_first_token(token):
             # NTLM/SPNEGO authenticate the TCP connection: a first token starts a new handshake on it.
-            context = spnego.server(
+            context = state.kerberos.context(scheme, token) if state.kerberos is not None else None
+            if context is None and scheme == "kerberos":
+                raise _Unauthorized(scheme="Kerberos")
+            context = context or spnego.server(
                 protocol="ntlm" if scheme == "ntlm" else "negotiate",
                 options=spnego.NegotiateOptions.wrapping_winrm,
             )
+            self._scheme = {"ntlm": "NTLM", "kerberos": "Kerberos"}.get(scheme, "Negotiate")
             self._pending = context
             self._spnego = None
         try:
             out_token = context.step(token)
         except Exception as exc:  # any spnego failure is a wrong credential to the client
-            log.debug("NTLM authentication failed: %s", exc)
+            log.debug("%s authentication failed: %s", scheme, exc)
             self._pending = None
             with state.lock:
                 state.stats.auth_failures += 1
             raise _Unauthorized(scheme=scheme.capitalize()) from None
         if not context.complete:
-            raise _Unauthorized(out_token, scheme="Negotiate" if scheme == "negotiate" else "NTLM")
+            raise _Unauthorized(out_token, scheme=self._scheme)
         self._pending = None
         principal = (context.client_principal or "").split("\\")[-1].split("@")[0]
         user = next((u for u in state.users if u.lower() == principal.lower()), None)
@@ -356,6 +375,8 @@ class _Handler(BaseHTTPRequestHandler):
                 state.stats.auth_failures += 1
             raise _Unauthorized(scheme=scheme.capitalize())
         self._spnego, self._spnego_user = context, user
+        with state.lock:
+            state.mechanisms[context.negotiated_protocol or scheme] += 1
         return user, out_token
 
     def _challenge(self, state: EndpointState, exc: _Unauthorized) -> None:
@@ -365,6 +386,9 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             if "negotiate" in state.auth:
                 self.send_header("WWW-Authenticate", "Negotiate")
+            if "kerberos" in state.auth and "negotiate" not in state.auth:
+                # pypsrp takes the first of Negotiate/Kerberos/NTLM it finds; Kerberos only when offered alone.
+                self.send_header("WWW-Authenticate", "Kerberos")
             if "ntlm" in state.auth:
                 self.send_header("WWW-Authenticate", "NTLM")
             if "basic" in state.auth:
@@ -377,7 +401,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         if token:
-            self.send_header("WWW-Authenticate", f"Negotiate {base64.b64encode(token).decode()}")
+            self.send_header("WWW-Authenticate", f"{self._scheme} {base64.b64encode(token).decode()}")
         self.end_headers()
         self.wfile.write(body)
 
@@ -455,7 +479,7 @@ def _create(state: EndpointState, req: wsman.Request, server: str, configuration
             with state.lock:
                 state.shells.pop(shell_id, None)
             raise
-    url = f"http://127.0.0.1:{state.port}/{server}/{'PowerShell' if configuration == EXCHANGE else 'wsman'}"
+    url = f"{state.scheme}://127.0.0.1:{state.port}/{server}/{'PowerShell' if configuration == EXCHANGE else 'wsman'}"
     body = wsman.create_response(shell_id, req.resource_uri, url, user, ip)
     return _wrapped_envelope(wsman.TRANSFER + "CreateResponse", req.message_id, body)
 
@@ -595,6 +619,8 @@ def start_endpoint(
     shell_quota: int = 18,
     receive_wait: float = 0.5,
     commands_per_shell: int = 1000,
+    keytab: str | None = None,
+    tls: tuple[str, str] | None = None,
 ) -> RunningEndpoint:
     """Serve SIM over WinRM/PSRP on HOST:PORT (0: an ephemeral port) in a background thread.
 
@@ -603,7 +629,9 @@ def start_endpoint(
     (Exchange's default PowerShellMaxConcurrency is 18); ``commands_per_shell`` is WinRM's
     MaxConcurrentCommandsPerShell (1000 in the PowerShell plugin): commands not yet terminated count;
     ``receive_wait`` is how long an empty Receive waits before
-    the OperationTimeout fault.
+    the OperationTimeout fault. ``keytab`` (a path) makes it a Kerberos acceptor for the service principals in it
+    ("kerberos" in ``auth`` offers the bare Kerberos scheme, "negotiate" SPNEGO); ``tls`` = (certificate chain PEM,
+    key PEM) serves HTTPS.
     """
     if host not in ("127.0.0.1", "localhost", "::1"):
         raise ValueError("the simulated endpoint only binds to loopback")
@@ -611,8 +639,15 @@ def start_endpoint(
     state = EndpointState(sim, users, auth, shell_quota, receive_wait, commands_per_shell)
     if "negotiate" in state.auth or "ntlm" in state.auth:
         ntlm.register_users(users)
+    if keytab is not None:
+        state.kerberos = kerberos.KerberosAcceptor(keytab)
     httpd = _HTTPServer((host, port), state)
     state.port = httpd.server_address[1]
+    if tls is not None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(*tls)
+        httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+        state.scheme = "https"
     thread = threading.Thread(
         target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, name=f"wsman-endpoint:{state.port}", daemon=True
     )

@@ -73,12 +73,12 @@ def unwrap(context: Any, body: bytes) -> bytes:
     return context.unwrap_winrm(header, payload[4 + header_length :])
 
 
-def wrap(context: Any, data: bytes) -> bytes:
+def wrap(context: Any, data: bytes, protocol: str = SPNEGO_ENCRYPTED) -> bytes:
     """Seal a SOAP response the way pypsrp's WinRMEncryption unwraps it (Length = plaintext + padding)."""
     header, wrapped, padding = context.wrap_winrm(data)
     parts = [
         ENCRYPTED_BOUNDARY,
-        b"\tContent-Type: " + SPNEGO_ENCRYPTED.encode(),
+        b"\tContent-Type: " + protocol.encode(),
         b"\tOriginalContent: type=application/soap+xml;charset=UTF-8;Length=%d" % (len(data) + padding),
         ENCRYPTED_BOUNDARY,
         b"\tContent-Type: application/octet-stream",

@@ -50,8 +50,9 @@ def change_deliveries(request: Request, pk: int) -> Response:
 @api_view(["GET"])
 @permission_classes([])
 def calendar_feed(request: Request) -> HttpResponse:
-    """Scheduled and running windows and freeze windows as iCalendar, for subscription (Outlook, …): authenticated
-    by token or by the per-user secret ``?key=``."""
+    """Maintenance windows (scheduled, running, awaiting re-approval, ended in the last CALENDAR_PAST_DAYS) and
+    freeze windows as iCalendar, for subscription (Outlook, …): authenticated by token or by the per-user secret
+    ``?key=``."""
     user = request.user if request.user and request.user.is_authenticated else None
     key = request.query_params.get("key", "")
     if key:

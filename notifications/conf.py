@@ -19,6 +19,7 @@ DEFAULTS: dict[str, Any] = {
     "CALLBACK_ALLOWED_NETWORKS": [],  # CIDRs a callback may reach although private/loopback, e.g. 127.0.0.1/32
     "MAILBOX_LIMIT": 5000,  # affected mailboxes read per server at most (more: the first ones, and a note)
     "MAILBOX_PAGE_SIZE": 200,  # -ResultSize of each Get-Mailbox page (mailbox objects are large over PSRP)
+    "CALENDAR_PAST_DAYS": 30,  # ended windows stay in the calendar feed this long
 }
 
 

@@ -17,7 +17,6 @@ the report say it may have arrived twice.
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -29,7 +28,8 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from changes import audit
-from changes.models import Change
+from changes.leases import Lease
+from changes.models import Alert, Change
 from changes.states import State
 
 from . import conf, ical, senders
@@ -62,16 +62,18 @@ def due_ids(now: datetime | None = None, limit: int = 500) -> list[int]:
     ).order_by("next_attempt_at").values_list("pk", flat=True)[:limit])
 
 
-def claim(delivery_id: int, *, worker: str, now: datetime) -> Delivery | None:
-    """Compare-and-set: only one worker wins a due row; a dead worker's row is taken over once its lease expired."""
-    lease = now + timedelta(seconds=int(conf.get("LEASE_SECONDS")))
-    won = Delivery.objects.filter(pk=delivery_id).filter(
-        Q(status=Status.PENDING, next_attempt_at__lte=now) | Q(status=Status.SENDING, lease_expires_at__lt=now)
-    ).update(status=Status.SENDING, lease_owner=worker, lease_expires_at=lease, attempts=F("attempts") + 1,
-             first_attempt_at=Coalesce("first_attempt_at", Value(now)), updated_at=now)
-    if not won:
+def claim(delivery_id: int, *, worker: str, now: datetime) -> tuple[Delivery, Lease] | None:
+    """Compare-and-set (changes.leases): only one worker wins a due row; a dead worker's row is taken over once its
+    lease expired."""
+    lease = Lease.take(
+        Delivery, delivery_id, worker=worker, seconds=int(conf.get("LEASE_SECONDS")), now=now,
+        claimable=Q(status=Status.PENDING, next_attempt_at__lte=now) | Q(status=Status.SENDING,
+                                                                         lease_expires_at__lt=now),
+        status=Status.SENDING, attempts=F("attempts") + 1, first_attempt_at=Coalesce("first_attempt_at", Value(now)),
+        updated_at=now)
+    if lease is None:
         return None
-    return Delivery.objects.select_related("change").get(pk=delivery_id)
+    return Delivery.objects.select_related("change").get(pk=delivery_id), lease
 
 
 Clock = Callable[[], datetime]
@@ -88,10 +90,10 @@ def _clock_from(now: datetime | None) -> Clock:
 
 @dataclass
 class _Run:
-    """One attempt: the claimed row, the claim's owner, the claim's time and the current time."""
+    """One attempt: the claimed row, the claim's lease, the claim's time and the current time."""
 
     delivery: Delivery
-    worker: str
+    lease: Lease
     now: datetime
     clock: Clock
     # The batch a previous owner handed over and never recorded: sending it again may duplicate it.
@@ -105,13 +107,14 @@ def deliver(delivery_id: int, *, worker: str = "", now: datetime | None = None, 
     crash between batches)."""
     clock = _clock_from(now)
     now = now or clock()
-    worker = f"{worker or 'worker'}:{uuid.uuid4().hex[:8]}"  # unique per claim: a restarted worker is another owner
-    delivery = claim(delivery_id, worker=worker, now=now)
-    if delivery is None:
+    # The lease token is unique per claim: a restarted worker is another owner.
+    claimed = claim(delivery_id, worker=worker, now=now)
+    if claimed is None:
         return ""
+    delivery, lease = claimed
     in_doubt = delivery.batch_in_flight if delivery.batch_in_flight == delivery.batches_sent else None
     try:
-        return _attempt(_Run(delivery, worker, now, clock, in_doubt), sessions_factory, after_batch)
+        return _attempt(_Run(delivery, lease, now, clock, in_doubt), sessions_factory, after_batch)
     except LeaseLost:
         log.warning("delivery %s: lease lost (expired or taken over); stopping", delivery_id)
         return ""
@@ -159,6 +162,14 @@ def _stale(delivery: Delivery) -> str:
             return "superseded: the window moved, started or was cancelled"
     if delivery.kind == Delivery.Kind.APPROVAL_REQUEST and change.state != State.AWAITING_APPROVAL:
         return f"{change.number} no longer awaits approval"
+    if delivery.kind in (Delivery.Kind.ANNOUNCEMENT, Delivery.Kind.CANCELLATION) and not delivery.payload.get(
+            "removed"):
+        # An invite older than the entry's current SEQUENCE (one re-armed after a failure, or queued behind a
+        # quick second edit): calendar clients ignore it, and the newer update carries the whole entry (not to
+        # people taken off the list: their cancellation stands).
+        invite = CalendarInvite.objects.filter(change=change).first()
+        if invite is not None and invite.sequence > int(delivery.payload.get("sequence", invite.sequence)):
+            return "superseded: a later update of the calendar entry carries it"
     if delivery.kind == Delivery.Kind.ANNOUNCEMENT and delivery.payload.get("status") == ical.TENTATIVE:
         # "Awaiting re-approval" read after the decision would mislead; the decision's own invite (a higher
         # SEQUENCE: confirmed or cancelled) carries the whole entry, so nobody misses the update itself.
@@ -190,7 +201,7 @@ def _resolve(run: _Run, sessions_factory: Any) -> None:
         if not recipients:
             raise senders.SendError("nobody to send to: " + "; ".join(problems), retryable=False)
     note = "; ".join(problems)[:2000]
-    updated = Delivery.objects.filter(pk=delivery.pk, lease_owner=run.worker, recipients_resolved=False).update(
+    updated = run.lease.mine().filter(recipients_resolved=False).update(
         recipients=recipients, recipients_count=len(recipients), recipients_resolved=True, last_error=note,
         recipients_problems=note, updated_at=run.clock())
     if not updated:
@@ -199,20 +210,13 @@ def _resolve(run: _Run, sessions_factory: Any) -> None:
     delivery.recipients_problems = note
 
 
-def _lease_end(run: _Run) -> tuple[datetime, datetime]:
-    """(the current time, when a lease taken or renewed now ends)."""
-    current = run.clock()
-    return current, current + timedelta(seconds=int(conf.get("LEASE_SECONDS")))
-
-
 def _check_lease(run: _Run, index: int) -> None:
     """Before each batch (and the callback): go on only while the lease is ours and not expired — once it expired,
     the sweep may hand the row to another worker at any moment — and renew it, so the batch has a whole lease
     (which outlasts the SMTP timeout) rather than what was left; and mark the batch in flight. One compare-and-set."""
-    current, lease = _lease_end(run)
-    if not Delivery.objects.filter(pk=run.delivery.pk, lease_owner=run.worker, status=Status.SENDING,
-                                   lease_expires_at__gt=current).update(lease_expires_at=lease, updated_at=current,
-                                                                        batch_in_flight=index):
+    current = run.clock()
+    if not run.lease.renew(current, live=True, where=Q(status=Status.SENDING), updated_at=current,
+                           batch_in_flight=index):
         raise LeaseLost
     run.delivery.batch_in_flight = index
 
@@ -227,11 +231,10 @@ def _record(run: _Run, index: int, batch: list[str], mid: str, http_status: int 
     """One batch (or the callback) is out: record it and audit it in one transaction, renewing the lease from the
     current time (compare-and-set on the owner: the batch went out under our lease, so it is ours to record)."""
     delivery = run.delivery
-    current, lease = _lease_end(run)
+    current = run.clock()
     with transaction.atomic():
-        updated = Delivery.objects.filter(pk=delivery.pk, lease_owner=run.worker, batches_sent=index).update(
-            batches_sent=index + 1, batch_in_flight=None, lease_expires_at=lease, response_status=http_status,
-            updated_at=current)
+        updated = run.lease.renew(current, where=Q(batches_sent=index), batches_sent=index + 1, batch_in_flight=None,
+                                  response_status=http_status, updated_at=current)
         if not updated:
             raise LeaseLost
         total = delivery.batches_total
@@ -271,13 +274,16 @@ def _retry_fits(run: _Run) -> bool:
 def _failed_attempt(run: _Run, exc: senders.SendError) -> str:
     delivery = run.delivery
     if not exc.retryable or not _retry_fits(run):
+        # Not retried: a deterministic failure (the message cannot be built, a 5xx) fails the same way every time,
+        # and retrying it for a day would only hide it. Either way the operators are alerted now.
         with transaction.atomic():
             _finish(run, status=Status.FAILED, last_error=str(exc)[:2000], response_status=exc.status,
-                    batch_in_flight=None)
+                    batch_in_flight=None, permanent_error=not exc.retryable)
             _audit("notification.failed", delivery, {
                 "delivery": [None, delivery.pk], "channel": [None, delivery.channel], "kind": [None, delivery.kind],
                 "recipients": [None, delivery.recipients_count], "message_id": [None, delivery.message_id],
                 "attempts": [None, delivery.attempts]}, reason=str(exc)[:2000])
+            _alert(delivery, exc)
         log.error("delivery %s failed for good after %s attempt(s): %s", delivery.pk, delivery.attempts, exc)
         return Status.FAILED
     retry_at = run.now + backoff(delivery.attempts)
@@ -291,10 +297,25 @@ def _failed_attempt(run: _Run, exc: senders.SendError) -> str:
     return Status.PENDING
 
 
+def _alert(delivery: Delivery, exc: senders.SendError) -> None:
+    """An operator alert for a delivery that failed for good (changes' Alert, mailed to the operators and shown on
+    the change; one open alert per change, so a failing alert mail cannot raise alerts in a loop)."""
+    from changes.run_services import alert_raise
+
+    change = delivery.change if delivery.change_id else None
+    what = f"the {delivery.get_kind_display().lower()} {delivery.channel}"
+    if not exc.retryable:
+        hint = (" Not retried: it fails the same way each time. Fix the change (an edit sends it again, rebuilt "
+                "from the edited change) or the mail settings.")
+    else:
+        hint = " Retried until the retry period ended."
+    alert_raise(Alert.Kind.NOTIFICATION_FAILED, f"{change.number + ': ' if change else ''}{what} could not be sent "
+                f"(delivery {delivery.pk}, {delivery.attempts} attempt(s)): {str(exc)[:500]}.{hint}",
+                actor=ACTOR, change=change)
+
+
 def _finish(run: _Run, *, status: str, **fields: Any) -> None:
     """Release the lease with the new status — only if the lease is still ours (compare-and-set)."""
-    updated = Delivery.objects.filter(pk=run.delivery.pk, lease_owner=run.worker).update(
-        status=status, lease_owner="", lease_expires_at=None, updated_at=run.clock(), **fields)
-    if not updated:
+    if not run.lease.release(status=status, updated_at=run.clock(), **fields):
         raise LeaseLost
     run.delivery.status = status

@@ -3,6 +3,7 @@ the state change that causes them) and moved by notifications.dispatch (compare-
 from __future__ import annotations
 
 import hashlib
+import uuid
 
 from django.conf import settings
 from django.db import models
@@ -64,6 +65,10 @@ class Delivery(models.Model):
     response_status = models.PositiveSmallIntegerField(null=True, blank=True, help_text="Callback: last HTTP status.")
     sent_at = models.DateTimeField(null=True, blank=True)
     message_id = models.CharField(max_length=200, blank=True)
+    permanent_error = models.BooleanField(
+        default=False, help_text="Failed for a reason retrying cannot fix (the message could not be built from the "
+                                 "change's data, or the SMTP server refused it for good): an operator alert was "
+                                 "raised, and an edit of the change sends it again, rebuilt from the edited change.")
     lease_owner = models.CharField(max_length=200, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -96,6 +101,32 @@ class CalendarInvite(models.Model):
 
     def __str__(self) -> str:
         return f"invite of {self.change.number} (#{self.sequence})"
+
+
+def new_uid() -> str:
+    return str(uuid.uuid4())
+
+
+class MailThread(models.Model):
+    """The mail identity of one change: the UID of its calendar entry and the root of its mail thread
+    (References, Thread-Index). Random and stored, made with the change's first event, so a second installation
+    or a restored database never reuses one and it does not change with DEFAULT_FROM_EMAIL. Changes announced
+    before it existed keep the UID their invites went out with (migration 0005)."""
+
+    change = models.OneToOneField(Change, on_delete=models.PROTECT, related_name="mail_thread")
+    uid = models.CharField(max_length=255, unique=True, default=new_uid)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"mail thread of {self.change.number} ({self.uid})"
+
+    @classmethod
+    def for_change(cls, change: Change) -> MailThread:
+        """The change's thread, made on first use (changes created before an event reached notifications)."""
+        try:
+            return change.mail_thread
+        except cls.DoesNotExist:
+            return cls.objects.get_or_create(change=change)[0]
 
 
 class CallbackSecret(models.Model):

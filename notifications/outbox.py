@@ -5,6 +5,7 @@ picked up by the periodic sweep, ``notifications.tasks.dispatch_due``).
 """
 from __future__ import annotations
 
+import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -12,13 +13,15 @@ from django.db import transaction
 from django.utils import timezone
 
 from changes import events
-from changes.models import Alert, AuditEvent, Change
+from changes.models import Alert, AuditEvent, Change, WindowRun
 from changes.queue import send_task_safely
+from changes.selectors import pause_facts, pause_open
+from changes.services import PINNED_FIELDS
 from changes.states import WINDOW_ENDED, State
 
 from . import conf, ical
 from .compose import message_id
-from .models import CalendarInvite, Delivery
+from .models import CalendarInvite, Delivery, MailThread
 from .recipients import approvers_for, normalize, operators
 
 SEND_TASK = "notifications.tasks.send_delivery"
@@ -29,6 +32,7 @@ def on_event(event: str, **data: Any) -> None:
     """The events handler registered by NotificationsConfig.ready()."""
     if event == events.CHANGE_CREATED:
         change = data["change"]
+        MailThread.for_change(change)  # the UID and thread root, random, from the start
         if change.state == State.AWAITING_APPROVAL and change.approvals_required > 0:
             _approval_request(change)
     elif event == events.CHANGE_UPDATED:
@@ -47,9 +51,11 @@ def _on_transition(change: Change, old: str, new: str, reason: str) -> None:
     if new == State.SCHEDULED:
         _announce(change, from_approval=old == State.AWAITING_APPROVAL)
     elif new == State.AWAITING_APPROVAL and _awaits_approvers(change):
+        voided: dict[str, Any] = {}
         if old == State.SCHEDULED:
-            _hold_invite(change, reason)
-        _approval_request(change)
+            voided = _last_edit(change)
+            _hold_invite(change, voided.get("reason") or reason)
+        _approval_request(change, voided)
     elif new in (State.CANCELLED, State.REJECTED):
         _cancel_invite(change, reason)
     elif new == State.RUNNING and old == State.SCHEDULED:
@@ -57,15 +63,63 @@ def _on_transition(change: Change, old: str, new: str, reason: str) -> None:
              recipients=change.notify, affected=change.notify_affected_mailboxes)
     elif new in WINDOW_ENDED:
         _add(change, Delivery.Channel.EMAIL, Kind.END, f"change:{change.pk}:end",
-             {**_summary(change), "outcome": new, "reason": reason},
+             {**_summary(change), **_actual_times(change), "outcome": new,
+              "reason": _operator_reason(change, new) or reason},
              recipients=change.notify, affected=change.notify_affected_mailboxes)
 
 
 def _on_update(change: Change, diff: dict[str, Any]) -> None:
-    # A scheduled change's edit is handled by the transition that follows it (back to approval); this is a change
-    # already awaiting re-approval edited again: its tentative entry must show what is now proposed.
+    _rearm(change)
+    next_update = False  # does an update of the entry (a higher SEQUENCE) follow this edit, or was it just sent?
     if change.state == State.AWAITING_APPROVAL and _awaits_approvers(change) and _INVITE_FIELDS & set(diff):
+        # A change already awaiting re-approval edited again: its tentative entry must show what is now proposed
+        # (and reach whoever was added to the notify list).
         _hold_invite(change, "edited again while awaiting re-approval")
+    elif change.state == State.SCHEDULED and set(PINNED_FIELDS) & set(diff):
+        # The transition that follows (back to approval, or straight back to scheduled for a standard change)
+        # sends the update, to the notify list as it is now.
+        next_update = True
+    elif change.state == State.SCHEDULED and _INVITE_FIELDS & set(diff):
+        # An edit that keeps the approval (title, notify list): the entry is updated for everyone, the people added
+        # included.
+        if CalendarInvite.objects.filter(change=change, cancelled=False).exists():
+            _announce(change, updated=sorted(_INVITE_FIELDS & set(diff)))
+    _uninvite(change, diff, next_update=next_update)
+
+
+def _rearm(change: Change) -> None:
+    """Mails of this change that failed for good because they could not be built or were refused go out again after
+    an edit, rebuilt from the edited change (notifications.compose.payload_of); the dispatcher drops those a newer
+    update has superseded."""
+    now = timezone.now()
+    ids = list(Delivery.objects.filter(change=change, channel=Delivery.Channel.EMAIL, status=Delivery.Status.FAILED,
+                                       permanent_error=True, batches_sent=0).values_list("pk", flat=True))
+    if ids:
+        Delivery.objects.filter(pk__in=ids).update(
+            status=Delivery.Status.PENDING, permanent_error=False, attempts=0, first_attempt_at=None,
+            next_attempt_at=now, last_error="sent again: the change was edited after it failed", updated_at=now)
+        for delivery_id in ids:
+            transaction.on_commit(lambda pk=delivery_id: kick(pk))
+
+
+def _uninvite(change: Change, diff: dict[str, Any], *, next_update: bool) -> None:
+    """People taken off the notify list of an announced window get its cancellation (RFC 5546 3.2.5: the organizer
+    cancels the event for the attendees it removes), at the SEQUENCE of the update the others get (sent just
+    before, or by the transition that follows: ``next_update``)."""
+    if "notify" not in diff:
+        return
+    before, after = (normalize(v or []) for v in diff["notify"])
+    kept = {a.casefold() for a in after}
+    removed = [a for a in before if a.casefold() not in kept]
+    invite = CalendarInvite.objects.filter(change=change, cancelled=False).first()
+    if not removed or invite is None:
+        return
+    sequence = invite.sequence + 1 if next_update else invite.sequence
+    _add(change, Delivery.Channel.EMAIL, Kind.CANCELLATION, f"change:{change.pk}:cancellation:{sequence}:removed",
+         {**_summary(change), "sequence": sequence, "method": "CANCEL", "removed": True,
+          "reason": "you were taken off the notify list of this change",
+          "window_start": invite.window_start.isoformat(), "window_end": invite.window_end.isoformat()},
+         recipients=removed)
 
 
 def _awaits_approvers(change: Change) -> bool:
@@ -77,12 +131,13 @@ def _awaits_approvers(change: Change) -> bool:
 # --- change audience: invite, reminders ---------------------------------------------------------------------------
 
 # What the invite shows of a change: an edit of one of these changes the calendar entry.
-_INVITE_FIELDS = frozenset({"window_start", "window_end", "servers", "title"})
+_INVITE_FIELDS = frozenset({"window_start", "window_end", "servers", "title", "notify", "notify_affected_mailboxes"})
 
 
-def _announce(change: Change, *, from_approval: bool = False) -> None:
+def _announce(change: Change, *, from_approval: bool = False, updated: list[str] | None = None) -> None:
     """The invite of a scheduled change: created at the first scheduling; re-sent with a higher SEQUENCE when the
-    change is scheduled again (``from_approval``: it was awaiting approval, so an announced one is re-approved)."""
+    change is scheduled again (``from_approval``: it was awaiting approval, so an announced one is re-approved) or
+    edited without losing its approval (``updated``: the fields edited)."""
     invite = CalendarInvite.objects.select_for_update().filter(change=change).first()
     reapproved = False
     if invite is None:
@@ -97,7 +152,10 @@ def _announce(change: Change, *, from_approval: bool = False) -> None:
         invite.window_start, invite.window_end, invite.cancelled = change.window_start, change.window_end, False
         invite.save()
     payload = {**_summary(change), "sequence": invite.sequence, "method": "REQUEST", "status": ical.CONFIRMED,
-               "rescheduled": invite.sequence > 0, "reapproved": reapproved}
+               "rescheduled": invite.sequence > 0 and not updated, "reapproved": reapproved,
+               "updated_fields": updated or []}
+    if updated:
+        supersede_reminders(change)  # the reminders queued carry the old SEQUENCE; new ones follow
     _add(change, Delivery.Channel.EMAIL, Kind.ANNOUNCEMENT, f"change:{change.pk}:announcement:{invite.sequence}",
          payload, recipients=change.notify, affected=change.notify_affected_mailboxes)
     now = timezone.now()
@@ -157,18 +215,55 @@ def _cancel_invite(change: Change, reason: str) -> None:
 
 # --- approvers, operators, the ITSM -------------------------------------------------------------------------------
 
-def _approval_request(change: Change) -> None:
+def _approval_request(change: Change, voided: dict[str, Any] | None = None) -> None:
+    """Ask the approvers. ``voided``: an approved change was edited (``_last_edit``): the request says the earlier
+    approval no longer stands, what was edited, the window approved before and the requester's reason."""
     rounds = Delivery.objects.filter(change=change, kind=Kind.APPROVAL_REQUEST).count()
     _add(change, Delivery.Channel.EMAIL, Kind.APPROVAL_REQUEST, f"change:{change.pk}:approval_request:{rounds + 1}",
-         {**_summary(change), "approvals_required": change.approvals_required,
+         {**_summary(change), **(voided or {}), "approvals_required": change.approvals_required,
+          "description": change.description,
           "approve_url": f"{conf.public_url()}/api/v1/changes/{change.pk}/approve/"},
          recipients=approvers_for(change))
+
+
+def _change_events(change: Change, *actions: str) -> Any:
+    return AuditEvent.objects.filter(object_type="change", object_id=str(change.pk), action__in=actions)
+
+
+def _last_edit(change: Change) -> dict[str, Any]:
+    """The edit that just sent an approved change back for approval, read from its audit event (appended in the
+    same transaction): the requester's reason, the fields edited and the window approved before."""
+    edit = _change_events(change, "change.updated").order_by("-seq").first()
+    if edit is None:
+        return {"approval_voided": True}
+    diff = edit.changes or {}
+    before = {key: diff[key][0] for key in ("window_start", "window_end") if key in diff}
+    return {"approval_voided": True, "reason": edit.reason, "edited_fields": sorted(diff),
+            "previous_start": before.get("window_start", change.window_start.isoformat()),
+            "previous_end": before.get("window_end", change.window_end.isoformat())}
+
+
+def _actual_times(change: Change) -> dict[str, str]:
+    """When the window really started and ended (the run's times), for the end mail."""
+    run = WindowRun.objects.filter(change=change).values("started_at", "finished_at").first() or {}
+    started, finished = run.get("started_at"), run.get("finished_at") or timezone.now()
+    return {"actual_start": started.isoformat(), "actual_end": finished.isoformat()} if started else {}
+
+
+def _operator_reason(change: Change, new: str) -> str:
+    """An aborted window: the reason the operator gave for the abort (the transition's own reason is the engine's)."""
+    if new != State.ABORTED:
+        return ""
+    event = _change_events(change, "window.abort").order_by("-seq").first()
+    return f"aborted by {event.actor.split(':', 1)[-1]}: {event.reason}" if event is not None else ""
 
 
 def _on_alert(change: Change | None, alert: Alert) -> None:
     payload = {**(_summary(change) if change else {}), "alert_kind": alert.kind,
                "alert_title": alert.get_kind_display(), "message": alert.message,
                "server": alert.server.name if alert.server_id else ""}
+    if change is not None and change.state == State.PAUSED and (pause := pause_open(change)) is not None:
+        payload["pause"] = pause_facts(pause)
     _add(change, Delivery.Channel.EMAIL, Kind.ALERT, f"alert:{alert.pk}", payload, recipients=operators())
 
 
@@ -180,6 +275,8 @@ def _callback(change: Change, old: str, new: str, reason: str) -> None:
         "external_ref": change.external_ref, "old_state": old, "new_state": new, "reason": reason,
         "time": (change.updated_at or timezone.now()).isoformat(), "audit_head": {"seq": head[0], "hash": head[1]},
     }
+    if new == State.PAUSED and (pause := pause_open(change)) is not None:
+        body["pause"] = pause_facts(pause)  # why, as data: the ITSM need not read the reason's prose
     if new == State.CLOSED:
         body["close_code"] = change.close_code
     if new in WINDOW_ENDED or new == State.CLOSED:
@@ -213,11 +310,12 @@ def _add(change: Change | None, channel: str, kind: str, key: str, payload: dict
         return None
     now = timezone.now()
     due = max(now, not_before or now)
+    uid = MailThread.for_change(change).uid if change is not None else str(uuid.uuid4())
     delivery, created = Delivery.objects.get_or_create(dedupe_key=key, defaults={
         "change": change, "channel": channel, "kind": kind, "payload": {**payload, "affected_mailboxes": affected},
         "recipients": recipients, "recipients_count": len(recipients), "recipients_resolved": not affected,
         "batch_size": int(conf.get("BATCH_SIZE")), "not_before": due, "next_attempt_at": due,
-        "message_id": message_id(key),
+        "message_id": message_id(key, uid),
     })
     if created and due <= now:
         delivery_id = delivery.pk

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import secrets as _secrets
+from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
 
-from changes import audit, crypto
+from changes import audit, crypto, events
 from changes.models import ApiClient
 
 from .models import CallbackSecret
@@ -30,3 +31,12 @@ def callback_secret_for(client_id: int | None) -> str:
         return ""
     row = CallbackSecret.objects.filter(client_id=client_id).first()
     return crypto.decrypt(row.secret_encrypted) if row else ""
+
+
+def on_client_created(event: str, **data: Any) -> str | None:
+    """The events handler for a new API client: its callback secret, made in the creating transaction and returned
+    as the line the creating command shows once."""
+    if event != events.API_CLIENT_CREATED:
+        return None
+    secret = callback_secret_rotate(data["client"], actor=data["actor"])
+    return f"Callback signing secret (X-Exmaint-Signature): {secret}"

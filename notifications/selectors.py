@@ -6,14 +6,15 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Prefetch, QuerySet
+from django.db.models import Prefetch, Q, QuerySet
 from django.utils import timezone
 
 from changes import audit
 from changes.models import Change, FreezeWindow, Server
 from changes.selectors import change_list
-from changes.states import HOLDS_SERVERS
+from changes.states import HOLDS_SERVERS, WINDOW_ENDED, State
 
+from . import conf
 from .models import CalendarKey, Delivery
 
 
@@ -22,10 +23,16 @@ def delivery_list(change: Change) -> QuerySet[Delivery]:
     return Delivery.objects.filter(change=change).defer("recipients").order_by("created_at", "id")
 
 
-def calendar_changes(user: Any) -> QuerySet[Change]:
-    """Scheduled, running and paused windows the user may see (changes.selectors.change_list)."""
-    return (change_list(user).filter(state__in=HOLDS_SERVERS).select_related("calendar_invite")
-            .order_by("window_start"))
+def calendar_changes(user: Any, now: datetime | None = None) -> QuerySet[Change]:
+    """The windows of the feed the user may see (changes.selectors.change_list): scheduled, running and paused ones;
+    announced ones awaiting re-approval (their readers hold a tentative entry); and ended ones whose window ended
+    less than CALENDAR_PAST_DAYS ago."""
+    since = (now or timezone.now()) - timedelta(days=int(conf.get("CALENDAR_PAST_DAYS")))
+    listed = (Q(state__in=HOLDS_SERVERS)
+              | Q(state=State.AWAITING_APPROVAL, calendar_invite__isnull=False, calendar_invite__cancelled=False)
+              | Q(state__in=[*WINDOW_ENDED, State.CLOSED], window_end__gte=since))
+    # change_list already prefetches the servers.
+    return change_list(user).filter(listed).select_related("calendar_invite", "mail_thread").order_by("window_start")
 
 
 def calendar_freezes(now: datetime | None = None) -> QuerySet[FreezeWindow]:

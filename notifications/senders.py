@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 import urllib3
 from django.core.mail import get_connection
+from django.db import DatabaseError
 
 from changes.callback_urls import check_callback_url
 
@@ -44,6 +45,14 @@ def _maybe_delivered(exc: BaseException) -> bool:
                       | urllib3.exceptions.ReadTimeoutError | urllib3.exceptions.ProtocolError)
 
 
+def _refused_for_good(exc: BaseException) -> bool:
+    """A 5xx answer (RFC 5321 4.2.1: permanent; the same message is refused again): the sender or every recipient
+    refused, or the message itself (its size, its content). 4xx and dropped connections are worth retrying."""
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        return bool(exc.recipients) and all(code >= 500 for code, _ in exc.recipients.values())
+    return isinstance(exc, smtplib.SMTPResponseException) and exc.smtp_code >= 500
+
+
 def resolve_recipients(delivery: Delivery, *, sessions_factory: Any = None) -> tuple[list[str], Affected]:
     """The recipient list to freeze: the addresses recorded with the event plus the affected mailboxes, and what
     reading the mailboxes gave (problems, unreadable servers: the dispatcher decides what to do about them)."""
@@ -66,12 +75,18 @@ def send_email(delivery: Delivery, *, record: Callable[[int, list[str], str], No
     try:
         for index in range(delivery.batches_sent, len(batches)):
             before_batch(index)  # checks the lease is still ours
-            message = compose.build(delivery, index, batches[index], connection=connection)
+            try:
+                message = compose.build(delivery, index, batches[index], connection=connection)
+            except DatabaseError:
+                raise  # the database, not the data: a failed attempt like any other, retried
+            except Exception as exc:  # noqa: BLE001 - a header, a template, a payload: the same data fails again
+                raise SendError(f"the message could not be built: {type(exc).__name__}: {exc}",
+                                retryable=False) from exc
             try:
                 message.send()
             except Exception as exc:  # noqa: BLE001 - smtplib raises SMTPException and OSError subclasses alike
                 raise SendError(f"batch {index + 1}/{len(batches)}: {type(exc).__name__}: {exc}",
-                                in_doubt=_maybe_delivered(exc)) from exc
+                                retryable=not _refused_for_good(exc), in_doubt=_maybe_delivered(exc)) from exc
             record(index, batches[index], message.extra_headers["Message-ID"])
     finally:
         try:

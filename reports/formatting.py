@@ -102,3 +102,21 @@ def _quote(value: Any) -> str:
     if text == REDACTED or re.fullmatch(r"[A-Za-z0-9_.\\:@/-]+", text):
         return text
     return "'" + text.replace("'", "''") + "'"
+
+
+def person(user: Any) -> str:
+    """A user as the report names them: ``Full Name (username)``, or the username alone."""
+    if user is None:
+        return ""
+    full = user.get_full_name() if hasattr(user, "get_full_name") else ""
+    return f"{full} ({user.username})" if full else user.username
+
+
+def actor(label: str) -> str:
+    """The person behind an audit actor label: ``user:olga`` and ``client:olga`` both read ``olga``."""
+    kind, _, name = label.partition(":")
+    return name if kind in ("user", "client") and name else label
+
+
+def status_words(status: str) -> str:
+    return status.replace("_", " ")

@@ -21,6 +21,16 @@ def allow_unencrypted_basic() -> bool:
     return settings.EXMAINT["ALLOW_UNENCRYPTED_BASIC"]
 
 
+def kerberos_realm() -> str | None:
+    """The realm for user names without one; None: krb5.conf's default_realm."""
+    return settings.EXMAINT.get("KERBEROS_REALM") or None
+
+
+def tls_ca_bundle() -> str | None:
+    """The global CA bundle for https endpoints; None: the operating system's store."""
+    return settings.EXMAINT.get("TLS_CA_BUNDLE") or None
+
+
 def exit_retry_attempts() -> int:
     """How many times an exit step is tried while the server is unreachable (backoff doubles from 30 s)."""
     return settings.EXMAINT["EXIT_RETRY_ATTEMPTS"]

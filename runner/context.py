@@ -38,6 +38,7 @@ class CommandRecord:
     warnings: list[str] = field(default_factory=list)
     attempt: int = 1
     via: str | None = None  # the server whose endpoint ran it, when not the target's own (a DAG peer's)
+    auth: str | None = None  # the mechanism that authenticated the endpoint (kerberos, ntlm, basic), when known
 
     def as_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v not in ([], None)}
@@ -130,6 +131,7 @@ class ExecutionContext:
             self._take_notices(session, f"{cmdlet} then ran")
             record = self._record(cmdlet, parameters, endpoint, started, t0,
                                   "errors" if result.errors else "ok", attempt=attempt, via=self._via(session))
+            record.auth = (getattr(session, "mechanisms", None) or {}).get(endpoint)
             record.objects = len(result.output)
             record.output = output_preview(result.output)
             record.errors = [e.message for e in result.errors]

@@ -18,34 +18,35 @@ Rules it keeps (docs/architecture.md, "The runner"):
 """
 from __future__ import annotations
 
-import contextlib
 import logging
-import threading
-import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from changes.models import Alert, Change, Server, StepRun, WindowRun
+from changes.leases import Lease
+from changes.models import Alert, Change, Pause, Server, StepRun, WindowRun
 from changes.queue import enqueue_run
-from changes.run_services import alert_raise
+from changes.run_services import change_pause
 from changes.services import change_transition
 from changes.states import State
+from changes.step_states import StepEvent as E
+from changes.step_states import step_next
 
 from . import conf
 from .context import ExecutionContext, RunLost, jsonable
-from .exchange.session import Endpoint, ExchangeSession, ExchangeSessionError
-from .step_types import Hold, Issue, Options, Phase, Plan, Poll, ServerInfo, Step, StepFailed, StepOutcome
+from .exchange.session import Endpoint, ExchangeSession
+from .executor import StepResult, execute, step_context, window_state
+from .step_types import Hold, Issue, Options, Phase, Plan, Poll, ServerInfo, Step, StepOutcome
 
 log = logging.getLogger(__name__)
 
 ACTOR = "system:runner"
 S = StepRun.Status
+R = Pause.Reason
 PlanBuilder = Callable[[str, ServerInfo, Options], Plan]
 SessionsFactory = Callable[[Server], Any]  # returns callable(Endpoint) -> ExchangeSession with .close()
 
@@ -100,7 +101,7 @@ def run_window(
         return "idle: no such change"
     if change.state != State.RUNNING:
         return f"idle: {change.state}"
-    lease = Lease.acquire(change_id, worker)
+    lease = WindowLease.acquire(change_id, worker)
     if lease is None:
         return "busy"
     try:
@@ -127,70 +128,25 @@ class LeaseLost(Exception):
     """Another worker took the run over (this one stalled past its lease): stop without writing anything."""
 
 
-@dataclass
-class Lease:
-    run_id: int
-    token: str
-    seconds: int
+class WindowLease(Lease):
+    """The lease on a change's ``WindowRun`` (``lock_owner``/``lock_expires_at``): one worker runs a window."""
 
     @classmethod
-    def acquire(cls, change_id: int, worker: str) -> Lease | None:
-        """Take the run's lease if it is free or expired (compare-and-set). The token is unique per call, so two
-        threads of one process never share a lease."""
+    def acquire(cls, change_id: int, worker: str) -> WindowLease | None:
+        """Take the run's lease if it is free or expired (compare-and-set)."""
         run = WindowRun.objects.filter(change_id=change_id).only("pk").first()
         if run is None:
             return None
-        seconds = conf.lease_seconds()
-        token = f"{worker}#{uuid.uuid4().hex[:8]}"[:200]
-        now = timezone.now()
-        taken = WindowRun.objects.filter(pk=run.pk).filter(
-            Q(lock_owner="") | Q(lock_expires_at__isnull=True) | Q(lock_expires_at__lt=now)
-        ).update(lock_owner=token, lock_expires_at=now + timedelta(seconds=seconds))
-        return cls(run.pk, token, seconds) if taken else None
-
-    def mine(self) -> Any:
-        return WindowRun.objects.filter(pk=self.run_id, lock_owner=self.token)
-
-    def renew(self) -> bool:
-        return bool(self.mine().update(lock_expires_at=timezone.now() + timedelta(seconds=self.seconds)))
-
-    def release(self) -> None:
-        self.mine().update(lock_owner="", lock_expires_at=None)
-
-    @contextlib.contextmanager
-    def heartbeat(self) -> Iterator[threading.Event]:
-        """Renew the lease every third of its length while the engine works (a step may poll for many minutes)."""
-        stop, lost = threading.Event(), threading.Event()
-
-        def beat() -> None:
-            try:
-                while not stop.wait(max(1.0, self.seconds / 3)):
-                    try:
-                        renewed = self.renew()
-                    except Exception:  # a database hiccup: keep beating, the lease is still ours for a while
-                        log.exception("lease heartbeat failed; trying again")
-                        continue
-                    if not renewed:
-                        # Another worker holds the lease now: the running step must not send another write.
-                        lost.set()
-                        return
-            finally:
-                connection.close()  # this thread's own connection
-
-        thread = threading.Thread(target=beat, name=f"lease-{self.run_id}", daemon=True)
-        thread.start()
-        try:
-            yield lost
-        finally:
-            stop.set()
-            thread.join(timeout=10)
+        lease = cls.take(WindowRun, run.pk, worker=worker, seconds=conf.lease_seconds(), owner_field="lock_owner",
+                         expires_field="lock_expires_at")
+        return cast(WindowLease | None, lease)
 
 
 # --- the engine -----------------------------------------------------------------------------------------------------
 
 
 class _Engine:
-    def __init__(self, change_id: int, lease: Lease, *, clock: Any, sessions_factory: SessionsFactory,
+    def __init__(self, change_id: int, lease: WindowLease, *, clock: Any, sessions_factory: SessionsFactory,
                  plan_builder: PlanBuilder, on_step: Callable[[str, ExecutionContext], None] | None = None) -> None:
         self.change_id = change_id
         self.on_step = on_step
@@ -224,7 +180,7 @@ class _Engine:
         if change.state != State.RUNNING:  # finished by the worker that held the lease before us
             return f"idle: {change.state}"
         self.change = change
-        run = WindowRun.objects.get(pk=self.lease.run_id)
+        run = WindowRun.objects.get(pk=self.lease.pk)
         # Blocking alerts are answered by the operator's decision that set the change running again.
         Alert.objects.filter(change_id=self.change_id, cleared_at__isnull=True,
                              kind__in=[Alert.Kind.UNREACHABLE, Alert.Kind.PRECHECK_BLOCKED]).update(
@@ -242,7 +198,7 @@ class _Engine:
                 if run.aborting and not StepRun.objects.filter(change_id=self.change_id, attempts__gt=0).exists():
                     return self._finish(run)
                 return self._pause(None, f"cannot build plan {run.plan!r} for {server.name}: {exc}",
-                                   Alert.Kind.PAUSED, server)
+                                   R.PLAN_UNAVAILABLE, server=server)
         self.options = options
         self._create_steps(run)
         self.rows: list[StepRun] | None = None
@@ -278,7 +234,7 @@ class _Engine:
         # _hold, which drops this copy). Each step's _mark_running still checks the lease in the database.
         run = self._run
         if run is None:
-            run = self._run = WindowRun.objects.defer("context", "options").get(pk=self.lease.run_id)
+            run = self._run = WindowRun.objects.defer("context", "options").get(pk=self.lease.pk)
             if run.lock_owner != self.lease.token:
                 raise LeaseLost
         if self.rows is None:
@@ -298,13 +254,13 @@ class _Engine:
         if row.status == S.FAILED:
             if run.aborting and row.phase in (Phase.EXIT, Phase.VERIFY):
                 # Abort after an exit step failed: the exit is exactly what abort must finish, so try it again.
-                StepRun.objects.filter(pk=row.pk, status=S.FAILED).update(status=S.PENDING)
-                row.status = S.PENDING
+                self._set_step(row, E.RETRY)
                 return None
             return self._pause(row, f"step {row.order} ({row.name}) is failed and awaits an operator decision",
-                               Alert.Kind.PAUSED)
+                               R.UNRESOLVED_FAILURE)
         if step is None:
-            return self._fail_and_pause(row, f"the plan no longer has a step {row.key!r}", [], [], {})
+            return self._fail_and_pause(row, R.PLAN_UNAVAILABLE, f"the plan no longer has a step {row.key!r}", [], [],
+                                        {})
         resumed_issue: Issue | None = None
         if row.status == S.RUNNING:
             if run.wake_at is not None:
@@ -313,7 +269,7 @@ class _Engine:
                 resumed_issue = Issue("found running after a worker crash",
                                       "re-run: the step is idempotent and re-verifies the server", True)
             else:
-                return self._fail_and_pause(row, HALF_DONE, [], [], {})
+                return self._fail_and_pause(row, R.HALF_DONE, HALF_DONE, [], [], {})
         self._mark_running(row)
         return self._execute(change, run, row, step, resumed_issue)
 
@@ -340,20 +296,26 @@ class _Engine:
                     continue
                 if r.phase in _ABORTABLE or r.server_id not in touched:
                     changed += StepRun.objects.filter(pk=r.pk, status=r.status).update(
-                        status=S.SKIPPED, output_summary=note, finished_at=now)
+                        status=step_next(r.status, E.ABORT_SKIP), output_summary=note, finished_at=now)
             if changed:
                 self.lease.mine().update(wake_at=None)
         return bool(changed)
 
+    def _set_step(self, row: StepRun, event: str, **fields: Any) -> None:
+        """Move a step through its lifecycle (changes.step_states), compare-and-set on the status this worker last
+        wrote: a step that moved under us belongs to another worker now."""
+        new = step_next(row.status, event)
+        if not StepRun.objects.filter(pk=row.pk, status=row.status).update(status=new, **fields):
+            raise LeaseLost
+        row.status = new
+
     def _mark_running(self, row: StepRun) -> None:
         now = timezone.now()
         with transaction.atomic():
-            if not self.lease.mine().update(lock_expires_at=now + timedelta(seconds=self.lease.seconds), wake_at=None):
+            if not self.lease.renew(now, wake_at=None):
                 raise LeaseLost
-            StepRun.objects.filter(pk=row.pk, status=row.status).update(
-                status=S.RUNNING, attempts=F("attempts") + 1, started_at=now, finished_at=None, error="")
+            self._set_step(row, E.START, attempts=F("attempts") + 1, started_at=now, finished_at=None, error="")
         row.attempts += 1
-        row.status = S.RUNNING
         if self._run is not None:
             self._run.wake_at = None
 
@@ -362,64 +324,44 @@ class _Engine:
     def _state_for(self, row: StepRun, run: WindowRun) -> dict[str, Any]:
         server = self.servers[row.server_id]
         state = self.states.setdefault(server.name, {})
-        state["window_end"] = self.change.window_end.isoformat()
-        state["work_done"] = run.work_done_at is not None
-        state["work_notes"] = run.work_notes
-        if run.work_done_at is not None:
-            state["work_done_at"] = run.work_done_at.isoformat()
+        state.update(window_state(self.change.window_end.isoformat(), work_done_at=run.work_done_at,
+                                  work_notes=run.work_notes))
         return state
 
     def _execute(self, change: Change, run: WindowRun, row: StepRun, step: Step,
                  resumed_issue: Issue | None) -> str | None:
         lost = getattr(self, "lease_lost", None)
-        ctx = ExecutionContext(server=self.infos[row.server_id], sessions=self.sessions(row.server_id),
-                               clock=self.clock, options=self.options, state=self._state_for(row, run),
-                               checkpoint=lambda state: self._save_context(),
-                               may_write=(lambda: not lost.is_set()) if lost is not None else None)
+        ctx = step_context(server=self.infos[row.server_id], sessions=self.sessions(row.server_id), clock=self.clock,
+                           options=self.options, state=self._state_for(row, run),
+                           checkpoint=lambda state: self._save_context(),
+                           may_write=(lambda: not lost.is_set()) if lost is not None else None)
         if resumed_issue is not None:
             ctx.issues.append(resumed_issue)
+        # The exit must happen: an unreachable server's exit is retried with backoff (a server left in maintenance
+        # is the worst outcome of a window).
         attempts = conf.exit_retry_attempts() if step.phase == Phase.EXIT and step.idempotent else 1
         try:
-            return self._attempts(row, step, ctx, attempts)
+            try:
+                result = execute(step, ctx, attempts=attempts, on_retry=lambda attempt: self._count_attempt(row))
+            except RunLost:
+                raise LeaseLost from None
+            return self._record(row, ctx, result)
         finally:
             if self.on_step is not None:
                 self.on_step(step.key, ctx)
 
-    def _attempts(self, row: StepRun, step: Step, ctx: ExecutionContext, attempts: int) -> str | None:
-        delay = 30.0
-        for attempt in range(1, attempts + 1):
-            try:
-                outcome = step.run(ctx)
-            except Hold as hold:
-                return self._hold(row, ctx, hold)
-            except RunLost:
-                raise LeaseLost from None
-            except StepFailed as exc:
-                kind = Alert.Kind.PRECHECK_BLOCKED if step.gate else Alert.Kind.PAUSED
-                return self._fail_and_pause(row, str(exc), ctx.commands, ctx.issues, exc.findings, kind=kind)
-            except ExchangeSessionError as exc:
-                if exc.retryable and attempt < attempts:
-                    # The exit must happen: a server left in maintenance is the worst outcome of a window.
-                    ctx.issues.append(Issue(f"server unreachable during the exit ({exc})",
-                                            f"retried after {delay:.0f} s (attempt {attempt + 1} of {attempts})"))
-                    ctx.wait(delay)
-                    delay *= 2
-                    StepRun.objects.filter(pk=row.pk).update(attempts=F("attempts") + 1)
-                    row.attempts += 1
-                    continue
-                kind = Alert.Kind.UNREACHABLE if exc.retryable else Alert.Kind.PAUSED
-                if step.gate and not exc.retryable:
-                    kind = Alert.Kind.PRECHECK_BLOCKED
-                message = f"{type(exc).__name__}: {exc}"
-                if attempts > 1:
-                    message += f" (after {attempts} attempts)"
-                return self._fail_and_pause(row, message, ctx.commands, ctx.issues, {}, kind=kind)
-            except Exception as exc:  # a bug in a step must pause the window, never leave it "running"
-                log.exception("change %s: step %s raised", self.change_id, step.key)
-                return self._fail_and_pause(row, f"internal error in the step: {type(exc).__name__}: {exc}",
-                                            ctx.commands, ctx.issues, {})
-            return self._passed(row, ctx, outcome)
-        raise AssertionError("unreachable")  # pragma: no cover
+    def _count_attempt(self, row: StepRun) -> None:
+        StepRun.objects.filter(pk=row.pk).update(attempts=F("attempts") + 1)
+        row.attempts += 1
+
+    def _record(self, row: StepRun, ctx: ExecutionContext, result: StepResult) -> str | None:
+        """Write how the step ended: passed/skipped, parked on a hold, or failed and paused for an operator."""
+        if result.hold is not None:
+            return self._hold(row, ctx, result.hold)
+        if result.status == "failed":
+            return self._fail_and_pause(row, result.code, result.message, ctx.commands, ctx.issues, result.findings,
+                                        kind=result.alert_kind)
+        return self._passed(row, ctx, cast(StepOutcome, result.outcome))
 
     def _commands(self, row: StepRun, ctx_commands: list) -> list[dict[str, Any]]:
         # Earlier attempts stay in the log: the report shows what was sent before a retry or a crash. ``row`` was
@@ -431,41 +373,39 @@ class _Engine:
                                          for i in issues]
 
     def _save_context(self, **extra: Any) -> None:
-        fields = {"context": jsonable(self.states),
-                  "lock_expires_at": timezone.now() + timedelta(seconds=self.lease.seconds), **extra}
-        if not self.lease.mine().update(**fields):
+        if not self.lease.renew(context=jsonable(self.states), **extra):
             raise LeaseLost
 
     def _passed(self, row: StepRun, ctx: ExecutionContext, outcome: StepOutcome) -> None:
-        status = S.SKIPPED if outcome.status == "skipped" else S.PASSED
         commands, issues = self._commands(row, ctx.commands), self._issues(row, ctx.issues + list(outcome.issues))
         with transaction.atomic():
             self._save_context()
-            StepRun.objects.filter(pk=row.pk).update(
-                status=status, finished_at=timezone.now(), commands=commands, issues=issues,
-                findings=jsonable(outcome.findings), output_summary=outcome.summary, error="")
-        row.status, row.commands, row.issues = status, commands, issues
-        log.info("change %s step %s %s: %s", self.change_id, row.order, status, outcome.summary)
+            self._set_step(row, E.SKIP if outcome.status == "skipped" else E.PASS, finished_at=timezone.now(),
+                           commands=commands, issues=issues, findings=jsonable(outcome.findings),
+                           output_summary=outcome.summary, error="")
+        row.commands, row.issues = commands, issues
+        log.info("change %s step %s %s: %s", self.change_id, row.order, row.status, outcome.summary)
         return None
 
     def _hold(self, row: StepRun, ctx: ExecutionContext, hold: Hold) -> str:
         remaining = (hold.until - self.clock.now()).total_seconds()
         if remaining <= 0:
             # A hold that is already due would wake at once and hold again: a plan bug, not something to spin on.
-            return self._fail_and_pause(row, f"the step held past its time ({hold})", ctx.commands, ctx.issues, {})
+            return self._fail_and_pause(row, R.HOLD_OVERDUE, f"the step held past its time ({hold})", ctx.commands,
+                                        ctx.issues, {})
         delay = remaining / float(getattr(self.clock, "speed", 1.0))
         wake_at = timezone.now() + timedelta(seconds=delay)
         commands, issues = self._commands(row, ctx.commands), self._issues(row, ctx.issues)
         with transaction.atomic():
             # Park only if the work-done report has not arrived since this step read it: that report's own task
             # found the lease busy and was dropped, so parking now would wait until the window end.
-            parked = self.lease.mine().filter(work_done_at__isnull=True).update(
-                context=jsonable(self.states), wake_at=wake_at, lock_owner="", lock_expires_at=None)
+            parked = self.lease.release(where=Q(work_done_at__isnull=True), context=jsonable(self.states),
+                                        wake_at=wake_at)
             if not parked:
                 if not self.lease.mine().exists():
                     raise LeaseLost
-                StepRun.objects.filter(pk=row.pk).update(status=S.PENDING, commands=commands, issues=issues)
-                row.status, row.commands, row.issues = S.PENDING, commands, issues
+                self._set_step(row, E.REWIND, commands=commands, issues=issues)
+                row.commands, row.issues = commands, issues
                 self._run = None  # re-read: it now carries the work-done report
                 return None  # the work was reported done meanwhile: run the step again now
             StepRun.objects.filter(pk=row.pk).update(output_summary=f"waiting… {hold}", commands=commands,
@@ -474,21 +414,22 @@ class _Engine:
         log.info("change %s step %s holds until %s: %s", self.change_id, row.order, wake_at.isoformat(), hold)
         return "held"
 
-    def _fail_and_pause(self, row: StepRun, message: str, ctx_commands: list, ctx_issues: list[Issue],
+    def _fail_and_pause(self, row: StepRun, code: str, message: str, ctx_commands: list, ctx_issues: list[Issue],
                         findings: dict[str, Any], *, kind: str = Alert.Kind.PAUSED) -> str:
         commands, issues = self._commands(row, ctx_commands), self._issues(row, ctx_issues)
         with transaction.atomic():
             self._save_context()
-            StepRun.objects.filter(pk=row.pk).update(
-                status=S.FAILED, finished_at=timezone.now(), commands=commands, issues=issues,
-                findings=jsonable(findings), output_summary=message[:2000], error=message)
-            return self._pause(row, f"step {row.order} ({row.name}) failed: {message}", kind)
+            self._set_step(row, E.FAIL, finished_at=timezone.now(), commands=commands, issues=issues,
+                           findings=jsonable(findings), output_summary=message[:2000], error=message)
+            return self._pause(row, f"step {row.order} ({row.name}) failed: {message}", code, kind=kind,
+                               evidence=jsonable(findings))
 
-    def _pause(self, row: StepRun | None, message: str, kind: str, server: Server | None = None) -> str:
+    def _pause(self, row: StepRun | None, message: str, code: str, *, kind: str = Alert.Kind.PAUSED,
+               server: Server | None = None, evidence: dict[str, Any] | None = None) -> str:
+        """Stop for an operator, recording why as data (``changes.models.Pause``): the report reads that record."""
         server = server or (self.servers.get(row.server_id) if row is not None else None)
-        with transaction.atomic():
-            change_transition(self.change_id, State.PAUSED, actor=ACTOR, reason=message[:1000])
-            alert_raise(kind, f"{self.change.number}: {message}", actor=ACTOR, change=self.change, server=server)
+        change_pause(self.change_id, actor=ACTOR, code=code, message=message, step=row, server=server,
+                     evidence=evidence, alert_kind=kind)
         log.warning("change %s paused: %s", self.change_id, message)
         return "paused"
 

@@ -1,4 +1,5 @@
-"""The maintenance plans as data: ordered steps in phases, each with its guard, verification and rollback.
+"""The maintenance plans as data: ordered steps in phases, each with its guard and verification. The exit phase
+undoes the entry, step by step (check-then-set), and is also what an operator's abort runs.
 
 ``build_plan("maintenance", server, options)`` picks the variant from the inventory: ``standalone`` when the server
 is in no DAG, else ``dag-member``; the Unified Messaging steps are left out when the inventory's version is 2019 or
@@ -50,16 +51,16 @@ def _enter(dag_member: bool, um: bool) -> list[Step]:
         Step("enter.snapshot", E, "Save component votes" + (" and activation settings" if dag_member else ""),
              enter.snapshot, mutating=False, skippable=False),
         Step("enter.hubtransport_draining", E, "Set HubTransport to Draining (requester Maintenance)",
-             enter.hubtransport_draining, skippable=False, rollback="exit.hubtransport_active"),
+             enter.hubtransport_draining, skippable=False),
         # Restarting twice is harmless, so a crash mid-step may replay it; skippable: the operator can restart
         # transport by hand (it then picks up Draining).
         Step("enter.restart_transport", E, "Restart MSExchangeTransport and MSExchangeFrontEndTransport; wait "
-             "for Get-Queue", transport.restart_transport_enter, rollback="exit.restart_transport"),
+             "for Get-Queue", transport.restart_transport_enter),
     ]
     if um:
         steps += [
             Step("enter.umcallrouter_draining", E, "Set UMCallRouter to Draining (2013/2016 with UM only)",
-                 enter.umcallrouter_draining, rollback="exit.umcallrouter_active"),
+                 enter.umcallrouter_draining),
             # Skippable: the operator may accept cutting the calls still up after the bounded wait.
             Step("enter.um_calls_drained", E, "Wait for the active UM calls to end (Get-UMActiveCalls)",
                  enter.um_calls_drained, mutating=False),
@@ -71,12 +72,11 @@ def _enter(dag_member: bool, um: bool) -> list[Step]:
                       mutating=False))
     if dag_member:
         steps += [
-            Step("enter.suspend_cluster_node", E, "Pause the cluster node", dag.suspend_cluster_node,
-                 rollback="exit.resume_cluster_node"),
+            Step("enter.suspend_cluster_node", E, "Pause the cluster node", dag.suspend_cluster_node),
             Step("enter.activation_move_now", E, "Set DatabaseCopyActivationDisabledAndMoveNow $true",
-                 dag.activation_disabled_and_move_now, skippable=False, rollback="exit.restore_move_now"),
+                 dag.activation_disabled_and_move_now, skippable=False),
             Step("enter.activation_blocked", E, "Set DatabaseCopyAutoActivationPolicy Blocked",
-                 dag.activation_policy_blocked, skippable=False, rollback="exit.restore_activation_policy"),
+                 dag.activation_policy_blocked, skippable=False),
             # Skippable: the operator may accept the outage of a database that will not move (§5.4).
             Step("enter.databases_moved", E, "No replicated database stays active on the server",
                  dag.databases_moved),
@@ -85,7 +85,7 @@ def _enter(dag_member: bool, um: bool) -> list[Step]:
         ]
     steps += [
         Step("enter.serverwideoffline_inactive", E, "Set ServerWideOffline Inactive (requester Maintenance)",
-             enter.serverwideoffline_inactive, skippable=False, rollback="exit.serverwideoffline_active"),
+             enter.serverwideoffline_inactive, skippable=False),
         Step("enter.final_gate", E, "Only Monitoring and RecoveryActionsEnabled stay Active"
              + ("; activation Blocked; node paused" if dag_member else ""), enter.final_gate, mutating=False),
     ]
@@ -168,5 +168,5 @@ def build_plan(name: str, server: ServerInfo, options: Options) -> Plan:
 def describe(plan: Plan) -> list[dict[str, Any]]:
     """The plan as rows for a dry run or the API: what would run, in order, and how each step may be handled."""
     return [{"key": s.key, "phase": str(s.phase), "title": s.title, "mutating": s.mutating,
-             "idempotent": s.idempotent, "skippable": s.skippable, "gate": s.gate, "rollback": s.rollback}
+             "idempotent": s.idempotent, "skippable": s.skippable, "gate": s.gate}
             for s in plan.steps]

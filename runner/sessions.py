@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import ssl
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -69,6 +70,8 @@ def endpoint_config(server: Server, endpoint: Endpoint) -> EndpointConfig:
             )
         encryption = "never"
     timeout = int(operation_timeout or 30)
+    if parts.scheme == "https" and not verify_tls:
+        log.warning("%s %s: TLS certificate validation is off for %s", server.name, endpoint.value, host)
     try:
         return EndpointConfig(
             url=url,
@@ -76,7 +79,10 @@ def endpoint_config(server: Server, endpoint: Endpoint) -> EndpointConfig:
             auth=auth,
             username=server.username or None,
             password=server.get_password() or None,
-            cert_validation=bool(verify_tls),
+            keytab=server.get_keytab(),
+            kerberos_realm=conf.kerberos_realm(),
+            spn_host=server.fqdn or None,
+            cert_validation=cert_validation(server, bool(verify_tls)),
             connection_timeout=int(connection_timeout or 30),
             operation_timeout=timeout,
             # A WinRM Receive long-polls for the operation timeout: the HTTP read must outlast it.
@@ -85,6 +91,15 @@ def endpoint_config(server: Server, endpoint: Endpoint) -> EndpointConfig:
         )
     except ValueError as exc:
         raise InventoryError(f"{server.name} {endpoint.value}: {exc}") from None
+
+
+def cert_validation(server: Server, verify: bool) -> bool | str:
+    """What pypsrp checks an https certificate against: the server's CA bundle, else EXMAINT_TLS_CA_BUNDLE, else the
+    operating system's store (requests would otherwise use certifi's list, which holds no internal CA)."""
+    if not verify:
+        return False
+    bundle = server.tls_ca_bundle or conf.tls_ca_bundle() or ssl.get_default_verify_paths().cafile
+    return bundle or True
 
 
 class RelayedSession:
@@ -149,7 +164,15 @@ class RelayedSession:
 
     def take_notices(self) -> list[str]:
         notices, self.notices = self.notices, []
+        for session in [*self._retired, *([self._session] if self._session is not None else [])]:
+            take = getattr(session, "take_notices", None)  # e.g. negotiate fell back to NTLM, TLS validation off
+            notices.extend(take() if take is not None else ())
         return notices
+
+    @property
+    def mechanisms(self) -> dict:
+        """What authenticated the current relay's pools (kerberos, ntlm, ...)."""
+        return dict(getattr(self._session, "mechanisms", {}) or {})
 
     def release_finished(self) -> None:
         if self._session is not None:

@@ -173,7 +173,6 @@ class Step:
     skippable: bool = True  # may an operator skip it after a failure?
     mutating: bool = True  # does it change the server? (dry runs run only non-mutating pre-checks)
     gate: bool = False  # a pre-check whose failure blocks the window unless an operator overrides with a reason
-    rollback: str | None = None  # key of the exit step that undoes it
 
 
 @dataclass(frozen=True)

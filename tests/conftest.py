@@ -22,14 +22,57 @@ from tests.support.workers import Workers
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests marked postgres need the PostgreSQL backend. In the SQLite pass of CI (EXMAINT_SQLITE_PASS=1) they are
-    deselected because the PostgreSQL pass runs them; otherwise, off PostgreSQL, they skip locally and fail in CI."""
-    if os.environ.get("EXMAINT_SQLITE_PASS") == "1" and connection.vendor != "postgresql":
-        kept = [item for item in items if "postgres" not in item.keywords]
-        config.hook.pytest_deselected(items=[item for item in items if "postgres" in item.keywords])
-        items[:] = kept
+# Where the database backend changes what the code does: compare-and-set transitions, the audit chain's lock,
+# run and delivery leases, transactional outbox claims, the engine's persisted steps. Tests under these directories
+# are marked ``database`` and run in both CI passes; see the README's "Tests and CI".
+DATABASE_LAYER = ("tests/changes/", "tests/notifications/", "tests/runner/engine/")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _flush_past_the_audit_truncate_guard() -> None:
+    """Transactional tests end with Django's flush, a TRUNCATE of every table, which the audit tables' guard refuses
+    on PostgreSQL (migration 0010). The test database's superuser flushes with triggers off for that one transaction
+    (SET LOCAL session_replication_role, which only a superuser may set): test-only; production keeps the guard."""
+    from django.db.backends.postgresql.operations import DatabaseOperations
+
+    original = DatabaseOperations.sql_flush
+    if getattr(original, "_exmaint_test_flush", False):
         return
+
+    def sql_flush(self, style, tables, *, reset_sequences=False, allow_cascade=False):  # noqa: ANN001, ANN202
+        statements = original(self, style, tables, reset_sequences=reset_sequences, allow_cascade=allow_cascade)
+        return ["SET LOCAL session_replication_role = replica", *statements] if statements else statements
+
+    sql_flush._exmaint_test_flush = True
+    DatabaseOperations.sql_flush = sql_flush
+
+
+_flush_past_the_audit_truncate_guard()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark the database layer's tests, then keep the tests of this CI pass (EXMAINT_CI_PASS, set by .ci/run).
+
+    - ``sqlite``: everything except the tests marked postgres or redis (the PostgreSQL + Redis pass runs those);
+    - ``postgres``: the tests marked postgres, redis or database — the rest does not depend on the backend and ran
+      in the SQLite pass.
+    Unset (a developer's run), everything is collected: postgres/redis tests skip locally, fail under CI=true."""
+    for item in items:
+        if item.path.relative_to(ROOT).as_posix().startswith(DATABASE_LAYER):
+            item.add_marker(pytest.mark.database)
+    ci_pass = os.environ.get("EXMAINT_CI_PASS", "")
+    if ci_pass == "sqlite" and connection.vendor != "postgresql":
+        def wanted(item: pytest.Item) -> bool:
+            return not any(item.get_closest_marker(mark) for mark in ("postgres", "redis"))
+    elif ci_pass == "postgres":
+        def wanted(item: pytest.Item) -> bool:
+            return any(item.get_closest_marker(mark) for mark in ("postgres", "redis", "database"))
+    elif ci_pass:
+        raise pytest.UsageError(f"EXMAINT_CI_PASS={ci_pass!r}: expected sqlite or postgres")
+    else:
+        return
+    config.hook.pytest_deselected(items=[item for item in items if not wanted(item)])
+    items[:] = [item for item in items if wanted(item)]
 
 
 @pytest.fixture(autouse=True)

@@ -69,10 +69,16 @@ def test_env_example_lists_every_variable_the_settings_read() -> None:
 def test_compose_defines_the_stack_with_healthchecked_services() -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = compose["services"]
-    assert set(services) == {"web", "worker", "beat", "postgres", "redis"}
+    assert set(services) == {"migrate", "web", "worker", "beat", "postgres", "redis"}
     for name in ("web", "worker", "beat"):
         assert services[name]["environment"]["DEBUG"] == "false"
         assert services[name]["depends_on"]["postgres"]["condition"] == "service_healthy"
+        # Issue 13 D1: the service runs as the runtime role; only the migrate job connects as the tables' owner.
+        assert services[name]["environment"]["DATABASE_URL"].startswith("postgres://exmaint_app:")
+        assert services[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+        assert "migrate" not in services[name]["command"]
+    assert services["migrate"]["environment"]["DATABASE_URL"].startswith("postgres://exmaint:")
+    assert "db_runtime_role --apply --role exmaint_app" in services["migrate"]["command"]
     assert "celery -A config worker" in services["worker"]["command"]
     assert "celery -A config beat" in services["beat"]["command"]
     assert all("healthcheck" in services[n] for n in ("web", "postgres", "redis"))
@@ -83,3 +89,29 @@ def test_ci_runs_the_readme_test_command() -> None:
     assert "make test" in readme.split("\n## ", 1)[0]
     ci = (ROOT / ".ci" / "run").read_text()
     assert re.search(r"^\S*.*\bmake test$", ci, re.M)
+
+
+def _test_settings_in(environment: dict[str, str]) -> list[str]:
+    """VAR_DIR, the Celery queue and the SQLite test database of config.test_settings in a fresh process."""
+    probe = ("from config import test_settings as s; "
+             "print(s.VAR_DIR); print(s.CELERY_TASK_DEFAULT_QUEUE); print(s.DATABASES['default']['TEST']['NAME'])")
+    env_vars = {k: v for k, v in os.environ.items()
+                if not k.startswith(("EXMAINT_", "PYTEST_XDIST", "DATABASE_URL", "CELERY_BROKER_URL", "REDIS_URL"))}
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env={**env_vars, **environment},
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split()
+
+
+def test_each_xdist_worker_gets_its_own_var_dir_queue_and_sqlite_file(tmp_path) -> None:
+    """The xdist controller's var/ and queue are inherited by its workers: each worker moves into its own, and the
+    Celery workers it starts (which inherit the worker's environment) stay in the same place."""
+    controller = {"EXMAINT_VAR_DIR": str(tmp_path), "EXMAINT_TASK_QUEUE": "exmaint-test-abc"}
+    gw0 = _test_settings_in({**controller, "PYTEST_XDIST_WORKER": "gw0"})
+    gw1 = _test_settings_in({**controller, "PYTEST_XDIST_WORKER": "gw1"})
+    assert gw0 == [str(tmp_path / "gw0"), "exmaint-test-abc-gw0", str(tmp_path / "gw0" / "test-exmaint.sqlite3")]
+    assert gw1[:2] == [str(tmp_path / "gw1"), "exmaint-test-abc-gw1"]
+    inherited_by_a_celery_worker = {"PYTEST_XDIST_WORKER": "gw1", "EXMAINT_TEST_XDIST_WORKER": "gw1",
+                                    "EXMAINT_VAR_DIR": gw1[0], "EXMAINT_TASK_QUEUE": gw1[1]}
+    assert _test_settings_in(inherited_by_a_celery_worker) == gw1
+    assert _test_settings_in(controller)[:2] == [str(tmp_path), "exmaint-test-abc"]  # serial: unchanged

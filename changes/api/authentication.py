@@ -1,9 +1,14 @@
-"""Token authentication accepting both 'Token <key>' and 'Bearer <key>' (ITSM tools differ)."""
+"""Token authentication accepting both 'Token <key>' and 'Bearer <key>' (ITSM tools differ). Failures count towards
+the client's lockout (django-axes, see changes.api.throttling), so tokens cannot be guessed at speed."""
 from __future__ import annotations
 
+from axes.handlers.proxy import AxesProxyHandler
+from django.contrib.auth.signals import user_login_failed
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import exceptions
 from rest_framework.authentication import TokenAuthentication, get_authorization_header
+
+from .throttling import TOKEN_CREDENTIALS, cooloff_seconds
 
 
 class TokenOrBearerAuthentication(TokenAuthentication):
@@ -11,6 +16,18 @@ class TokenOrBearerAuthentication(TokenAuthentication):
         parts = get_authorization_header(request).split()
         if not parts or parts[0].lower() not in (b"token", b"bearer"):
             return None
+        django_request = request._request
+        if not AxesProxyHandler.is_allowed(django_request, TOKEN_CREDENTIALS):
+            # Locked out: not even a valid token is checked until the cool-off ends.
+            raise exceptions.Throttled(wait=cooloff_seconds(),
+                                       detail="too many failed authentication attempts from this client")
+        try:
+            return self._authenticate(parts)
+        except exceptions.AuthenticationFailed:
+            user_login_failed.send(sender=type(self), credentials=TOKEN_CREDENTIALS, request=django_request)
+            raise
+
+    def _authenticate(self, parts: list[bytes]):  # noqa: ANN202 - DRF's (user, token)
         if len(parts) != 2:
             raise exceptions.AuthenticationFailed("Authorization must be 'Token <key>' or 'Bearer <key>'")
         try:

@@ -6,7 +6,7 @@ from typing import Any
 
 from django.core.exceptions import PermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import DataError, IntegrityError
+from django.db import DataError, IntegrityError, InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
 from rest_framework import exceptions, status
@@ -15,6 +15,8 @@ from rest_framework.views import exception_handler as drf_exception_handler
 
 from changes.errors import DomainError
 from changes.states import TransitionNotAllowed
+
+from .middleware import DATABASE_RETRY_AFTER_SECONDS, database_unavailable_body
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,11 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         exc = exceptions.PermissionDenied()
     elif isinstance(exc, DjangoValidationError):
         exc = exceptions.ValidationError(exc.messages)
+    elif isinstance(exc, OperationalError | InterfaceError):
+        # PostgreSQL down or restarting (or SQLite locked past its timeout): not the client's fault, and temporary.
+        log.warning("database unavailable: %s", exc)
+        return Response(database_unavailable_body(), status=503,
+                        headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)})
     elif isinstance(exc, DataError):
         # e.g. a value too long for its column on PostgreSQL: the client's input, not our fault.
         log.info("data error: %s", exc)

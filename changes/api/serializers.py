@@ -1,13 +1,15 @@
 """Input serializers check shape only (types, lengths, choices); rules live in changes.services."""
 from __future__ import annotations
 
+import base64
+import binascii
 from datetime import UTC, datetime
 from typing import Any
 
 from django.utils.dateparse import parse_datetime
 from rest_framework import serializers
 
-from changes.models import Alert, Approval, AuditEvent, Change, FreezeWindow, Server, StepRun
+from changes.models import Alert, Approval, AuditEvent, Change, FreezeWindow, Server, StepRun, validate_server_name
 from changes.states import next_states
 
 # Far outside any maintenance window, and keeps UTC conversions away from datetime's year 1 / 9999 edges.
@@ -66,9 +68,9 @@ class HttpUrlField(serializers.URLField):
         return value
 
 
-def _server_name() -> serializers.RegexField:
-    """A NetBIOS server name, e.g. EX01."""
-    return serializers.RegexField(r"^[A-Za-z0-9][A-Za-z0-9-]{0,14}$", max_length=15)
+def _server_name() -> serializers.CharField:
+    """A NetBIOS server name, e.g. EX01: the model's validator, shared with the admin."""
+    return serializers.CharField(max_length=15, validators=[validate_server_name])
 
 
 class ChangeCreateSerializer(StrictSerializer):
@@ -235,12 +237,27 @@ class AuditVerifySerializer(serializers.Serializer):
     problem = serializers.CharField(required=False)
 
 
+class Base64BytesField(serializers.CharField):
+    """Binary uploads in JSON: base64 text in, bytes out (never read back)."""
+
+    def to_internal_value(self, data: Any) -> bytes:
+        text = super().to_internal_value(data)
+        try:
+            return base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError):
+            raise serializers.ValidationError("not valid base64") from None
+
+
 class ServerSerializer(RefusesUnknownFields, serializers.ModelSerializer):
     """The inventory. ``password`` is write-only; reads show only whether one is set."""
 
     password = serializers.CharField(write_only=True, required=False, allow_blank=True, max_length=512,
                                      style={"input_type": "password"})
     has_password = serializers.BooleanField(read_only=True)
+    keytab = Base64BytesField(write_only=True, required=False, allow_blank=True, max_length=64 * 1024,
+                              help_text="Write-only Kerberos keytab of the service account, base64; empty removes it")
+    has_keytab = serializers.BooleanField(read_only=True)
+    tls_warnings = serializers.ListField(child=serializers.CharField(), read_only=True)
     effective_endpoint_url = serializers.CharField(read_only=True)
     effective_winrm_url = serializers.CharField(read_only=True)
     name = _server_name()
@@ -251,7 +268,7 @@ class ServerSerializer(RefusesUnknownFields, serializers.ModelSerializer):
         model = Server
         fields = [
             "id", *Server.EDITABLE_FIELDS, "effective_endpoint_url", "effective_winrm_url", "password", "has_password",
-            "created_at", "updated_at",
+            "keytab", "has_keytab", "tls_warnings", "created_at", "updated_at",
         ]
         read_only_fields = ["id", "created_at", "updated_at"]
         extra_kwargs = {"dag_name": {"allow_null": True}, "winrm_auth_method": {"allow_blank": True}}

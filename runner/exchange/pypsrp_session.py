@@ -45,7 +45,7 @@ from pypsrp.exceptions import (
 from pypsrp.powershell import PowerShell, RunspacePool
 from pypsrp.wsman import WSMan
 
-from runner.exchange import cmdlets
+from runner.exchange import cmdlets, kerberos
 from runner.exchange.parameters import (
     _scrub,
     _secret_strings,
@@ -127,7 +127,12 @@ class EndpointConfig:
     operation_timeout: int = 20
     read_timeout: int = 30
     encryption: EncryptionMode = "auto"
-    negotiate_service: str | None = None  # pypsrp >= 0.9 defaults to "host"; some SPN setups need "HTTP"
+    negotiate_service: str | None = None  # the SPN's service; None = "HTTP" (IIS /PowerShell and WinRM alike)
+    # Kerberos (see runner.exchange.kerberos): a keytab instead of the password, the realm for bare user names, and
+    # the name the SPN is built from when the URL holds an IP address (the server's FQDN).
+    keytab: bytes | None = field(default=None, repr=False)
+    kerberos_realm: str | None = None
+    spn_host: str | None = None
     idle_timeout: int | None = None  # shell IdleTimeOut in seconds; None = the server's default
     idle_probe_after: float = 60.0  # before a mutating cmdlet on a pool idle this long, check the shell still exists
     max_finished_commands: int = 32  # finished pipelines kept before terminating them in one sweep (see the module doc)
@@ -225,6 +230,8 @@ def _map_error(exc: BaseException, where: str) -> ExchangeSessionError:
     """Translate a pypsrp/requests failure into the session's typed errors. Messages carry no secrets."""
     if isinstance(exc, ExchangeSessionError):
         return exc
+    if isinstance(exc, _KERBEROS_ERRORS) or (isinstance(exc, ValueError) and "auth_provider" in str(exc)):
+        return kerberos.explain(exc, where=where)
     if isinstance(exc, AuthenticationError):
         return AuthenticationFailed(f"{where}: the endpoint refused the credentials (HTTP 401)")
     if isinstance(exc, requests.exceptions.SSLError):
@@ -261,7 +268,9 @@ def _map_error(exc: BaseException, where: str) -> ExchangeSessionError:
     return RemotingError(f"{where}: unexpected {type(exc).__name__}")
 
 
-_TRANSPORT_ERRORS = (WinRMError, requests.exceptions.RequestException, OSError)
+_KERBEROS_ERRORS = kerberos.auth_errors()
+# Kerberos/SPNEGO failures surface from any request: pypsrp re-authenticates whenever it opens a new connection.
+_TRANSPORT_ERRORS = (WinRMError, requests.exceptions.RequestException, OSError, *_KERBEROS_ERRORS)
 
 
 def _pipeline(pool: RunspacePool, cmdlet: str, params: list[tuple[str, Any]]) -> PowerShell:
@@ -298,6 +307,7 @@ class PypsrpSession:
         self._orphans: list[_Pool] = []
         self._notices: list[str] = []
         self._lock = threading.RLock()
+        self.mechanisms: dict[Endpoint, str] = {}  # what authenticated each endpoint's pool (kerberos, ntlm, ...)
 
     def __repr__(self) -> str:
         configured = ", ".join(f"{ep.value}={cfg.display}" for ep, cfg in self.endpoints.items())
@@ -340,6 +350,7 @@ class PypsrpSession:
             # (``runner.context.ExecutionContext.run``), so it lands in the step log.
             for attempt in (1, 2):
                 try:
+                    kerberos.keep_fresh(self.endpoints[endpoint], getattr(self._pools.get(endpoint), "wsman", None))
                     pool = self._pool_for(endpoint, probe=mutating)
                     return self._invoke(pool, endpoint, cmdlet, params)
                 except ExchangeSessionError as error:
@@ -358,7 +369,8 @@ class PypsrpSession:
                 self._release(endpoint)
 
     def take_notices(self) -> list[str]:
-        """The commands sent a second time because the first try certainly never left (see ``run``)."""
+        """For the step log, each once: commands sent a second time because the first try certainly never left
+        (see ``run``), and how a pool authenticated when ``negotiate`` did not use Kerberos."""
         with self._lock:
             notices, self._notices = self._notices, []
         return notices
@@ -407,37 +419,47 @@ class PypsrpSession:
                 self._reap_orphans()  # the server answers again: delete the shells left behind
         return entry
 
+
     def _open(self, endpoint: Endpoint, config: EndpointConfig) -> _Pool:
-        extra: dict[str, Any] = {}
-        if config.negotiate_service:
-            extra["negotiate_service"] = config.negotiate_service
         wsman = WSMan(
             server=config.host,
             port=config.effective_port,
             path=config.path,
             ssl=config.ssl,
             auth=config.auth,
-            username=config.username,
-            password=config.password,
+            **kerberos.wsman_auth(config),  # user/password, or a cached Kerberos ticket and the SPN
             cert_validation=config.cert_validation,
             connection_timeout=config.connection_timeout,
             read_timeout=config.read_timeout,
             operation_timeout=config.operation_timeout,
             encryption=config.encryption,
-            **extra,
         )
         pool = RunspacePool(wsman, configuration_name=config.configuration_name, idle_timeout=config.idle_timeout)
         started = time.monotonic()
         try:
             pool.open()
-        except _TRANSPORT_ERRORS as exc:
+        except (*_TRANSPORT_ERRORS, ValueError) as exc:  # ValueError: pypsrp refusing the server's auth scheme
             self._close_quietly(pool, wsman, delete=getattr(pool.shell, "opened", False))
             raise _map_error(exc, f"{self.server_name} {endpoint.value} open") from None
+        self._note_mechanism(endpoint, config, wsman)
         log.debug(
             "%s %s: opened runspace pool at %s in %.0f ms",
             self.server_name, endpoint.value, config.display, (time.monotonic() - started) * 1000,
         )
         return _Pool(pool, wsman, time.monotonic())
+
+    def _note_mechanism(self, endpoint: Endpoint, config: EndpointConfig, wsman: WSMan) -> None:
+        mechanism = kerberos.mechanism_of(wsman, config.auth)
+        if self.mechanisms.get(endpoint) != mechanism:
+            log.info("%s %s: authenticated with %s (auth=%s)", self.server_name, endpoint.value, mechanism, config.auth)
+            if config.auth == "negotiate" and mechanism != "kerberos":
+                self._notices.append(f"{self.server_name} {endpoint.value}: negotiate fell back to {mechanism} "
+                                    "(Kerberos was not available); see check_server")
+        self.mechanisms[endpoint] = mechanism
+        if config.ssl and config.cert_validation is False:
+            # Allowed per server only; it goes into the step's issues and so into the report.
+            self.notices.append(f"{self.server_name} {endpoint.value}: TLS certificate validation is off for "
+                                f"{config.host}")
 
     def _invoke(self, entry: _Pool, endpoint: Endpoint, cmdlet: str, params: list[tuple[str, Any]]) -> CommandResult:
         try:

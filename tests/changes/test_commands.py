@@ -27,3 +27,21 @@ def test_create_api_client_takes_several_roles_and_refuses_duplicates() -> None:
     assert sorted(User.objects.get(username="ops").groups.values_list("name", flat=True)) == ["auditor", "operator"]
     with pytest.raises(CommandError, match="already exists"):
         call_command("create_api_client", "ops", "--role", "operator", stdout=StringIO())
+
+
+def test_create_api_client_shows_the_callback_secret_notifications_made_for_it_once() -> None:
+    """The secret comes from the notifications app's handler of the domain event, in the creating transaction."""
+    from changes.models import AuditEvent
+    from notifications.secrets import callback_secret_for
+
+    out = StringIO()
+    call_command("create_api_client", "servicenow", "--role", "requester", "--source", "servicenow", stdout=out)
+    created, secret_line, token = out.getvalue().strip().splitlines()
+    assert created == "Created servicenow with role(s) requester."
+    label, secret = secret_line.split(": ")
+    assert label == "Callback signing secret (X-Exmaint-Signature)"
+    user = User.objects.get(username="servicenow")
+    assert callback_secret_for(user.api_client.pk) == secret and len(secret) >= 40
+    assert list(AuditEvent.objects.filter(object_id=str(user.pk)).order_by("seq").values_list("action", flat=True)) \
+        == ["identity.created", "callback_secret.created"]
+    assert secret not in str(list(AuditEvent.objects.values_list("changes", flat=True)))

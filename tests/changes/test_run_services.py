@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from changes import run_services, services
 from changes.errors import InvalidRequest, NotPermitted, StateConflict
-from changes.models import Alert, AuditEvent, Change, StepRun, WindowRun
+from changes.models import Alert, AuditEvent, Change, Pause, StepRun, WindowRun
 from changes.states import State, TransitionNotAllowed
 
 pytestmark = pytest.mark.django_db
@@ -93,6 +93,41 @@ def test_skip_with_a_reason_is_recorded_on_the_step_and_audited(requester, serve
         "skipped", "skip", operator, "external queue, retries later")
     assert Change.objects.get(pk=change.pk).state == State.RUNNING
     assert AuditEvent.objects.filter(action="window.skip", actor="user:olga").exists()
+
+
+def test_a_pause_records_why_where_and_the_evidence_and_the_decision_answers_it(requester, servers,
+                                                                                 operator) -> None:
+    change = open_change(requester)
+    run_services.change_start(change, actor=operator)
+    step = StepRun.objects.create(change=change, order=1, phase="enter", key="enter.drain_queues", name="Drain",
+                                  status="failed", error="3 messages left", server=servers["EX01"])
+    pause = run_services.change_pause(change.pk, actor="system:runner", code=Pause.Reason.STEP_FAILED, step=step,
+                                      message="step 1 (Drain) failed: 3 messages left", evidence={"left": 3})
+    assert Change.objects.get(pk=change.pk).state == State.PAUSED
+    assert (pause.server, pause.evidence, pause.decision) == (servers["EX01"], {"left": 3}, "")
+    assert AuditEvent.objects.get(seq=pause.paused_seq).reason == "step 1 (Drain) failed: 3 messages left"
+    assert Alert.objects.get(change=change, kind=Alert.Kind.PAUSED).server == servers["EX01"]
+    run_services.change_resume(change, actor=operator, action="retry", reason="queue drained by hand")
+    pause.refresh_from_db()
+    assert (pause.decision, pause.decided_by, pause.decided_by_label, pause.decision_reason) == (
+        "retry", operator, "user:olga", "queue drained by hand")
+    assert AuditEvent.objects.get(seq=pause.decided_seq).action == "window.retry"
+
+
+def test_a_pause_needs_a_known_reason_code(requester, servers, operator) -> None:
+    change = open_change(requester)
+    run_services.change_start(change, actor=operator)
+    with pytest.raises(InvalidRequest, match="unknown pause reason"):
+        run_services.change_pause(change.pk, actor="system:runner", code="because", message="x")
+    assert Change.objects.get(pk=change.pk).state == State.RUNNING
+
+
+def test_a_decision_on_a_pause_nobody_recorded_gets_a_record_of_its_own(requester, servers, operator) -> None:
+    change = paused_with_failed_step(requester, operator)
+    run_services.change_resume(change, actor=operator, action="skip", reason="checked by hand")
+    pause = Pause.objects.get(change=change)
+    assert (pause.code, pause.step.key, pause.decision) == (Pause.Reason.UNRECORDED, "enter.drain_queues", "skip")
+    assert pause.paused_seq == pause.decided_seq
 
 
 def test_skip_is_refused_for_steps_unsafe_to_skip(requester, servers, operator) -> None:

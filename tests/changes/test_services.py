@@ -364,8 +364,8 @@ def test_a_client_posts_only_for_its_own_source(requester, servers) -> None:
 
 def test_replay_by_another_client_is_a_conflict_that_reveals_nothing(requester, servers) -> None:
     create(requester)
-    other = make_user("intruder", "requester", client=True)
-    with pytest.raises(IdempotencyConflict) as err:
+    other = make_user("intruder", "requester", client=True)  # no source: may not post at all (issue 13 D7)
+    with pytest.raises(NotPermitted) as err:
         create(other)
     assert "EXM-" not in err.value.detail
 

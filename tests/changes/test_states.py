@@ -10,9 +10,9 @@ from changes.states import TERMINAL, TRANSITIONS, State, TransitionNotAllowed, c
 ALLOWED = {
     ("awaiting_approval", "scheduled"), ("awaiting_approval", "rejected"), ("awaiting_approval", "cancelled"),
     ("scheduled", "running"), ("scheduled", "awaiting_approval"), ("scheduled", "cancelled"),
-    ("running", "paused"), ("running", "completed"), ("running", "failed"), ("running", "aborted"),
-    ("paused", "running"), ("paused", "aborted"), ("paused", "failed"),
-    ("completed", "closed"), ("failed", "closed"), ("aborted", "closed"),
+    ("running", "paused"), ("running", "completed"), ("running", "aborted"),
+    ("paused", "running"), ("paused", "aborted"),
+    ("completed", "closed"), ("aborted", "closed"),
 }
 
 
@@ -31,5 +31,5 @@ def test_rejected_cancelled_and_closed_are_terminal() -> None:
 
 
 def test_next_states_lists_what_the_caller_may_do() -> None:
-    assert next_states("running") == ["aborted", "completed", "failed", "paused"]
+    assert next_states("running") == ["aborted", "completed", "paused"]
     assert next_states("closed") == []

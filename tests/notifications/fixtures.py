@@ -39,6 +39,8 @@ class Received:
     envelope_from: str
     rcpt_tos: list[str]
     message: Message
+    raw: bytes = b""  # the bytes as they came over SMTP, for strict parsing
+    mail_options: list[str] = field(default_factory=list)  # the MAIL FROM parameters (BODY=8BITMIME, ...)
 
     @property
     def message_id(self) -> str:
@@ -50,8 +52,12 @@ class _Handler:
         self.sink = sink
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd's name
+        if self.sink.refuse:
+            return self.sink.refuse
         self.sink.messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos),
-                                           email.message_from_bytes(envelope.content, policy=default_policy)))
+                                           email.message_from_bytes(envelope.content, policy=default_policy),
+                                           bytes(envelope.original_content or envelope.content),
+                                           list(envelope.mail_options)))
         return "250 Message accepted for delivery"
 
 
@@ -62,6 +68,7 @@ class SmtpSink:
     port: int
     messages: list[Received] = field(default_factory=list)
     controller: Controller | None = None
+    refuse: str = ""  # an SMTP reply to give every message instead of accepting it, e.g. "554 5.6.0 rejected"
 
     def start(self) -> None:
         self.controller = Controller(_Handler(self), hostname="127.0.0.1", port=self.port)

@@ -10,6 +10,8 @@ from django.utils import timezone
 from changes import audit, services
 from changes.callback_urls import CallbackUrlRefused, check_callback_url
 from changes.errors import InvalidRequest
+from changes.models import Pause, StepRun
+from changes.run_services import change_pause
 from changes.services import change_transition
 from changes.states import State
 from notifications import signing
@@ -95,6 +97,21 @@ def test_a_client_error_is_not_retried(requester, servers, receiver, secret) -> 
     change = create(requester, change_type="standard", callback_url=receiver.url)
     drain()
     assert callbacks(change)[0].status == "failed" and len(receiver.requests) == 1
+
+
+def test_a_paused_window_tells_the_itsm_why_as_data(requester, servers, receiver, secret) -> None:
+    change = create(requester, change_type="standard", callback_url=receiver.url)
+    change_transition(change.pk, State.RUNNING, actor="system:runner", reason="window started")
+    step = StepRun.objects.create(change=change, order=4, phase="enter", key="enter.drain_queues", name="Drain",
+                                  status="failed", server=servers["EX01"])
+    change_pause(change.pk, actor="system:runner", code=Pause.Reason.UNREACHABLE, step=step,
+                 message="step 4 (Drain) failed: EndpointUnreachable")
+    drain()
+    paused = next(b for b in receiver.bodies() if b["new_state"] == "paused")
+    assert paused["pause"] == {"code": "unreachable", "title": "The server could not be reached",
+                               "step": "enter.drain_queues", "step_order": 4, "server": "EX01"}
+    assert paused["reason"] == "step 4 (Drain) failed: EndpointUnreachable"
+    assert not any("pause" in b for b in receiver.bodies() if b["new_state"] != "paused")
 
 
 def test_a_closed_change_reports_its_close_code_and_report_url(requester, operator, servers, receiver,

@@ -11,7 +11,7 @@ import pytest
 from django.template import TemplateDoesNotExist
 from django.utils import timezone
 
-from changes.models import AuditEvent
+from changes.models import Alert, AuditEvent
 from notifications import compose, dispatch
 from notifications.models import CallbackSecret, Delivery
 from notifications.secrets import callback_secret_rotate
@@ -195,9 +195,10 @@ def test_a_send_that_failed_outright_is_retried_without_being_marked_in_doubt(re
 
 # --- 2. any exception is a failed attempt ---------------------------------------------------------------------------
 
-def test_a_template_error_is_retried_then_failed_and_audited(requester, servers, smtp, monkeypatch, caplog,
-                                                              notification_settings) -> None:
-    notification_settings["EMAIL_RETRY_HOURS"] = 0.01  # 36 s
+def test_a_template_error_is_not_retried_it_fails_at_once_audited_and_alerted(requester, operator, servers, smtp,
+                                                                             monkeypatch, caplog) -> None:
+    operator.email = "olga@example.com"
+    operator.save()
     change = create(requester, change_type="standard")
     row = announcement(change)
 
@@ -207,18 +208,19 @@ def test_a_template_error_is_retried_then_failed_and_audited(requester, servers,
     monkeypatch.setattr(compose, "build", broken)
     now = timezone.now()
     with caplog.at_level(logging.ERROR, logger="notifications.dispatch"):
-        assert drain(now=now)[row.pk] == "pending"
-    assert any(r.exc_info and isinstance(r.exc_info[1], TemplateDoesNotExist) for r in caplog.records)
+        assert drain(now=now)[row.pk] == "failed"
+    assert any("failed for good" in r.getMessage() for r in caplog.records)
     row.refresh_from_db()
-    assert (row.status, row.lease_owner, row.attempts) == ("pending", "", 1)
-    assert "TemplateDoesNotExist" in row.last_error and row.next_attempt_at == now + timedelta(seconds=30)
-
-    assert drain(now=now + timedelta(seconds=31))[row.pk] == "failed"
-    row.refresh_from_db()
-    assert (row.status, row.attempts) == ("failed", 2)
+    # The same data fails the same way: no retry for a day, no lease left, flagged for an edit to send it again.
+    assert (row.status, row.lease_owner, row.attempts, row.permanent_error) == ("failed", "", 1, True)
+    assert "TemplateDoesNotExist" in row.last_error
     [event] = AuditEvent.objects.filter(action="notification.failed", object_id=str(change.pk))
     assert "TemplateDoesNotExist" in event.reason
+    [alert] = Alert.objects.filter(change=change, kind="notification_failed")
+    assert "could not be built" in alert.message and "Not retried" in alert.message
+    assert [d.recipients for d in deliveries(change, kind="alert")] == [["olga@example.com"]]
     assert not announced_to(smtp)
+    assert drain(now=now + timedelta(hours=1)).get(row.pk) is None  # never taken again
 
 
 def test_a_callback_secret_that_cannot_be_decrypted_is_retried_then_failed(requester, servers, receiver,

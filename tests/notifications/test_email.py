@@ -4,8 +4,10 @@ from __future__ import annotations
 import pytest
 
 from changes import services
-from changes.models import Alert, AuditEvent
-from changes.run_services import alert_raise
+from changes.models import Alert, AuditEvent, Pause
+from changes.run_services import alert_raise, change_pause
+from changes.services import change_transition
+from changes.states import State
 from notifications.models import Delivery
 from tests.conftest import make_user
 
@@ -62,6 +64,18 @@ def test_operators_are_alerted_when_a_window_pauses(requester, operator, servers
     alerts = [m for m in smtp.messages if "ALERT" in m.message["Subject"]]
     assert len(alerts) == 1 and alerts[0].rcpt_tos == ["olga@example.com"]
     assert "step 3 failed" in alerts[0].message.get_body(("html",)).get_content()
+
+
+def test_the_pause_alert_says_why_from_the_pause_record(requester, operator, servers, smtp) -> None:
+    operator.email = "olga@example.com"
+    operator.save()
+    change = create(requester, change_type="standard")
+    change_transition(change.pk, State.RUNNING, actor="system:runner", reason="window started")
+    change_pause(change.pk, actor="system:runner", code=Pause.Reason.GATE_REFUSED, server=servers["EX01"],
+                 message="step 1 (Backups) failed: DB02 has no backup", alert_kind=Alert.Kind.PRECHECK_BLOCKED)
+    drain()
+    [alert] = [m for m in smtp.messages if "ALERT" in m.message["Subject"]]
+    assert "Why it paused: A pre-check refused the window" in alert.message.get_body(("plain",)).get_content()
 
 
 def test_a_server_alert_without_a_change_still_reaches_operators(operator, servers, smtp) -> None:
@@ -128,10 +142,11 @@ def test_start_and_end_messages_carry_the_outcome(requester, servers, smtp) -> N
 
     change = create(requester, change_type="standard")
     change_transition(change.pk, State.RUNNING, actor="system:runner", reason="window started")
-    change_transition(change.pk, State.FAILED, actor="system:runner", reason="exit failed on EX01")
+    change_transition(change.pk, State.ABORTED, actor="system:runner",
+                      reason="exit and verification done after an abort")
     drain()
     subjects = [m.message["Subject"] for m in smtp.messages]
     assert any("maintenance started" in s for s in subjects)
-    [end] = [m for m in smtp.messages if "FAILED" in m.message["Subject"]]
-    assert "exit failed on EX01" in end.message.get_body(("plain",)).get_content()
+    [end] = [m for m in smtp.messages if "maintenance aborted" in m.message["Subject"]]
+    assert "exit and verification done after an abort" in end.message.get_body(("plain",)).get_content()
     assert deliveries(change, kind="reminder", status="cancelled")  # superseded once the window started

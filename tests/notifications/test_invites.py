@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 from django.utils import timezone
@@ -73,7 +74,7 @@ def test_the_invite_keeps_its_uid_raises_its_sequence_and_ends_cancelled(request
     calendars = [i.calendar for i in invites(smtp)]
     assert [str(c["METHOD"]) for c in calendars] == ["REQUEST", "REQUEST", "CANCEL"]
     events = [event_of(c) for c in calendars]
-    assert {str(e["UID"]) for e in events} == {f"change-{change.pk}@example.com"}
+    assert {str(e["UID"]) for e in events} == {change.mail_thread.uid}
     assert [int(e["SEQUENCE"]) for e in events] == [0, 1, 2]
     assert events[0].decoded("DTSTART") == change.window_start
     assert events[1].decoded("DTSTART") == change.window_start + timedelta(days=1)
@@ -96,7 +97,7 @@ def test_a_window_moved_back_to_approval_is_tentative_at_once_confirmed_when_app
     assert "awaiting re-approval" in held.received.message["Subject"]
     assert str(held.event["SUMMARY"]).startswith("[Awaiting re-approval]")
     assert "awaits re-approval" in str(held.event["DESCRIPTION"])
-    assert f"no longer takes place {first:%a %d %b %Y %H:%M} UTC" in held.text
+    assert f"no longer takes place {first:%a %d %b %Y %H:%M} – " in held.text
     assert sorted(held.received.rcpt_tos) == ["exchange-team@example.com", "helpdesk@example.com"]
 
     change = services.change_approve(change, actor=alice, comment="the new slot is fine")
@@ -106,7 +107,7 @@ def test_a_window_moved_back_to_approval_is_tentative_at_once_confirmed_when_app
     received = invites(smtp)
     assert [(i.method, str(i.event["STATUS"])) for i in received] == [
         ("REQUEST", "CONFIRMED"), ("REQUEST", "TENTATIVE"), ("REQUEST", "CONFIRMED"), ("CANCEL", "CANCELLED")]
-    assert {str(i.event["UID"]) for i in received} == {f"change-{change.pk}@example.com"}
+    assert {str(i.event["UID"]) for i in received} == {change.mail_thread.uid}
     sequences = [int(i.event["SEQUENCE"]) for i in received]
     assert all(a < b for a, b in zip(sequences, sequences[1:], strict=False)), sequences
     assert [i.event.decoded("DTSTART") for i in received] == [first, moved, moved, moved]
@@ -190,13 +191,16 @@ def test_reminders_are_configurable(requester, servers, notification_settings) -
     assert change.window_start - reminder.not_before == timedelta(minutes=30)
 
 
-def test_a_reminder_waits_for_its_time_then_goes_out(requester, servers, smtp) -> None:
+def test_a_reminder_waits_for_its_time_then_goes_out(requester, servers, smtp, settings) -> None:
+    settings.EXMAINT = {**settings.EXMAINT, "BUSINESS_TIME_ZONE": "Europe/Berlin"}
     change = create(requester, change_type="standard")
     drain()
     assert not [m for m in smtp.messages if "Reminder" in m.message["Subject"]]
     drain(now=change.window_start - timedelta(minutes=59))
     subjects = [m.message["Subject"] for m in smtp.messages if "Reminder" in m.message["Subject"]]
-    assert len(subjects) == 2
+    local = change.window_start.astimezone(ZoneInfo("Europe/Berlin"))
+    assert subjects == [f"[{change.number}] Reminder: Exchange maintenance starts {local:%a %d %b %Y %H:%M} "
+                        "Europe/Berlin"] * 2
 
 
 def test_moving_the_window_supersedes_the_old_reminders(requester, servers, smtp) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+import threading
 from typing import Any
 
 import pytest
@@ -25,13 +26,12 @@ class GatedSink:
     def __init__(self) -> None:
         self.accepted: list[list[str]] = []
         self.arrivals = 0
-        self.release = False
+        self.released = threading.Event()  # set by the test thread; awaited in the SMTP server's event loop
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd's name
         self.arrivals += 1
         if self.arrivals == 2:
-            while not self.release:
-                await asyncio.sleep(0.05)
+            await asyncio.get_running_loop().run_in_executor(None, self.released.wait, 120)
             return "421 closing: the client is gone"
         self.accepted.append(list(envelope.rcpt_tos))
         return "250 OK"
@@ -55,7 +55,7 @@ def test_a_sigkilled_worker_mid_send_leaves_nobody_mailed_twice(requester, serve
         row = Delivery.objects.get(change=change, kind="announcement")
         celery_workers.wait_for(lambda: sink.arrivals >= 2, "the second batch to reach the SMTP server")
         celery_workers.kill(first)
-        sink.release = True
+        sink.released.set()
         row.refresh_from_db()
         assert (row.status, row.batches_sent) == ("sending", 1)
 
@@ -64,6 +64,7 @@ def test_a_sigkilled_worker_mid_send_leaves_nobody_mailed_twice(requester, serve
         celery_workers.wait_for(lambda: Delivery.objects.get(pk=row.pk).status == "sent",
                                 "the announcement to be sent", every=dispatch_due)
     finally:
+        sink.released.set()  # never leave the held SMTP session waiting when the test fails early
         controller.stop()
     row.refresh_from_db()
     everyone = [r for batch in sink.accepted for r in batch]

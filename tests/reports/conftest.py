@@ -12,8 +12,8 @@ def completed(requester, alice, bob, operator, servers):
 
 
 @pytest.fixture
-def failed(requester, alice, bob, operator, servers):
-    return ended_window(requester, [alice, bob], operator, outcome="failed")
+def exit_retried(requester, alice, bob, operator, servers):
+    return ended_window(requester, [alice, bob], operator, outcome="exit_retried")
 
 
 @pytest.fixture

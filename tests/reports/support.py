@@ -1,13 +1,15 @@
 """Finished windows built directly in the database: the change through the real services (approvals, transitions and
 their audit events), then the runner's rows (WindowRun, StepRun) as the engine writes them, and the operator's
-decisions as audit events. ``outcome``: completed (one skipped step), failed (paused, then failed) or aborted."""
+decisions through the services the engine and the operator use (pause records included). ``outcome``: completed
+(one skipped step), exit_retried (the exit failed, paused, was retried and passed; an overrun alert stays open) or
+aborted."""
 from __future__ import annotations
 
 from datetime import timedelta
 from typing import Any
 
-from changes import audit, services
-from changes.models import Alert, Change, Server, StepRun, WindowRun
+from changes import run_services, services
+from changes.models import Alert, Change, Pause, Server, StepRun, WindowRun
 from changes.states import State
 from tests.conftest import window
 
@@ -16,6 +18,8 @@ RUNNER = "system:runner"
 DRAIN_FAILURE = "3 message(s) left in EX01\\Submission (Retry) after 480 s: 451 4.4.0 DNS query failed"
 SKIP_REASON = "external queue to fabrikam.com: accepted, mail resumes after the window"
 ABORT_REASON = "HubTransport refuses Draining; backing out, will retry next weekend"
+EXIT_FAILURE = "the server did not answer: WinRM timeout after 3 attempts"
+RETRY_REASON = "EX01 was rebooting; WinRM answers again"
 COMPONENTS = ["AutoDiscoverProxy", "ActiveSyncProxy", "EcpProxy", "ForwardSyncDaemon", "FrontendTransport",
               "HubTransport", "Monitoring", "OwaProxy", "ProvisioningRps", "RecoveryActionsEnabled",
               "ServerWideOffline"]
@@ -60,14 +64,13 @@ class Window:
             **fields)
 
     def pause(self, step: StepRun, message: str) -> None:
-        services.change_transition(self.change.pk, State.PAUSED, actor=RUNNER,
-                                   reason=f"step {step.order} ({step.name}) failed: {message}")
-        Alert.objects.create(kind=Alert.Kind.PAUSED, change=self.change, server=self.server, message=message)
+        """As the engine pauses: the transition, the structured pause record and the alert (one service)."""
+        run_services.change_pause(self.change.pk, actor=RUNNER, code=Pause.Reason.STEP_FAILED, step=step,
+                                  message=f"step {step.order} ({step.name}) failed: {message}")
 
-    def decide(self, step: StepRun, operator, action: str, reason: str) -> None:
-        audit.append(actor=operator, action=f"window.{action}", obj=self.change, reason=reason,
-                     changes={"step": [None, step.key]})
-        services.change_transition(self.change.pk, State.RUNNING, actor=operator, reason=f"operator decision: {action}")
+    def decide(self, operator, action: str, reason: str) -> None:
+        """The operator's decision through the service: it updates the failed step and answers the pause."""
+        run_services.change_resume(self.change, actor=operator, action=action, reason=reason)
 
 
 def ended_window(requester, approvers, operator, *, outcome: str = "completed", ref: str = "CHG0030012") -> Change:
@@ -117,9 +120,7 @@ def ended_window(requester, approvers, operator, *, outcome: str = "completed", 
         hub.status, hub.error = StepRun.Status.FAILED, "HubTransport is Active, not Draining"
         hub.save()
         w.pause(hub, hub.error)
-        hub.decision, hub.decided_by, hub.resolution = "abort", operator, ABORT_REASON
-        hub.save()
-        w.decide(hub, operator, "abort", ABORT_REASON)
+        w.decide(operator, "abort", ABORT_REASON)
         for key, name in (("enter.restart_transport", "Restart MSExchangeTransport"),
                           ("enter.drain_queues", "Wait for the local queues to drain")):
             w.step(key, name, "skipped", summary="not run: the window was aborted", commands=[])
@@ -130,9 +131,7 @@ def ended_window(requester, approvers, operator, *, outcome: str = "completed", 
         drain = w.step("enter.drain_queues", "Wait for the local queues to drain", "failed", error=DRAIN_FAILURE,
                        summary=DRAIN_FAILURE)
         w.pause(drain, DRAIN_FAILURE)
-        drain.status, drain.decision, drain.decided_by, drain.resolution = "skipped", "skip", operator, SKIP_REASON
-        drain.save()
-        w.decide(drain, operator, "skip", SKIP_REASON)
+        w.decide(operator, "skip", SKIP_REASON)
         w.step("enter.serverwideoffline_inactive", "Set ServerWideOffline Inactive (requester Maintenance)")
         w.step("enter.final_gate", "Only Monitoring and RecoveryActionsEnabled stay Active",
                summary="server is in maintenance")
@@ -142,26 +141,27 @@ def ended_window(requester, approvers, operator, *, outcome: str = "completed", 
     exit_ = w.step("exit.serverwideoffline_active", "Set ServerWideOffline Active (requester Maintenance)",
                    # A leak the recorder missed: the report must still not show it.
                    summary=f"ServerWideOffline Inactive → Active (session opened with {SECRET})")
-    if outcome == "failed":
-        exit_.status, exit_.error = "failed", "the server did not answer: WinRM timeout after 3 attempts"
+    if outcome == "exit_retried":
+        exit_.status, exit_.error, exit_.attempts = "failed", EXIT_FAILURE, 3
         exit_.save()
         w.pause(exit_, exit_.error)
-        Alert.objects.create(kind=Alert.Kind.LEFT_IN_MAINTENANCE, change=change, server=server,
-                             message="EX01 is in maintenance with no running change")
-        services.change_transition(change.pk, State.FAILED, actor="system:watchdog",
-                                   reason="the window ended while paused on the exit")
-    else:
-        w.step("exit.hubtransport_active", "Set HubTransport Active (requester Maintenance)")
-        w.step("exit.release_votes", "Clear this run's remaining votes; report other requesters' votes")
-        w.step("verify.components", "All components Active (except those Inactive by design)",
-               findings={"not_active": {"OwaProxy": [{"component": "OwaProxy", "requester": "Sidelined",
-                                                      "state": "Inactive"}]}},
-               issues=[{"summary": "OwaProxy is Inactive, held by Sidelined on OwaProxy since before the window",
-                        "resolution": "left in place; reported (held-by-other-requester)", "automatic": False}])
-        w.step("verify.services", "Test-ServiceHealth is clean", summary="required services running")
-        run.finished_at = w.now
-        run.save()
-        services.change_transition(change.pk, State.ABORTED if outcome == "aborted" else State.COMPLETED,
-                                   actor=RUNNER, reason="all steps done")
+        Alert.objects.create(kind=Alert.Kind.OVERRUN, change=change, server=server,
+                             message=f"{change.number} is still paused 20 min after its window ended")
+        w.decide(operator, "retry", RETRY_REASON)
+        exit_.refresh_from_db()
+        exit_.status, exit_.error, exit_.attempts = "passed", "", 4
+        exit_.save()
+    w.step("exit.hubtransport_active", "Set HubTransport Active (requester Maintenance)")
+    w.step("exit.release_votes", "Clear this run's remaining votes; report other requesters' votes")
+    w.step("verify.components", "All components Active (except those Inactive by design)",
+           findings={"not_active": {"OwaProxy": [{"component": "OwaProxy", "requester": "Sidelined",
+                                                  "state": "Inactive"}]}},
+           issues=[{"summary": "OwaProxy is Inactive, held by Sidelined on OwaProxy since before the window",
+                    "resolution": "left in place; reported (held-by-other-requester)", "automatic": False}])
+    w.step("verify.services", "Test-ServiceHealth is clean", summary="required services running")
+    run.finished_at = w.now
+    run.save()
+    services.change_transition(change.pk, State.ABORTED if outcome == "aborted" else State.COMPLETED,
+                               actor=RUNNER, reason="all steps done")
     change.refresh_from_db()
     return change

@@ -1,4 +1,4 @@
-"""The report's data object for completed, failed and aborted windows: what it says, and what it never shows."""
+"""The report's data object for completed and aborted windows: what it says, and what it never shows."""
 from __future__ import annotations
 
 import dataclasses
@@ -9,7 +9,7 @@ from changes import audit
 from changes.models import AuditEvent, AuditHead
 from reports.context import build_report_data, command_text, fmt_duration
 
-from .support import ABORT_REASON, DRAIN_FAILURE, SECRET, SKIP_REASON
+from .support import ABORT_REASON, DRAIN_FAILURE, EXIT_FAILURE, RETRY_REASON, SECRET, SKIP_REASON
 
 pytestmark = pytest.mark.django_db
 
@@ -79,16 +79,38 @@ def test_server_state_compares_the_snapshot_with_the_verification(completed) -> 
     assert "Sidelined on OwaProxy" in rows["OwaProxy"][4]
 
 
-def test_a_failed_window_shows_the_failure_without_a_decision_and_the_alert(failed) -> None:
-    data = data_of(failed)
-    assert data.outcome == "failed"
+def test_failures_come_from_the_pause_records_as_of_the_head(completed) -> None:
+    from changes.models import Pause
+
+    pause = Pause.objects.get(change=completed)
+    pause.message = "the engine's own words, not re-parsed"
+    pause.save()
+    before_decision = AuditEvent.objects.get(seq=pause.decided_seq - 1)
+    data = build_report_data(completed.pk, head_seq=before_decision.seq, head_hash=before_decision.hash)
+    [failure] = [i for i in data.issues if i.kind == "failure"]
+    assert failure.seen == "the engine's own words, not re-parsed"
+    assert failure.step.startswith("6. Wait for the local queues to drain")
+    assert (failure.decision, failure.operator, data.decision_count) == ("no decision yet", "", 0)
+
+
+def test_a_retried_exit_shows_both_failures_the_decision_and_the_open_alert(exit_retried) -> None:
+    data = data_of(exit_retried)
+    assert data.outcome == "completed"
     kinds = [i.kind for i in data.issues]
     assert kinds.count("failure") == 2 and "alert" in kinds
     exit_failure = [i for i in data.issues if i.kind == "failure"][-1]
-    assert "WinRM timeout" in exit_failure.seen
-    assert exit_failure.decision == "no decision: the window ended failed"
+    assert EXIT_FAILURE in exit_failure.seen
+    assert exit_failure.decision == f"retry by olga: {RETRY_REASON}"
+    assert exit_failure.outcome == "step passed after 4 attempt(s)"
     assert any("still open" in i.outcome for i in data.issues if i.kind == "alert")
-    assert "not verified" in data.server_states[0].note
+    assert data.decision_count == 2
+
+
+def test_a_server_never_verified_says_so() -> None:
+    from reports.tables import server_state
+
+    state = server_state("EX01", {}, {}, standalone=True)
+    assert state.note == "After: not verified (the verification did not run)."
 
 
 def test_an_aborted_window_records_the_abort_and_the_steps_it_left_out(aborted) -> None:
@@ -102,7 +124,7 @@ def test_an_aborted_window_records_the_abort_and_the_steps_it_left_out(aborted) 
     assert all("aborted" in s.outcome for s in skipped)
 
 
-@pytest.mark.parametrize("window", ["completed", "failed", "aborted"])
+@pytest.mark.parametrize("window", ["completed", "exit_retried", "aborted"])
 def test_the_server_password_appears_nowhere_in_the_data(window, request) -> None:
     text = all_text(data_of(request.getfixturevalue(window)))
     assert SECRET not in text
@@ -143,7 +165,7 @@ def test_durations_read_as_people_write_them() -> None:
     assert [fmt_duration(s) for s in (0.2, 5, 65, 3725)] == ["200 ms", "5 s", "1 min 05 s", "1 h 02 min 05 s"]
 
 
-def test_server_facts_and_alerts_are_read_as_of_the_head(failed, operator) -> None:
+def test_server_facts_and_alerts_are_read_as_of_the_head(exit_retried, operator) -> None:
     from django.utils import timezone
 
     from changes import services
@@ -153,12 +175,12 @@ def test_server_facts_and_alerts_are_read_as_of_the_head(failed, operator) -> No
     # Recorded before the head (an event): the report shows it; edited after the head: the report does not.
     services.server_save(server, actor=operator, data={"version": "Exchange Server 2019 CU14", "build": "15.2.1544.4"})
     head = AuditHead.objects.get(id=1)
-    before = build_report_data(failed.pk, head_seq=head.seq, head_hash=head.hash)
+    before = build_report_data(exit_retried.pk, head_seq=head.seq, head_hash=head.hash)
     assert before.servers[0].version == "Exchange Server 2019 CU14 15.2.1544.4"
     services.server_save(server, actor=operator, data={"build": "15.2.1748.10", "fqdn": "ex01-new.corp.example"})
-    Alert.objects.filter(change=failed).update(cleared_at=timezone.now())
-    Alert.objects.create(kind=Alert.Kind.OVERRUN, change=failed, server=server, message="raised after the head")
-    after = build_report_data(failed.pk, head_seq=head.seq, head_hash=head.hash)
+    Alert.objects.filter(change=exit_retried).update(cleared_at=timezone.now())
+    Alert.objects.create(kind=Alert.Kind.OVERRUN, change=exit_retried, server=server, message="raised after the head")
+    after = build_report_data(exit_retried.pk, head_seq=head.seq, head_hash=head.hash)
     assert after.servers == before.servers
     assert after.servers[0].fqdn == "ex01.corp.example"
     alerts = [i for i in after.issues if i.kind == "alert"]
@@ -168,7 +190,7 @@ def test_server_facts_and_alerts_are_read_as_of_the_head(failed, operator) -> No
 
 def test_readable_tables_names_and_notes(completed, operator) -> None:
     from changes.models import StepRun
-    from reports.context import _actor
+    from reports.formatting import actor as _actor
     from reports.templatetags.report_text import breakable
 
     step = StepRun.objects.get(change=completed, key="precheck.server_state")

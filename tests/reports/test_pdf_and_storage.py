@@ -60,7 +60,7 @@ def test_every_page_has_the_header_and_page_x_of_y(completed) -> None:
         assert f"Page {number} of {total}" in text
 
 
-@pytest.mark.parametrize("window", ["completed", "failed", "aborted"])
+@pytest.mark.parametrize("window", ["completed", "exit_retried", "aborted"])
 def test_the_pdf_never_shows_the_server_password(window, request) -> None:
     change = request.getfixturevalue(window)
     pdf = stored_bytes(services.report_generate(change.pk))
@@ -136,9 +136,9 @@ def test_an_altered_file_fails_verification(completed) -> None:
     assert not outcome.ok and outcome.problem == "the stored file does not match its recorded SHA-256"
 
 
-def test_the_task_generates_the_report_of_an_ended_window(failed) -> None:
-    sha = generate_report(failed.pk)
-    assert Report.objects.get(change=failed).sha256 == sha
+def test_the_task_generates_the_report_of_an_ended_window(exit_retried) -> None:
+    sha = generate_report(exit_retried.pk)
+    assert Report.objects.get(change=exit_retried).sha256 == sha
 
 
 def test_no_report_before_the_window_has_ended(requester, servers) -> None:
@@ -150,19 +150,19 @@ def test_no_report_before_the_window_has_ended(requester, servers) -> None:
     assert not Report.objects.exists()
 
 
-def test_routine_edits_after_the_report_do_not_change_its_regeneration(failed, api, operator) -> None:
+def test_routine_edits_after_the_report_do_not_change_its_regeneration(exit_retried, api, operator) -> None:
     """Operators PATCH the server's build after a CU and the watchdog clears alerts later: the report is pinned to its
     audit head, so the stored file still matches a fresh regeneration."""
     from django.utils import timezone
 
     from changes.models import Alert, Server
 
-    report = services.report_generate(failed.pk)
+    report = services.report_generate(exit_retried.pk)
     server = Server.objects.get(name="EX01")
     response = api(operator).patch(f"/api/v1/servers/{server.pk}/", {"build": "15.2.1748.10", "version": "CU15"},
                                    format="json")
     assert response.status_code == 200, response.content
-    assert Alert.objects.filter(change=failed, cleared_at__isnull=True).update(cleared_at=timezone.now()) >= 1
+    assert Alert.objects.filter(change=exit_retried, cleared_at__isnull=True).update(cleared_at=timezone.now()) >= 1
     outcome = services.report_verify(report)
     assert outcome.ok, outcome.problem
     text = squash(pdf_text(stored_bytes(report)))

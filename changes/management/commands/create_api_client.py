@@ -7,9 +7,8 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 from rest_framework.authtoken.models import Token
 
-from changes import audit
+from changes import audit, events
 from changes.models import ApiClient, Role
-from notifications.secrets import callback_secret_rotate
 
 
 class Command(BaseCommand):
@@ -24,6 +23,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, name: str, roles: list[str], source: str, email: str, staff: bool, **options) -> None:
         User = get_user_model()  # noqa: N806 - Django idiom
+        if Role.REQUESTER in roles and not source:
+            raise CommandError("a requester posts changes for one source system: give --source")
         if User.objects.filter(username=name).exists():
             raise CommandError(f"an identity named {name!r} already exists")
         with transaction.atomic():
@@ -31,12 +32,14 @@ class Command(BaseCommand):
             user.groups.set(Group.objects.filter(name__in=roles))
             client = ApiClient.objects.create(user=user, source=source)
             token = Token.objects.create(user=user)
-            secret = callback_secret_rotate(client, actor="system:create_api_client")
             audit.append(
                 actor="system:create_api_client", action="identity.created", object_type="user", object_id=user.pk,
                 changes={"username": [None, name], "roles": [None, sorted(roles)], "source": [None, source]},
             )
+            # Apps that keep something per client make it now; notifications answers with the callback signing
+            # secret, shown once (only its encrypted form is stored; `manage.py rotate_callback_secret NAME`).
+            shown_once = events.emit(events.API_CLIENT_CREATED, client=client, actor="system:create_api_client")
         self.stdout.write(f"Created {name} with role(s) {', '.join(sorted(roles))}.")
-        # Shown once: only its encrypted form is stored (rotate with `manage.py rotate_callback_secret NAME`).
-        self.stdout.write(f"Callback signing secret (X-Exmaint-Signature): {secret}")
+        for line in shown_once:
+            self.stdout.write(line)
         self.stdout.write(token.key)

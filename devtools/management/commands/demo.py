@@ -168,7 +168,7 @@ class Command(BaseCommand):
         self._say("== in maintenance; the operator installs the CU and reports the work done")
         self._call("olga", "post", f"/changes/{cid}/work-done/", 200,
                    json={"notes": "CU15 installed (setup exit code 0); server rebooted; build 15.2.1748.10"})
-        final = self._wait_state(cid, {"completed", "failed", "aborted"}, "the exit and the verification")
+        final = self._wait_state(cid, {"completed", "aborted"}, "the exit and the verification")
         steps = self._call("audrey", "get", f"/changes/{cid}/steps/", 200)
         issues = sum(len(s["issues"]) for s in steps)
         decisions = sum(1 for s in steps if s["decision"])
@@ -208,6 +208,10 @@ class Command(BaseCommand):
                           "")
             self._say(f"   mail: {self._subject(message)} → {len(rcpts)} recipient(s)"
                       + (" + calendar invite" if invite else ""))
+        # What a reader sees first: the window in the organisation's time zone (and UTC) and the change page link.
+        for line in self._text_lines(self.mail.messages[0][1] if self.mail.messages else None):
+            if line.startswith(("Window:", "The change:")):
+                self._say(f"     {line}")
         states = " → ".join(c.get("new_state", "?") for c in self.itsm.accepted)
         self._say(f"   ITSM callbacks (signature verified): {len(self.itsm.accepted)} ({states}); "
                   f"refused: {self.itsm.refused}")
@@ -225,6 +229,13 @@ class Command(BaseCommand):
         # A process group of its own: stopping it stops its children too (gunicorn and celery fork workers).
         self.procs.append(subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT,  # noqa: S603
                                            start_new_session=True))
+
+    @staticmethod
+    def _text_lines(message: Any) -> list[str]:
+        part = next((p for p in message.walk() if p.get_content_type() == "text/plain"), None) if message else None
+        if part is None:
+            return []
+        return part.get_payload(decode=True).decode(part.get_content_charset() or "utf-8", "replace").splitlines()
 
     @staticmethod
     def _subject(message: Any) -> str:

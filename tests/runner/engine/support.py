@@ -152,11 +152,10 @@ def build_test_plan(hooks: Hooks) -> Callable[[str, ServerInfo, Options], Plan]:
     steps = [
         Step("precheck.active", Phase.PRECHECK, "Server fully Active", precheck, mutating=False, gate=True),
         Step("enter.snapshot", Phase.ENTER, "Snapshot component states", remember, mutating=False),
-        Step("enter.hub_draining", Phase.ENTER, "HubTransport Draining", _set("HubTransport", "Draining"),
-             rollback="exit.hub_active"),
+        Step("enter.hub_draining", Phase.ENTER, "HubTransport Draining", _set("HubTransport", "Draining")),
         Step("enter.settle", Phase.ENTER, "Wait for the queues", settle, mutating=False),
         Step("enter.swo_inactive", Phase.ENTER, "ServerWideOffline Inactive", _set("ServerWideOffline", "Inactive"),
-             idempotent=False, rollback="exit.swo_active"),
+             idempotent=False),
         Step("work.hold", Phase.WORK, "Wait for the work", work, mutating=False),
         Step("exit.swo_active", Phase.EXIT, "ServerWideOffline Active", _set("ServerWideOffline", "Active"),
              skippable=False),
@@ -164,7 +163,7 @@ def build_test_plan(hooks: Hooks) -> Callable[[str, ServerInfo, Options], Plan]:
         Step("verify.active", Phase.VERIFY, "Verify", verify, mutating=False),
     ]
     plan_steps = tuple(Step(s.key, s.phase, s.title, wrap(s.key, s.run), idempotent=s.idempotent,
-                            skippable=s.skippable, mutating=s.mutating, gate=s.gate, rollback=s.rollback)
+                            skippable=s.skippable, mutating=s.mutating, gate=s.gate)
                        for s in steps)
 
     def builder(name: str, server: ServerInfo, options: Options) -> Plan:

@@ -8,7 +8,7 @@ from django.db import connection
 from django.utils import timezone
 
 from changes.errors import StateConflict
-from changes.models import Alert, AuditEvent, StepRun, WindowRun
+from changes.models import Alert, AuditEvent, Pause, StepRun, WindowRun
 from changes.run_services import change_resume, change_work_done
 from changes.states import State
 from runner import engine
@@ -80,6 +80,14 @@ def test_a_step_that_fails_mid_plan_pauses_the_window_with_earlier_steps_kept(re
     assert statuses(change)["enter.swo_inactive"] == S.PENDING
     alert = Alert.objects.get(change=change)
     assert alert.kind == Alert.Kind.PAUSED and "Wait for the queues" in alert.message
+    # Why it paused, as data: the report, the admin and the notifications read this record, not the message.
+    pause = Pause.objects.get(change=change)
+    assert (pause.code, pause.step, pause.server.name, pause.evidence) == (Pause.Reason.STEP_FAILED, failed, "EX01",
+                                                                           {"why": "test"})
+    event = AuditEvent.objects.get(seq=pause.paused_seq)
+    assert (event.action, event.changes["state"], event.reason) == ("change.transition", ["running", "paused"],
+                                                                    pause.message)
+    assert pause.decision == "" and pause.decided_seq is None
     assert WindowRun.objects.get(change=change).lock_owner == ""
     assert all(s.closed for s in opened)
 
@@ -90,6 +98,7 @@ def test_a_bug_in_a_step_pauses_the_window_instead_of_leaving_it_running(request
     assert run(change, engine_kwargs) == "paused"
     failed = StepRun.objects.get(change=change, key="enter.settle")
     assert failed.status == S.FAILED and "internal error in the step: KeyError" in failed.error
+    assert Pause.objects.get(change=change).code == Pause.Reason.INTERNAL_ERROR
 
 
 @pytest.mark.django_db(transaction=True)
@@ -184,7 +193,12 @@ def test_a_failed_gate_blocks_the_window_and_abort_leaves_the_server_untouched(r
     change = running_change(requester)
     assert run(change, engine_kwargs) == "paused"
     assert Alert.objects.get(change=change).kind == Alert.Kind.PRECHECK_BLOCKED
+    assert Pause.objects.get(change=change).code == Pause.Reason.GATE_REFUSED
     change_resume(change, actor=operator, action="abort", reason="someone else is patching it")
+    pause = Pause.objects.get(change=change)
+    assert (pause.decision, pause.decided_by, pause.decided_by_label, pause.decision_reason) == (
+        "abort", operator, f"user:{operator.username}", "someone else is patching it")
+    assert AuditEvent.objects.get(seq=pause.decided_seq).action == "window.abort"
     assert run(change, engine_kwargs) == "aborted"
     assert mutating_commands(sim) == []
     assert set(statuses(change).values()) == {S.FAILED, S.SKIPPED}
@@ -241,6 +255,8 @@ def test_a_non_idempotent_step_found_half_done_pauses_for_an_operator(requester,
     assert run(change, engine_kwargs, worker="w2") == "paused"
     swo = StepRun.objects.get(change=change, key="enter.swo_inactive")
     assert (swo.status, swo.error) == (S.FAILED, HALF_DONE)
+    assert (Pause.objects.get(change=change).code, Pause.objects.get(change=change).step) == (Pause.Reason.HALF_DONE,
+                                                                                              swo)
     change_resume(change, actor=operator, action="retry", reason="checked: ServerWideOffline is Inactive")
     assert run(change, engine_kwargs) == "held"
     assert StepRun.objects.get(change=change, key="enter.swo_inactive").status == S.SKIPPED
@@ -317,6 +333,7 @@ def test_a_server_that_stays_unreachable_during_the_exit_pauses_with_an_unreacha
     step = StepRun.objects.get(change=change, key="exit.swo_active")
     assert step.status == S.FAILED and "EndpointUnreachable" in step.error and "after 4 attempts" in step.error
     assert Alert.objects.get(change=change).kind == Alert.Kind.UNREACHABLE
+    assert Pause.objects.get(change=change).code == Pause.Reason.UNREACHABLE
 
 
 def test_an_unknown_plan_pauses_the_window_with_a_message(requester, engine_kwargs) -> None:
@@ -327,6 +344,8 @@ def test_an_unknown_plan_pauses_the_window_with_a_message(requester, engine_kwar
 
     assert run_window(change.pk, worker="w1", **{**engine_kwargs, "plan_builder": broken}) == "paused"
     assert "no plan named 'maintenance'" in Alert.objects.get(change=change).message
+    pause = Pause.objects.get(change=change)
+    assert (pause.code, pause.step, pause.server.name) == (Pause.Reason.PLAN_UNAVAILABLE, None, "EX01")
 
 
 def test_every_transition_of_the_window_is_audited_as_the_runner(requester, operator, hooks, engine_kwargs) -> None:
@@ -378,7 +397,7 @@ def test_a_worker_that_lost_its_lease_sends_no_further_write(requester, sim, hoo
     """A step outliving the lease (another worker took the window over) must not send another command."""
     change = running_change(requester)
     window_run = WindowRun.objects.get(change=change)
-    original = engine.Lease.heartbeat
+    original = engine.WindowLease.heartbeat
 
     def heartbeat_that_finds_the_lease_taken(lease):  # noqa: ANN001, ANN202
         context = original(lease)
@@ -395,9 +414,9 @@ def test_a_worker_that_lost_its_lease_sends_no_further_write(requester, sim, hoo
 
         return Wrapper()
 
-    engine.Lease.heartbeat = heartbeat_that_finds_the_lease_taken
+    engine.WindowLease.heartbeat = heartbeat_that_finds_the_lease_taken
     try:
         assert run(change, engine_kwargs) == "lost lease"
     finally:
-        engine.Lease.heartbeat = original
+        engine.WindowLease.heartbeat = original
     assert mutating_commands(sim) == []  # HubTransport Draining was never sent by the worker without the lease

@@ -59,18 +59,10 @@ def test_exit_steps_that_would_leave_the_server_in_maintenance_cannot_be_skipped
     assert all(s.idempotent for s in plan.phase(Phase.EXIT))
 
 
-@pytest.mark.parametrize("server", [STANDALONE, DAG_MEMBER], ids=["standalone", "dag-member"])
-def test_every_rollback_names_an_exit_step_of_the_same_plan(server: ServerInfo) -> None:
-    plan = build_plan("maintenance", server, Options())
-    for step in plan.steps:
-        if step.rollback:
-            assert plan.step(step.rollback).phase == Phase.EXIT
-
-
 def test_describe_lists_each_step_for_a_dry_run() -> None:
     rows = describe(build_plan("maintenance", STANDALONE, Options()))
     assert rows[0] == {"key": "precheck.backups", "phase": "precheck", "title": rows[0]["title"], "mutating": False,
-                       "idempotent": True, "skippable": True, "gate": True, "rollback": None}
+                       "idempotent": True, "skippable": True, "gate": True}
     assert [r["key"] for r in rows if r["phase"] == "work"] == ["work.hold"]
 
 
