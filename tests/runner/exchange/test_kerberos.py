@@ -32,7 +32,8 @@ class _Server:
 
 @dataclass
 class TinyExchange:
-    """Answers Get-Thing with the calling user's name: enough to see who logged in, and how."""
+    """Answers any cmdlet (the tests send Get-ExchangeServer, a read in the cmdlet table: a write after a minute idle
+    would probe the shell first) with the calling user's name: enough to see who logged in, and how."""
 
     servers: dict[str, Any] = field(default_factory=lambda: {
         "EX01": _Server("ex01.exmaint.test"), "EX02": _Server("ex02.exmaint.test")})
@@ -81,7 +82,7 @@ def config(running, server: str = "EX01", **options: Any) -> EndpointConfig:
 def run_once(cfg: EndpointConfig, server: str = "EX01") -> tuple[dict, PypsrpSession]:
     session = PypsrpSession(server, {Endpoint.EXCHANGE: cfg})
     try:
-        result = session.run("Get-Thing")
+        result = session.run("Get-ExchangeServer")
     finally:
         session.close()
     return result.output[0], session
@@ -93,7 +94,7 @@ def test_a_password_gets_one_ticket_and_kerberos_logs_in_with_encrypted_messages
     try:
         before = endpoint.state.mechanisms["kerberos"]
         for _ in range(3):
-            assert session.run("Get-Thing").output[0]["User"] == SVC1
+            assert session.run("Get-ExchangeServer").output[0]["User"] == SVC1
         transport = session._pools[Endpoint.EXCHANGE].wsman.transport
         # Plain HTTP: every message went sealed with the Kerberos session key.
         assert transport.encryption is not None
@@ -189,8 +190,8 @@ def test_two_servers_with_two_service_accounts_in_one_worker(endpoint):
     second = PypsrpSession("EX02", {Endpoint.EXCHANGE: config(endpoint, "EX02", username=SVC2, password=PASS2)})
     try:
         for _ in range(2):
-            assert first.run("Get-Thing").output[0] == {"Server": "EX01", "User": SVC1, "_type": "Thing"}
-            assert second.run("Get-Thing").output[0] == {"Server": "EX02", "User": SVC2, "_type": "Thing"}
+            assert first.run("Get-ExchangeServer").output[0] == {"Server": "EX01", "User": SVC1, "_type": "Thing"}
+            assert second.run("Get-ExchangeServer").output[0] == {"Server": "EX02", "User": SVC2, "_type": "Thing"}
         users = {(shell.server, shell.user) for shell in endpoint.open_shells()}
         assert users == {("EX01", SVC1), ("EX02", SVC2)}
     finally:
@@ -205,13 +206,13 @@ def test_a_window_outliving_the_ticket_renews_it_and_authenticates_again_on_the_
     connection again, keeping its remote shell."""
     session = PypsrpSession("EX01", {Endpoint.EXCHANGE: config(endpoint)})
     try:
-        session.run("Get-Thing")
+        session.run("Get-ExchangeServer")
         ticket = next(iter(TICKETS._tickets.values()))
         assert ticket.lifetime <= 120
         handshakes = endpoint.state.mechanisms["kerberos"]
         (shell,) = endpoint.open_shells()
         time.sleep(max(0.0, ticket.endtime - time.time()) + 2)  # the step runs past the ticket's end
-        assert session.run("Get-Thing").output[0]["User"] == SVC1
+        assert session.run("Get-ExchangeServer").output[0]["User"] == SVC1
         (same,) = endpoint.open_shells()
     finally:
         session.close()
@@ -282,7 +283,7 @@ def test_the_step_log_records_the_mechanism_and_negotiates_fallback_as_an_issue(
         relayed = RelayedSession("EX01", [server], PypsrpSession)
         ctx = ExecutionContext(server=ServerInfo("EX01", "ex01.exmaint.test"), sessions=lambda endpoint: relayed,
                                clock=RealClock())
-        ctx.run("Get-Thing")
+        ctx.run("Get-ExchangeServer", {"Identity": "EX01"})
         relayed.close()
     finally:
         realm.start()
