@@ -97,6 +97,10 @@ class SimulatorSession:
         return []
 
     @property
+    def mechanisms(self) -> dict[Endpoint, str]:
+        return {}  # in-process: nothing authenticates
+
+    @property
     def relay(self) -> str | None:
         return None
 

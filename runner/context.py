@@ -131,7 +131,7 @@ class ExecutionContext:
             self._take_notices(session, f"{cmdlet} then ran")
             record = self._record(cmdlet, parameters, endpoint, started, t0,
                                   "errors" if result.errors else "ok", attempt=attempt, via=self._via(session))
-            record.auth = (getattr(session, "mechanisms", None) or {}).get(endpoint)
+            record.auth = session.mechanisms.get(endpoint)
             record.objects = len(result.output)
             record.output = output_preview(result.output)
             record.errors = [e.message for e in result.errors]

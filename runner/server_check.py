@@ -190,8 +190,8 @@ def check_endpoint(server: Server, endpoint: Endpoint,
                 check.warnings.append(f"Get-ExchangeServer {server.name}: {result.errors[0].message}")
         else:
             session.run("Get-Service", {"Name": ["WinRM"]}, endpoint=endpoint)
-        check.mechanism = getattr(session, "mechanisms", {}).get(endpoint, config.auth)
-        for notice in getattr(session, "take_notices", list)():
+        check.mechanism = session.mechanisms.get(endpoint, config.auth)
+        for notice in session.take_notices():
             check.warnings.append(notice)
     except ExchangeSessionError as exc:
         check.error = str(exc)

@@ -165,14 +165,13 @@ class RelayedSession:
     def take_notices(self) -> list[str]:
         notices, self.notices = self.notices, []
         for session in [*self._retired, *([self._session] if self._session is not None else [])]:
-            take = getattr(session, "take_notices", None)  # e.g. negotiate fell back to NTLM, TLS validation off
-            notices.extend(take() if take is not None else ())
+            notices.extend(session.take_notices())  # e.g. negotiate fell back to NTLM, TLS validation off
         return notices
 
     @property
-    def mechanisms(self) -> dict:
+    def mechanisms(self) -> dict[Endpoint, str]:
         """What authenticated the current relay's pools (kerberos, ntlm, ...)."""
-        return dict(getattr(self._session, "mechanisms", {}) or {})
+        return dict(self._session.mechanisms) if self._session is not None else {}
 
     def release_finished(self) -> None:
         if self._session is not None:

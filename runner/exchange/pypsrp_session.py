@@ -307,7 +307,7 @@ class PypsrpSession:
         self._orphans: list[_Pool] = []
         self._notices: list[str] = []
         self._lock = threading.RLock()
-        self.mechanisms: dict[Endpoint, str] = {}  # what authenticated each endpoint's pool (kerberos, ntlm, ...)
+        self._mechanisms: dict[Endpoint, str] = {}  # what authenticated each endpoint's pool (kerberos, ntlm, ...)
 
     def __repr__(self) -> str:
         configured = ", ".join(f"{ep.value}={cfg.display}" for ep, cfg in self.endpoints.items())
@@ -374,6 +374,10 @@ class PypsrpSession:
         with self._lock:
             notices, self._notices = self._notices, []
         return notices
+
+    @property
+    def mechanisms(self) -> dict[Endpoint, str]:
+        return dict(self._mechanisms)
 
     @property
     def relay(self) -> str | None:
@@ -450,12 +454,12 @@ class PypsrpSession:
 
     def _note_mechanism(self, endpoint: Endpoint, config: EndpointConfig, wsman: WSMan) -> None:
         mechanism = kerberos.mechanism_of(wsman, config.auth)
-        if self.mechanisms.get(endpoint) != mechanism:
+        if self._mechanisms.get(endpoint) != mechanism:
             log.info("%s %s: authenticated with %s (auth=%s)", self.server_name, endpoint.value, mechanism, config.auth)
             if config.auth == "negotiate" and mechanism != "kerberos":
                 self._notices.append(f"{self.server_name} {endpoint.value}: negotiate fell back to {mechanism} "
                                     "(Kerberos was not available); see check_server")
-        self.mechanisms[endpoint] = mechanism
+        self._mechanisms[endpoint] = mechanism
         if config.ssl and config.cert_validation is False:
             # Allowed per server only; it goes into the step's issues and so into the report.
             self._notices.append(f"{self.server_name} {endpoint.value}: TLS certificate validation is off for "

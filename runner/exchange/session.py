@@ -118,8 +118,15 @@ class ExchangeSession(Protocol):
         ...
 
     @property
+    def mechanisms(self) -> Mapping[Endpoint, str]:
+        """What authenticated each endpoint's open pool (kerberos, ntlm, basic), for the step log and the server
+        check; empty where nothing authenticates (in-process)."""
+        ...
+
+    @property
     def relay(self) -> str | None:
-        """The server whose endpoint ran the last command when it is not the session's own server, else None."""
+        """The server whose endpoint ran the last command, or None for a session bound to its own server's endpoints.
+        The step log records it as ``via`` when it is not the target."""
         ...
 
     def close(self) -> None:

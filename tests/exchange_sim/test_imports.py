@@ -1,5 +1,8 @@
 """The simulator's modules import one way (model -> registry -> cmdlets_* -> binding, call): every import sits at
-the top of its module, the cmdlet handlers never import the model, and any module can be imported first."""
+the top of its module, the cmdlet handlers never import the model, and any module can be imported first.
+
+The one exception is an optional dependency imported where it is needed, said so with ``# noqa: PLC0415`` and a
+reason (exchange_sim/kerberos.py: gssapi, needed only by endpoints serving Kerberos)."""
 from __future__ import annotations
 
 import ast
@@ -23,11 +26,13 @@ def _is_type_checking_block(node: ast.AST) -> bool:
 
 @pytest.mark.parametrize("name", MODULES)
 def test_every_import_is_at_the_top_of_the_module(name: str) -> None:
+    lines = (PACKAGE / f"{name}.py").read_text(encoding="utf-8").splitlines()
     tree = _tree(name)
     top = {id(node) for node in tree.body if isinstance(node, ast.Import | ast.ImportFrom)}
     top |= {id(inner) for node in tree.body if _is_type_checking_block(node) for inner in node.body}
     nested = [node.lineno for node in ast.walk(tree)
-              if isinstance(node, ast.Import | ast.ImportFrom) and id(node) not in top]
+              if isinstance(node, ast.Import | ast.ImportFrom) and id(node) not in top
+              and "noqa: PLC0415" not in lines[node.lineno - 1]]
     assert nested == [], f"exchange_sim/{name}.py imports inside a function or class at lines {nested}"
 
 

@@ -99,6 +99,7 @@ def test_refused_credentials_answer_502(api, requester, servers, operator, monke
             return []
 
         relay = None
+        mechanisms: dict = {}
 
         def close(self):
             pass

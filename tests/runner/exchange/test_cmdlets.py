@@ -23,20 +23,25 @@ CMDLET_NAME = re.compile(r"^[A-Z][a-z]+-[A-Z][A-Za-z0-9]+$")
 
 def _every_step_of_the_plan(sim: SimulatedExchange, name: str) -> set[tuple[str, str]]:
     """Run every step of ``name``'s plan in order, going on past failures and holds; return (cmdlet, endpoint) of
-    every command the simulator received, and of every one the context refused as unknown (with a marker)."""
+    every command the simulator received, of every one the context refused as unknown, and of every write a step
+    declared read-only sent (the last two with a marker)."""
     run = start(sim, name)
-    refused: set[tuple[str, str]] = set()
+    wrong: set[tuple[str, str]] = set()
     for phase in (Phase.PRECHECK, Phase.ENTER, Phase.WORK, Phase.EXIT, Phase.VERIFY):
         if phase == Phase.WORK:
             run.work_done()
         for step in run.steps(phase):
+            sent_before = len(run.ctx.commands)
             try:
                 run.step(step.key)
             except (StepFailed, Hold):
-                continue
+                pass
             except cmdlets.UnknownCmdlet as exc:
-                refused.add((f"refused in {step.key}", str(exc)))
-    return {(record.cmdlet, record.endpoint) for record in sim.commands} | refused
+                wrong.add((f"refused in {step.key}", str(exc)))
+            if not step.mutating:  # a dry run runs it: by the table, it may only read
+                wrong |= {(f"write in read-only {step.key}", c.cmdlet) for c in run.ctx.commands[sent_before:]
+                          if not cmdlets.is_read(c.cmdlet)}
+    return {(record.cmdlet, record.endpoint) for record in sim.commands} | wrong
 
 
 def _standalone(version: str) -> tuple[SimulatedExchange, str]:

@@ -32,8 +32,8 @@ class _Server:
 
 @dataclass
 class TinyExchange:
-    """Answers every cmdlet (the tests send Get-ExchangeServer, a read in the cmdlet table) with the calling user's
-    name: enough to see who logged in, and how."""
+    """Answers any cmdlet (the tests send Get-ExchangeServer, a read in the cmdlet table: a write after a minute idle
+    would probe the shell first) with the calling user's name: enough to see who logged in, and how."""
 
     servers: dict[str, Any] = field(default_factory=lambda: {
         "EX01": _Server("ex01.exmaint.test"), "EX02": _Server("ex02.exmaint.test")})
@@ -283,7 +283,7 @@ def test_the_step_log_records_the_mechanism_and_negotiates_fallback_as_an_issue(
         relayed = RelayedSession("EX01", [server], PypsrpSession)
         ctx = ExecutionContext(server=ServerInfo("EX01", "ex01.exmaint.test"), sessions=lambda endpoint: relayed,
                                clock=RealClock())
-        ctx.run("Get-ExchangeServer")  # any cmdlet of the table: the tiny endpoint answers every one alike
+        ctx.run("Get-ExchangeServer", {"Identity": "EX01"})
         relayed.close()
     finally:
         realm.start()

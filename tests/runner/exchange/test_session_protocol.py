@@ -27,7 +27,7 @@ def _shape(member: object) -> list[tuple[str, object, object]]:
 
 
 def test_the_protocol_declares_the_members_the_runner_calls() -> None:
-    assert MEMBERS == ["close", "relay", "release_finished", "run", "take_notices"]
+    assert MEMBERS == ["close", "mechanisms", "relay", "release_finished", "run", "take_notices"]
 
 
 @pytest.mark.parametrize("implementation", IMPLEMENTATIONS, ids=lambda cls: cls.__name__)
@@ -51,7 +51,7 @@ def test_instances_pass_the_runtime_check() -> None:
     sessions = [SimulatorSession(sim, "EX01"), PypsrpSession("EX01", {Endpoint.EXCHANGE: config})]
     for session in sessions:
         assert isinstance(session, ExchangeSession)
-        assert session.take_notices() == [] and session.relay is None
+        assert session.take_notices() == [] and session.relay is None and dict(session.mechanisms) == {}
         session.release_finished()  # nothing open: a no-op, not an error
         session.close()
 
