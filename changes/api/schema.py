@@ -112,7 +112,8 @@ def _statuses(path: str, method: str, operation: dict[str, Any]) -> set[int]:
     statuses = {401, 403, 429, 503}
     if "{id}" in path:
         statuses.add(404)
-    if operation.get("parameters") or "requestBody" in operation or method in ("post", "patch"):
+    queried = any(param.get("in") == "query" for param in operation.get("parameters", ()))
+    if queried or "requestBody" in operation or method in ("post", "patch"):
         statuses.add(400)
     if method in ("post", "patch", "put"):
         statuses |= {409, 413, 415, 422}

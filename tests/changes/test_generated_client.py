@@ -150,7 +150,7 @@ def test_the_walk_through_with_the_generated_client(generated, client_for, reque
                 _m(g, "models.PaginatedAuditEventList"))
     actions = [e.action for e in audit.results]
     assert "change.created" in actions and len(actions) == audit.count >= 3
-    assert all(e.hash and e.seq for e in audit.results)
+    assert all(e.to_dict()["hash"] and e.seq for e in audit.results)
     verify = _ok(call("audit.audit_verify_retrieve")(client=aud), 200, _m(g, "models.AuditVerify"))
     assert verify.ok is True
 
