@@ -313,7 +313,16 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     # risk and impact share one choice set; so do the two endpoints' auth methods.
     "ENUM_NAME_OVERRIDES": {"LevelEnum": "changes.models.Change.Level",
-                            "AuthMethodEnum": "changes.models.Server.AuthMethod"},
+                            "AuthMethodEnum": "changes.models.Server.AuthMethod",
+                            "StateEnum": "changes.states.State",
+                            "StepStatusEnum": "changes.step_states.StepStatus",
+                            "DeliveryStatusEnum": "notifications.models.Delivery.Status"},
+    # The error shape on every operation, X-Request-ID on every response, closed request bodies: changes/api/schema.py
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "changes.api.schema.postprocess"],
+    # The calendar feed's secret ?key= (notifications.api.calendar_feed), an alternative to the token.
+    "APPEND_COMPONENTS": {"securitySchemes": {"calendarKey": {
+        "type": "apiKey", "in": "query", "name": "key",
+        "description": "The per-user secret calendar feed key (POST /api/v1/calendar/key/ makes one)"}}},
 }
 DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
 

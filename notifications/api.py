@@ -4,7 +4,8 @@ from __future__ import annotations
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.decorators import api_view, permission_classes
 from rest_framework.exceptions import NotAuthenticated
@@ -45,8 +46,9 @@ def change_deliveries(request: Request, pk: int) -> Response:
     return Response(DeliverySerializer(delivery_list(change), many=True).data)
 
 
-@extend_schema(parameters=[OpenApiParameter("key", str, description="secret feed key (instead of a token)")],
-               responses={(200, "text/calendar"): bytes})
+# The ?key= access is the calendarKey security scheme (config/settings.py), an alternative to the token.
+@extend_schema(auth=[{"tokenAuth": []}, {"calendarKey": []}],
+               responses={(200, "text/calendar"): OpenApiResponse(OpenApiTypes.STR, description="iCalendar feed")})
 @api_view(["GET"])
 @permission_classes([])
 def calendar_feed(request: Request) -> HttpResponse:
@@ -66,7 +68,7 @@ def calendar_feed(request: Request) -> HttpResponse:
     return response
 
 
-@extend_schema(request=None, responses={201: {"type": "object", "properties": {"url": {"type": "string"}}}})
+@extend_schema(request=None, responses={201: inline_serializer("CalendarKey", {"url": serializers.CharField()})})
 @api_view(["POST"])
 @permission_classes([HasAnyRole])
 def calendar_key(request: Request) -> Response:

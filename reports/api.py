@@ -4,7 +4,7 @@ from __future__ import annotations
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.decorators import api_view, permission_classes
 from rest_framework.request import Request
 
@@ -14,8 +14,16 @@ from changes.selectors import change_list
 from .services import report_download
 
 
-@extend_schema(responses={200: OpenApiResponse(OpenApiTypes.BINARY, description="application/pdf"),
-                          403: OpenApiTypes.OBJECT, 404: OpenApiTypes.OBJECT})
+@extend_schema(
+    responses={(200, "application/pdf"): OpenApiResponse(OpenApiTypes.BINARY, description="The PDF report")},
+    parameters=[
+        OpenApiParameter("X-Report-SHA256", str, OpenApiParameter.HEADER, response=[200],
+                         description="SHA-256 of the PDF, recorded when it was generated (also in the audit trail)"),
+        OpenApiParameter("ETag", str, OpenApiParameter.HEADER, response=[200], description="The quoted SHA-256"),
+        OpenApiParameter("Content-Disposition", str, OpenApiParameter.HEADER, response=[200],
+                         description='attachment; filename="<number>-report.pdf"'),
+    ],
+)
 @api_view(["GET"])
 @permission_classes([HasAnyRole])
 def change_report(request: Request, pk: int) -> HttpResponse:

@@ -9,19 +9,60 @@ import logging
 from typing import Any
 
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from changes.api.permissions import HasAnyRole
+from changes.api.schema import ERROR_REF
+from changes.api.serializers import IssueSerializer
 from changes.selectors import change_list
 
 from .dry_run import change_dry_run
 from .exchange.session import ExchangeSessionError
 
 log = logging.getLogger(__name__)
+
+
+class PlanStepSerializer(serializers.Serializer):
+    """A step of the plan that would run (runner.plans.describe)."""
+
+    key = serializers.CharField()
+    phase = serializers.ChoiceField(["precheck", "enter", "work", "exit", "verify"])
+    title = serializers.CharField()
+    mutating = serializers.BooleanField()
+    idempotent = serializers.BooleanField()
+    skippable = serializers.BooleanField()
+    gate = serializers.BooleanField()
+
+
+class PlanSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    variant = serializers.CharField(allow_blank=True)
+    steps = PlanStepSerializer(many=True)
+
+
+class PrecheckSerializer(serializers.Serializer):
+    """A read-only pre-check as it ran against a server."""
+
+    server = serializers.CharField()
+    key = serializers.CharField()
+    title = serializers.CharField()
+    gate = serializers.BooleanField()
+    status = serializers.CharField()
+    summary = serializers.CharField(allow_blank=True)
+    findings = serializers.DictField(help_text="Structured results; keys depend on the check")
+    issues = IssueSerializer(many=True)
+    error = serializers.CharField(allow_blank=True)
+
+
+class DryRunSerializer(serializers.Serializer):
+    plan = PlanSerializer(allow_null=True, help_text="The plan of the first server (by name)")
+    prechecks = PrecheckSerializer(many=True)
+    plans = serializers.DictField(child=PlanSerializer(), required=False,
+                                  help_text="Multi-server changes only: each server's plan, by server name")
 
 
 class DryRunView(APIView):
@@ -34,10 +75,9 @@ class DryRunView(APIView):
 
     @extend_schema(
         request=None,
-        responses={200: inline_serializer("DryRun", {
-            "plan": serializers.DictField(help_text="name, variant and the steps that would run, in order"),
-            "prechecks": serializers.ListField(child=serializers.DictField()),
-        })},
+        responses={200: DryRunSerializer,
+                   502: OpenApiResponse(ERROR_REF, description="The server answered but remoting failed"),
+                   503: OpenApiResponse(ERROR_REF, description="The server (or the database) is unreachable")},
     )
     def post(self, request: Request, pk: str) -> Response:
         change = get_object_or_404(change_list(request.user), pk=pk)

@@ -17,6 +17,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from changes.models import ApiClient, Server
+from tests.support.contract import ContractClient
 from tests.support.workers import Workers
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -200,10 +201,11 @@ def payload(*, hours: float = 0, **overrides: Any) -> dict[str, Any]:
 
 @pytest.fixture
 def api() -> Callable[[User | None], APIClient]:
-    """An HTTP client authenticated with the user's real token."""
+    """An HTTP client authenticated with the user's real token; every response it gets is validated against the
+    exported OpenAPI schema (tests/support/contract.py)."""
 
     def make(user: User | None) -> APIClient:
-        client = APIClient()
+        client = ContractClient()
         if user is not None:
             token, _ = Token.objects.get_or_create(user=user)
             client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")

@@ -42,9 +42,10 @@ class TokenOrBearerScheme(OpenApiAuthenticationExtension):
     name = "tokenAuth"
 
     def get_security_definition(self, auto_schema):  # noqa: ANN001, ANN201 - drf-spectacular signature
+        # HTTP bearer: a client following the scheme sends "Bearer <key>", which is accepted; "Token <key>" is too.
         return {
-            "type": "apiKey",
-            "in": "header",
-            "name": "Authorization",
-            "description": "`Token <key>` or `Bearer <key>`",
+            "type": "http",
+            "scheme": "bearer",
+            "bearerFormat": "token",
+            "description": "`Authorization: Bearer <key>` (or `Token <key>`); the bare key is refused",
         }

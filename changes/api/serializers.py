@@ -6,11 +6,16 @@ import binascii
 from datetime import UTC, datetime
 from typing import Any
 
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.core.validators import URLValidator
 from django.utils.dateparse import parse_datetime
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from changes.models import Alert, Approval, AuditEvent, Change, FreezeWindow, Server, StepRun, validate_server_name
-from changes.states import next_states
+from changes.states import State, next_states
+
+from . import schema  # noqa: F401 - registers the schema extensions of this module's field classes
 
 # Far outside any maintenance window, and keeps UTC conversions away from datetime's year 1 / 9999 edges.
 MIN_YEAR, MAX_YEAR = 2000, 2100
@@ -61,8 +66,21 @@ class StrictSerializer(RefusesUnknownFields, serializers.Serializer):
 
 
 class HttpUrlField(serializers.URLField):
+    """An http(s) URL. Its URLValidator runs in to_internal_value rather than from ``validators``, where the schema
+    generator would read it as ``format: uri`` (see changes.api.schema.HttpUrlFieldExtension)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._url_validators = [v for v in self.validators if isinstance(v, URLValidator)]
+        self.validators = [v for v in self.validators if not isinstance(v, URLValidator)]
+
     def to_internal_value(self, data: Any) -> str:
         value = super().to_internal_value(data)
+        for validator in self._url_validators:
+            try:
+                validator(value)
+            except DjangoValidationError as exc:
+                raise serializers.ValidationError(exc.messages) from None
         if value and not value.lower().startswith(("http://", "https://")):
             raise serializers.ValidationError("must be an http(s) URL")
         return value
@@ -136,6 +154,43 @@ class CloseSerializer(StrictSerializer):
     close_notes = serializers.CharField(max_length=20000)
 
 
+class IssueSerializer(serializers.Serializer):
+    """An anomaly met during a step (runner.step_types.Issue.as_dict)."""
+
+    summary = serializers.CharField()
+    resolution = serializers.CharField(allow_blank=True)
+    automatic = serializers.BooleanField(required=False)
+
+
+class CommandSerializer(serializers.Serializer):
+    """A cmdlet a step ran (runner.context.CommandRecord), parameters with secrets redacted."""
+
+    cmdlet = serializers.CharField()
+    parameters = serializers.DictField(required=False)
+    endpoint = serializers.CharField(required=False)
+    access = serializers.CharField(required=False)
+    started_at = serializers.CharField(required=False)
+    duration_ms = serializers.IntegerField(required=False)
+    outcome = serializers.CharField(required=False)
+    attempt = serializers.IntegerField(required=False)
+    via = serializers.CharField(required=False, allow_null=True)
+
+
+class CurrentStepSerializer(serializers.Serializer):
+    """The step running or waiting for a decision."""
+
+    order = serializers.IntegerField()
+    key = serializers.CharField()
+    phase = serializers.CharField()
+    name = serializers.CharField()
+    status = serializers.ChoiceField(StepRun.Status.choices)
+    summary = serializers.CharField(allow_blank=True)
+    error = serializers.CharField(allow_blank=True)
+
+
+FINDINGS_HELP = "Structured results of the step (pre-checks, snapshots); keys depend on the step"
+
+
 class ApprovalSerializer(serializers.ModelSerializer):
     approver = serializers.CharField(source="approver.username")
     valid = serializers.SerializerMethodField()
@@ -154,6 +209,10 @@ class ChangeSerializer(serializers.ModelSerializer):
     next_states = serializers.SerializerMethodField()
     approvals_received = serializers.SerializerMethodField()
     created_by = serializers.CharField(source="created_by.username", read_only=True)
+    notify = serializers.ListField(child=serializers.EmailField(), read_only=True)
+    callback_url = HttpUrlField(read_only=True, allow_blank=True)
+    # "" until the change is closed: the enum or blank.
+    close_code = serializers.ChoiceField(Change.CloseCode.choices, allow_blank=True, read_only=True)
 
     class Meta:
         model = Change
@@ -169,6 +228,7 @@ class ChangeSerializer(serializers.ModelSerializer):
     def get_servers(self, obj: Change) -> list[str]:
         return [s.name for s in obj.servers.all()]
 
+    @extend_schema_field(serializers.ListField(child=serializers.ChoiceField(State.choices)))
     def get_next_states(self, obj: Change) -> list[str]:
         return next_states(obj.state)
 
@@ -190,12 +250,14 @@ class ChangeDetailSerializer(ChangeSerializer):
     approvals = ApprovalSerializer(many=True, read_only=True)
     alerts = AlertSerializer(many=True, read_only=True)
     current_step = serializers.SerializerMethodField()
-    work_done_at = serializers.DateTimeField(source="run.work_done_at", default=None, read_only=True)
+    # null until the work is reported done, and forever for changes that never ran to it
+    work_done_at = serializers.DateTimeField(source="run.work_done_at", default=None, read_only=True, allow_null=True)
 
     class Meta(ChangeSerializer.Meta):
         fields = [*ChangeSerializer.Meta.fields, "current_step", "work_done_at", "alerts", "approvals"]
         read_only_fields = fields
 
+    @extend_schema_field(CurrentStepSerializer(allow_null=True))
     def get_current_step(self, obj: Change) -> dict[str, Any] | None:
         """The step running or waiting for a decision, for live progress."""
         step = obj.steps.filter(status__in=StepRun.CURRENT_STATUSES).order_by("-order").first()
@@ -206,8 +268,11 @@ class ChangeDetailSerializer(ChangeSerializer):
 
 
 class StepRunSerializer(serializers.ModelSerializer):
-    server = serializers.CharField(source="server.name", default=None, read_only=True)
-    decided_by = serializers.CharField(source="decided_by.username", default=None, read_only=True)
+    server = serializers.CharField(source="server.name", default=None, read_only=True, allow_null=True)
+    decided_by = serializers.CharField(source="decided_by.username", default=None, read_only=True, allow_null=True)
+    commands = CommandSerializer(many=True, read_only=True)
+    findings = serializers.DictField(read_only=True, help_text=FINDINGS_HELP)
+    issues = IssueSerializer(many=True, read_only=True)
 
     class Meta:
         model = StepRun

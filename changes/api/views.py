@@ -4,7 +4,8 @@ from __future__ import annotations
 from django.db import connection
 from django.http import JsonResponse
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action, api_view, permission_classes
 from rest_framework.request import Request
@@ -17,6 +18,7 @@ from changes.selectors import audit_events_for, change_list
 
 from .filters import ChangeFilter
 from .permissions import HasAnyRole, ReadAnyRoleWriteOperator, ReadAnyRoleWriteOperatorOrApprover
+from .schema import DATE_TIME_PATTERN
 from .serializers import (
     AuditEventSerializer,
     AuditVerifySerializer,
@@ -54,6 +56,16 @@ class ChangeViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
 
     def get_serializer_class(self) -> type:
         return ChangeDetailSerializer if self.action == "retrieve" else ChangeSerializer
+
+    # The filters' date-times carry the same bounds as the bodies' (changes.api.filters.AwareDateTimeFilter).
+    @extend_schema(parameters=[
+        OpenApiParameter(name, OpenApiTypes.DATETIME, pattern=DATE_TIME_PATTERN,
+                         description=f"{label}; ISO 8601 with a UTC offset, year 2000 to 2100")
+        for name, label in (("window_after", "windows ending at or after"),
+                            ("window_before", "windows starting at or before"))
+    ])
+    def list(self, request: Request, *args: object, **kwargs: object) -> Response:
+        return super().list(request, *args, **kwargs)
 
     def _respond(self, change, code: int = status.HTTP_200_OK) -> Response:  # noqa: ANN001
         change = get_object_or_404(self.get_queryset(), pk=change.pk)
@@ -116,14 +128,16 @@ class ChangeViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
         data = _parse(CloseSerializer, request)
         return self._respond(services.change_close(self.get_object(), actor=request.user, **data))
 
+    # A bare array of every step, in order: no paging, and none of the change list's filters.
     @extend_schema(responses=StepRunSerializer(many=True))
-    @action(detail=True, methods=["get"])
+    @action(detail=True, methods=["get"], pagination_class=None, filter_backends=[])
     def steps(self, request: Request, pk: str | None = None) -> Response:
         steps = self.get_object().steps.select_related("server", "decided_by").order_by("order")
         return Response(StepRunSerializer(steps, many=True).data)
 
+    # Paged (limit/offset), but none of the change list's filters.
     @extend_schema(responses=AuditEventSerializer(many=True))
-    @action(detail=True, methods=["get"])
+    @action(detail=True, methods=["get"], filter_backends=[])
     def audit(self, request: Request, pk: str | None = None) -> Response:
         events = audit_events_for(self.get_object())
         page = self.paginate_queryset(events)
