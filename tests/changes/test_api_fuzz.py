@@ -1,0 +1,118 @@
+"""A bounded schemathesis run over every API operation with all its checks (issue 22): the service answers every
+generated request — valid and deliberately invalid — inside what the exported OpenAPI schema declares, and never 5xx.
+
+The run is in-process over WSGI, authenticated with the real personas' tokens (each example draws one, so the
+refusals are exercised as well as the successes), against a database holding servers and a change so the ``{id}``
+paths reach real objects. Hypothesis is derandomized, so CI sees the same examples on every run.
+
+schemathesis' own pytest integration (``schema.parametrize``) does not run under pytest 9, so each operation is a
+plain parametrized test driving the operation's hypothesis strategy.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import schemathesis
+from django.core.signals import request_finished, request_started
+from django.db import close_old_connections
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from rest_framework.authtoken.models import Token
+from schemathesis import GenerationMode
+from schemathesis.config import SchemathesisConfig
+
+from changes.models import Change
+from config.wsgi import application
+from tests.conftest import payload
+from tests.support.contract import exported_schema
+
+pytestmark = pytest.mark.django_db
+
+METHODS = ("get", "post", "patch", "put", "delete")
+MAX_EXAMPLES = 6  # per operation and mode: 30 operations × 2 modes × 6 ≈ 360 requests
+
+
+def _operations() -> list[tuple[str, str]]:
+    return [(path, method.upper()) for path, item in exported_schema()["paths"].items()
+            for method in item if method in METHODS]
+
+
+# All checks run with their defaults except where noted; each widening is as narrow as the service's documented
+# behaviour allows.
+CONFIG = {
+    "checks": {
+        # Valid-by-schema input may still break a rule that spans fields or needs the database, which JSON Schema
+        # cannot express: window_start < window_end, servers that exist (422 unknown_servers), one page size given
+        # two ways (limit vs page_size), a callback URL Django's URLValidator refuses although it is a `format: uri`.
+        # The service answers those with the documented 400/422 error body; every other status still fails the check.
+        "positive_data_acceptance": {"expected-statuses": ["2xx", "3xx", "400", "401", "403", "404", "409", "422",
+                                                           "429"]},
+    },
+    "operations": [{
+        # The dry run and the server check talk to the Exchange server; with none reachable (as here) they answer the
+        # declared 503 server_unreachable (502 remoting_failed when it answered but remoting broke): the gateway
+        # reporting its upstream, documented in runner/api.py, not a server error of ours.
+        "include-path-regex": "/(dry-run|check)/$",  # re.search over the operation path
+        "checks": {
+            "not_a_server_error": {"expected-statuses": ["2xx", "3xx", "4xx", "502", "503"]},
+            "positive_data_acceptance": {"expected-statuses": ["2xx", "3xx", "400", "401", "403", "404", "409",
+                                                               "422", "429", "502", "503"]},
+        },
+    }],
+}
+
+
+@pytest.fixture(scope="module")
+def fuzz_schema() -> Any:
+    schema = schemathesis.openapi.from_dict(exported_schema(), config=SchemathesisConfig.from_dict(CONFIG))
+    schema.app = application
+    return schema
+
+
+@pytest.fixture
+def wsgi_in_test_transaction(change_id) -> Iterator[None]:
+    # Django's WSGI handler closes the connection when a request starts and finishes; inside the test's transaction
+    # that would end the transaction (Django's own test client disconnects the signals for the same reason, and
+    # reconnects them after each of its requests: hence after change_id, which uses it).
+    for signal in (request_started, request_finished):
+        signal.disconnect(close_old_connections)
+    try:
+        yield
+    finally:
+        for signal in (request_started, request_finished):
+            signal.connect(close_old_connections)
+
+
+@pytest.fixture
+def tokens(requester, alice, operator, auditor) -> list[str]:
+    return [Token.objects.get_or_create(user=user)[0].key for user in (requester, alice, operator, auditor)]
+
+
+@pytest.fixture
+def change_id(api, requester, servers) -> int:
+    response = api(requester).post("/api/v1/changes/", payload(), format="json")
+    assert response.status_code == 201, response.content
+    return Change.objects.get().pk
+
+
+@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=["valid", "invalid"])
+@pytest.mark.parametrize(("path", "method"), _operations())
+def test_every_operation_answers_within_the_schema(path, method, mode, fuzz_schema, wsgi_in_test_transaction,
+                                                   tokens, change_id, servers) -> None:
+    operation = fuzz_schema[path][method]
+    real_ids = {"id": servers["EX01"].pk if "/servers/" in path else change_id}
+
+    @settings(max_examples=MAX_EXAMPLES, derandomize=True, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(case=operation.as_strategy(generation_mode=mode), data=st.data())
+    def run(case, data) -> None:
+        token = data.draw(st.sampled_from(tokens), label="persona token")
+        # Half the valid examples aim at the real server or change (a generated id is almost never a real one); the
+        # invalid ones keep their generated id, which may be the part made invalid.
+        if mode == GenerationMode.POSITIVE and case.path_parameters and data.draw(st.booleans(), label="real id"):
+            case.path_parameters.update(real_ids)
+        case.call_and_validate(headers={"Authorization": f"Bearer {token}"})
+
+    run()
