@@ -141,3 +141,14 @@ def test_every_operation_answers_within_the_schema(path, method, fuzz_schema, ws
         case.call_and_validate(headers={"Authorization": f"Bearer {token}"})
 
     run()
+
+
+def test_the_run_has_every_check_enabled(fuzz_schema) -> None:
+    """The widenings above change expected statuses only: no check is switched off for any operation."""
+    checks = ("not_a_server_error", "status_code_conformance", "content_type_conformance",
+              "response_schema_conformance", "response_headers_conformance", "negative_data_rejection",
+              "positive_data_acceptance", "missing_required_header", "unsupported_method", "use_after_free",
+              "ensure_resource_availability", "ignored_auth")
+    for path, method in _operations():
+        config = fuzz_schema.config.checks_config_for(operation=fuzz_schema[path][method], phase="fuzzing")
+        assert all(getattr(config, name).enabled for name in checks), (method, path)
