@@ -10,6 +10,7 @@ from django.core.management import call_command
 from django.http import JsonResponse
 from django.test import RequestFactory
 from django.urls import resolve
+from rest_framework import serializers
 
 from changes.api.schema import ERROR_CODES
 from changes.errors import DomainError
@@ -135,3 +136,24 @@ def test_a_huge_limit_or_offset_is_a_400_in_the_error_shape(api, auditor, params
     res = api(auditor).get(CHANGES, params)
     assert res.status_code == 400
     assert res.json()["code"] == "invalid"
+
+
+def test_the_keytab_is_declared_as_the_base64_the_service_accepts() -> None:
+    """Found by the schemathesis run: the keytab was a plain string in the schema, so schema-valid text was refused
+    with 400 "not valid base64"."""
+    import re
+
+    from changes.api.serializers import Base64BytesField
+
+    declared = exported_schema()["components"]["schemas"]["ServerRequest"]["properties"]["keytab"]
+    text_branch, blank_branch = declared["oneOf"]
+    assert text_branch["format"] == "byte" and blank_branch == {"type": "string", "maxLength": 0}
+    pattern = re.compile(text_branch["pattern"])
+    field = Base64BytesField(allow_blank=True)
+    for accepted in ("AAEC", "AAE=", "AA==", "BQIAAAA8AAEA"):
+        assert pattern.search(accepted) and field.run_validation(accepted)
+    assert not pattern.search("")  # "" is the blank branch only, so it is valid under exactly one
+    for refused in ("[x]", "AAE", "A===", "AA=A", "AA EC"):
+        assert not pattern.search(refused), refused
+        with pytest.raises(serializers.ValidationError):
+            field.run_validation(refused)
