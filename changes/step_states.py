@@ -10,8 +10,8 @@ The lifecycle (docs/architecture.md, "The runner"):
        │                └─rewind─┐        │
        └──────────────────────────┴─retry──┘            (operator retry; abort re-runs a failed exit step)
 
-- ``start`` also applies to ``running``: a step found running after a worker crash is run again when idempotent,
-  and a held step runs again when it wakes;
+- ``start`` also applies to ``running``: a step found running after an interrupted attempt (the worker died or lost
+  its lease, or the database was unreachable) is run again when idempotent, and a held step runs again when it wakes;
 - ``fail`` also applies to ``pending``: the plan no longer has the step, so it fails before it starts;
 - ``rewind``: a held step goes back to pending when the work-done report arrived while it parked;
 - ``abort_skip``: an operator's abort skips what is left of pre-check/enter/work (pending or running steps);

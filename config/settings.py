@@ -184,6 +184,10 @@ if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
     # A held window waits for its window end in an ETA message; Redis would redeliver it after the default one-hour
     # visibility timeout (harmless thanks to the lease, but noisy).
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 43200}
+# Issue 24: a broker outage of any length is waited out; celery's default gives up after 100 retries (about 50 min
+# at its 30 s cap) and the worker exits. The same on startup, so a worker started before Redis waits for it.
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_DEFAULT_QUEUE = env_str("EXMAINT_TASK_QUEUE", "exmaint")
 CELERY_BEAT_SCHEDULE = {
     # Starts windows whose start message was lost, wakes held windows, recovers runs of dead workers.

@@ -50,7 +50,11 @@ R = Pause.Reason
 PlanBuilder = Callable[[str, ServerInfo, Options], Plan]
 SessionsFactory = Callable[[Server], Any]  # returns callable(Endpoint) -> ExchangeSession with .close()
 
-HALF_DONE = "found half-done after a worker crash; check the server"
+# What the engine can know when it finds a step `running`: its last attempt was cut off. It cannot tell whether the
+# worker was killed, lost its lease, or could not write to the database (issue 24 item 5), so the text names all three.
+INTERRUPTED = "its last attempt was interrupted (the worker died or lost its lease, or the database was unreachable)"
+RESUMED = f"found running: {INTERRUPTED}"
+HALF_DONE = f"found half-done: {INTERRUPTED}; check the server"
 _ABORTABLE = (Phase.PRECHECK, Phase.ENTER, Phase.WORK)
 _TOUCHING = (Phase.ENTER, Phase.WORK, Phase.EXIT, Phase.VERIFY)
 
@@ -266,7 +270,7 @@ class _Engine:
             if run.wake_at is not None:
                 pass  # a held step: it runs again (it checks the work-done report or the time)
             elif step.idempotent:
-                resumed_issue = Issue("found running after a worker crash",
+                resumed_issue = Issue(RESUMED,
                                       "re-run: the step is idempotent and re-verifies the server", True)
             else:
                 return self._fail_and_pause(row, R.HALF_DONE, HALF_DONE, [], [], {})

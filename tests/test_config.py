@@ -77,6 +77,7 @@ def test_compose_defines_the_stack_with_healthchecked_services() -> None:
         assert services[name]["environment"]["DATABASE_URL"].startswith("postgres://exmaint_app:")
         assert services[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
         assert "migrate" not in services[name]["command"]
+        assert services[name]["restart"] == "unless-stopped"  # issue 24: a worker that died comes back
     assert services["migrate"]["environment"]["DATABASE_URL"].startswith("postgres://exmaint:")
     assert "db_runtime_role --apply --role exmaint_app" in services["migrate"]["command"]
     assert "celery -A config worker" in services["worker"]["command"]
@@ -115,3 +116,20 @@ def test_each_xdist_worker_gets_its_own_var_dir_queue_and_sqlite_file(tmp_path) 
                                     "EXMAINT_VAR_DIR": gw1[0], "EXMAINT_TASK_QUEUE": gw1[1]}
     assert _test_settings_in(inherited_by_a_celery_worker) == gw1
     assert _test_settings_in(controller)[:2] == [str(tmp_path), "exmaint-test-abc"]  # serial: unchanged
+
+
+def test_the_worker_waits_out_a_broker_outage_of_any_length() -> None:
+    from django.conf import settings
+
+    from config.broker_outage import install
+    from config.celery import app
+
+    assert settings.CELERY_BROKER_CONNECTION_MAX_RETRIES is None  # celery's default gives up after 100 retries
+    assert app.conf.broker_connection_max_retries is None and app.conf.broker_connection_retry_on_startup
+    install()  # idempotent: a second call does not wrap the guard again
+    from kombu.transport import redis as kombu_redis
+
+    channel = kombu_redis.Channel.__new__(kombu_redis.Channel)
+    channel.connection = type("Transport", (), {"client": None})()
+    with pytest.raises(kombu_redis.redis.exceptions.ConnectionError):  # not AttributeError: celery reconnects
+        channel._connparams()

@@ -9,6 +9,9 @@ import time
 
 from django.core.management.base import BaseCommand
 
+RESTART_DELAY_MIN = 2.0  # seconds before a dead worker is started again
+RESTART_DELAY_MAX = 60.0
+
 
 class Command(BaseCommand):
     help = "Run the web service and a Celery worker (with beat) together; Ctrl-C stops both."
@@ -22,15 +25,12 @@ class Command(BaseCommand):
         from django.conf import settings
 
         subprocess.run([sys.executable, "manage.py", "collectstatic", "--noinput", "-v", "0"], check=True)  # noqa: S603
-        procs = [subprocess.Popen([  # noqa: S603 - fixed argv, no shell
-            sys.executable, "-m", "gunicorn", "config.wsgi:application", "--bind", f"{host}:{port}",
-            "--workers", "2", "--access-logfile", "-",
-        ])]
-        if not no_worker:
-            procs.append(subprocess.Popen([  # noqa: S603 - fixed argv, no shell
-                sys.executable, "-m", "celery", "-A", "config", "worker", "--beat", "--loglevel", "INFO",
-                "--concurrency", "2", "--schedule", str(settings.VAR_DIR / "celerybeat-schedule"),
-            ]))
+        web_argv = [sys.executable, "-m", "gunicorn", "config.wsgi:application", "--bind", f"{host}:{port}",
+                    "--workers", "2", "--access-logfile", "-"]
+        worker_argv = [sys.executable, "-m", "celery", "-A", "config", "worker", "--beat", "--loglevel", "INFO",
+                       "--concurrency", "2", "--schedule", str(settings.VAR_DIR / "celerybeat-schedule")]
+        web = subprocess.Popen(web_argv)  # noqa: S603 - fixed argv, no shell
+        worker = None if no_worker else self._start_worker(worker_argv)
         self.stdout.write(f"exmaint on http://{host}:{port}/ (API /api/v1/, docs /api/v1/docs/, admin /admin/)")
         stopping = False
 
@@ -40,10 +40,27 @@ class Command(BaseCommand):
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
+        # A worker (with its beat) that dies - a broker outage it could not ride out, the OOM killer - is started
+        # again, so windows resume instead of the whole service stopping until a person notices. The delay grows
+        # while it keeps dying quickly (a broken configuration), so a crash loop does not spin.
+        delay = RESTART_DELAY_MIN
+        started = time.monotonic()
         try:
-            while not stopping and all(p.poll() is None for p in procs):
+            while not stopping and web.poll() is None:
                 time.sleep(0.5)
+                if worker is None or worker.poll() is None or stopping:
+                    continue
+                lived = time.monotonic() - started
+                delay = RESTART_DELAY_MIN if lived > RESTART_DELAY_MAX else min(delay * 2, RESTART_DELAY_MAX)
+                self.stderr.write(f"worker exited with code {worker.returncode}; restarting it in {delay:.0f} s")
+                deadline = time.monotonic() + delay
+                while not stopping and time.monotonic() < deadline:
+                    time.sleep(0.5)
+                if not stopping:
+                    worker = self._start_worker(worker_argv)
+                    started = time.monotonic()
         finally:
+            procs = [p for p in (web, worker) if p is not None]
             for p in procs:
                 if p.poll() is None:
                     p.terminate()
@@ -52,6 +69,11 @@ class Command(BaseCommand):
                     p.wait(timeout=20)
                 except subprocess.TimeoutExpired:
                     p.kill()
-        failed = [p.returncode for p in procs if p.returncode not in (0, -signal.SIGTERM, None)]
-        if failed and not stopping:
+        if web.returncode not in (0, -signal.SIGTERM, None) and not stopping:
             raise SystemExit(1)
+
+    def _start_worker(self, argv: list[str]) -> subprocess.Popen:
+        worker = subprocess.Popen(argv)  # noqa: S603 - fixed argv, no shell
+        self.stdout.write(f"worker started (pid {worker.pid})")
+        self.stdout.flush()
+        return worker

@@ -241,7 +241,9 @@ def test_an_idempotent_step_found_running_after_a_crash_is_run_again(requester, 
     assert run(change, engine_kwargs, worker="w2") == "held"
     hub = StepRun.objects.get(change=change, key="enter.hub_draining")
     assert (hub.status, hub.attempts) == (S.SKIPPED, 2)  # the re-run re-verified: already Draining
-    assert hub.issues[0]["summary"] == "found running after a worker crash"
+    # Issue 24 item 5: the text names the causes the engine cannot tell apart, not only a worker crash.
+    assert hub.issues[0]["summary"] == ("found running: its last attempt was interrupted (the worker died or lost its "
+                                        "lease, or the database was unreachable)")
     drains = [c for c in mutating_commands(sim) if ("State", "Draining") in c[1]]
     assert len(drains) == 1
 
@@ -255,6 +257,7 @@ def test_a_non_idempotent_step_found_half_done_pauses_for_an_operator(requester,
     assert run(change, engine_kwargs, worker="w2") == "paused"
     swo = StepRun.objects.get(change=change, key="enter.swo_inactive")
     assert (swo.status, swo.error) == (S.FAILED, HALF_DONE)
+    assert "the database was unreachable" in swo.error and swo.error.endswith("; check the server")
     assert (Pause.objects.get(change=change).code, Pause.objects.get(change=change).step) == (Pause.Reason.HALF_DONE,
                                                                                               swo)
     change_resume(change, actor=operator, action="retry", reason="checked: ServerWideOffline is Inactive")

@@ -14,6 +14,7 @@ from changes.models import Alert, Change, StepRun, WindowRun
 from changes.queue import enqueue_run, enqueue_start
 from changes.run_services import change_work_done
 from changes.states import State
+from runner.engine import RESUMED
 from runner.scheduler import resume_held_windows
 from tests.support.workers import Workers
 
@@ -146,7 +147,7 @@ def test_a_window_survives_a_sigkilled_worker_and_sends_no_mutating_command_twic
 
     settle = StepRun.objects.get(change=change, key="enter.settle")
     assert settle.attempts == 2
-    assert settle.issues[0]["summary"] == "found running after a worker crash"
+    assert settle.issues[0]["summary"] == RESUMED
     assert WindowRun.objects.get(change=change).lock_owner == ""
     sent = Counter(mutating_commands(sim))
     assert len(sent) == 4 and set(sent.values()) == {1}, sent
@@ -183,7 +184,7 @@ def test_the_maintenance_plan_survives_a_worker_killed_with_a_transport_restart_
     restart = StepRun.objects.get(change=change, key="enter.restart_transport")
     assert restart.attempts == 2
     assert [i["summary"] for i in restart.issues] == [
-        "found running after a worker crash", "Restart-Service MSExchangeTransport was sent before a worker crash"]
+        RESUMED, "Restart-Service MSExchangeTransport was sent before a worker crash"]
     # The new worker verified the service instead of restarting it again, and restarted only what was left.
     assert [(c["cmdlet"], c["parameters"]) for c in restart.commands if c["cmdlet"] == "Restart-Service"] == [
         ("Restart-Service", {"Name": "MSExchangeFrontEndTransport"})]
@@ -330,7 +331,7 @@ def test_a_dag_member_exit_survives_a_worker_killed_with_a_transport_restart_una
     restart = StepRun.objects.get(change=change, key="exit.restart_transport")
     assert restart.attempts == 2
     assert [i["summary"] for i in restart.issues] == [
-        "found running after a worker crash",
+        RESUMED,
         "Restart-Service MSExchangeTransport was sent before a worker crash",
         "Restart-Service MSExchangeFrontEndTransport was sent before a worker crash"]
     assert all(c["cmdlet"] != "Restart-Service" for c in restart.commands)
