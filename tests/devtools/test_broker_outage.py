@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import need_service
+
 ROOT = Path(__file__).resolve().parents[2]
 OUTAGE_SECONDS = 25
 
@@ -83,7 +85,7 @@ class RedisServer:
 @pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
     if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed")
+        need_service("redis-server", RuntimeError("the redis-server binary is not installed"))  # fails under CI
     server = RedisServer(free_port(), tmp_path)
     server.start()
     yield server
