@@ -9,15 +9,13 @@ not one per command or per connection.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.timing import interleaved_ms  # noqa: E402 - after the path fix above
 from exchange_sim import kdc  # noqa: E402 - after the path fix above
 from exchange_sim.endpoint import start_endpoint  # noqa: E402
 from exchange_sim.model import SimulatedExchange  # noqa: E402
@@ -29,19 +27,6 @@ USER, PASSWORD = "bench-svc", "Bench-Passw0rd-1"
 SERVER, FQDN = "EX01", "ex01.exmaint.test"
 CMDLET, PARAMETERS = "Get-MailboxServer", {"Identity": SERVER}
 
-
-def _interleaved_ms(samples: int, calls: list[Callable[[], Any]]) -> list[tuple[float, float]]:
-    """(median, mean) per call in ms; the calls take turns so drift hits them alike."""
-    for call in calls:
-        for _ in range(3):
-            call()
-    times: list[list[float]] = [[] for _ in calls]
-    for _ in range(samples):
-        for index, call in enumerate(calls):
-            started = time.perf_counter()
-            call()
-            times[index].append(time.perf_counter() - started)
-    return [(statistics.median(t) * 1000, statistics.fmean(t) * 1000) for t in times]
 
 
 def main() -> None:
@@ -72,7 +57,7 @@ def main() -> None:
 
             with (PypsrpSession(SERVER, {Endpoint.EXCHANGE: config("kerberos")}) as kerberos,
                   PypsrpSession(SERVER, {Endpoint.EXCHANGE: config("ntlm")}) as ntlm):
-                (krb_ms, krb_mean), (ntlm_ms, ntlm_mean) = _interleaved_ms(
+                (krb_ms, krb_mean), (ntlm_ms, ntlm_mean) = interleaved_ms(
                     args.samples, [lambda: kerberos.run(CMDLET, PARAMETERS), lambda: ntlm.run(CMDLET, PARAMETERS)])
                 assert kerberos.mechanisms[Endpoint.EXCHANGE] == "kerberos"
                 assert ntlm.mechanisms[Endpoint.EXCHANGE] == "ntlm"
@@ -83,7 +68,7 @@ def main() -> None:
                         session.run(CMDLET, PARAMETERS)
                 return run
 
-            (krb_open, _), (ntlm_open, _) = _interleaved_ms(args.opens, [open_and_run("kerberos"),
+            (krb_open, _), (ntlm_open, _) = interleaved_ms(args.opens, [open_and_run("kerberos"),
                                                                          open_and_run("ntlm")])
     finally:
         realm.destroy()

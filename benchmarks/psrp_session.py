@@ -11,7 +11,6 @@ Run: ``python benchmarks/psrp_session.py [--commands 40] [--samples 60]``. Print
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -23,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pypsrp.powershell import PowerShell, RunspacePool  # noqa: E402 - after the path fix above
 from pypsrp.wsman import WSMan  # noqa: E402
 
+from benchmarks.timing import interleaved_ms  # noqa: E402 - after the path fix above
 from exchange_sim.endpoint import start_endpoint  # noqa: E402
 from runner.exchange.pypsrp_session import EndpointConfig, PypsrpSession  # noqa: E402
 from runner.exchange.session import Endpoint  # noqa: E402
@@ -53,19 +53,6 @@ def _simulation() -> tuple[Any, str, dict[str, Any]]:
 
         return StandIn(), "Get-MailboxServer", {"Identity": SERVER}
 
-
-def _interleaved_ms(samples: int, calls: list[Callable[[], Any]]) -> list[tuple[float, float]]:
-    """(median, mean) per call in ms."""
-    for call in calls:  # warm up connections and caches
-        for _ in range(3):
-            call()
-    times: list[list[float]] = [[] for _ in calls]
-    for _ in range(samples):
-        for index, call in enumerate(calls):
-            started = time.perf_counter()
-            call()
-            times[index].append(time.perf_counter() - started)
-    return [(statistics.median(t) * 1000, statistics.fmean(t) * 1000) for t in times]
 
 
 def main() -> None:
@@ -105,7 +92,7 @@ def main() -> None:
             wsman() as transport_b,
             RunspacePool(transport_b, configuration_name=Endpoint.EXCHANGE.value) as pool_b,
         ):
-            (adapter_ms, adapter_mean), (bare_ms, bare_mean), (bare_close_ms, _) = _interleaved_ms(
+            (adapter_ms, adapter_mean), (bare_ms, bare_mean), (bare_close_ms, _) = interleaved_ms(
                 args.samples,
                 [lambda: session.run(cmdlet, parameters), bare_runner(pool_a, False), bare_runner(pool_b, True)],
             )
