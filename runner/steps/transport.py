@@ -92,12 +92,12 @@ def _restart(ctx: StepContext, marker: str, why: str) -> StepOutcome:
     for service in TRANSPORT_SERVICES:
         sent = f"{marker}_sent_{service}"
         if service in done or ctx.state.get(sent):
-            issues.append(Issue(f"Restart-Service {service} was sent before a worker crash",
+            issues.append(Issue(f"Restart-Service {service} was sent by an interrupted attempt",
                                 "not sent again; service status and Get-Queue verified", automatic=True))
             status = _service_status(ctx, service)
             if status != "Running":
                 _forget_restarts(ctx, marker)
-                raise StepFailed(f"{service} is {status} after a restart sent before a worker crash",
+                raise StepFailed(f"{service} is {status} after a restart sent by an interrupted attempt",
                                  findings={"service": service, "status": status})
             continue
         ctx.state[sent] = now_iso(ctx)
@@ -164,7 +164,7 @@ def redirect_messages(ctx: StepContext) -> StepOutcome:
                            issues=[Issue("no DAG peer could take redirected mail", "queues left to drain locally",
                                          automatic=True)])
     if ctx.state.get("redirect_sent_to"):
-        # Sent before a worker crash; redirecting again would move nothing new (the drain that follows verifies).
+        # Sent by an interrupted attempt; redirecting again would move nothing new (the drain that follows verifies).
         ctx.state["redirected_to"] = ctx.state["redirect_sent_to"]
         return StepOutcome("skipped", f"Redirect-Message to {ctx.state['redirect_sent_to']} was sent before a worker "
                            "crash; not repeated", findings={"target": ctx.state["redirect_sent_to"]})

@@ -184,7 +184,7 @@ def test_the_maintenance_plan_survives_a_worker_killed_with_a_transport_restart_
     restart = StepRun.objects.get(change=change, key="enter.restart_transport")
     assert restart.attempts == 2
     assert [i["summary"] for i in restart.issues] == [
-        RESUMED, "Restart-Service MSExchangeTransport was sent before a worker crash"]
+        RESUMED, "Restart-Service MSExchangeTransport was sent by an interrupted attempt"]
     # The new worker verified the service instead of restarting it again, and restarted only what was left.
     assert [(c["cmdlet"], c["parameters"]) for c in restart.commands if c["cmdlet"] == "Restart-Service"] == [
         ("Restart-Service", {"Name": "MSExchangeFrontEndTransport"})]
@@ -332,8 +332,8 @@ def test_a_dag_member_exit_survives_a_worker_killed_with_a_transport_restart_una
     assert restart.attempts == 2
     assert [i["summary"] for i in restart.issues] == [
         RESUMED,
-        "Restart-Service MSExchangeTransport was sent before a worker crash",
-        "Restart-Service MSExchangeFrontEndTransport was sent before a worker crash"]
+        "Restart-Service MSExchangeTransport was sent by an interrupted attempt",
+        "Restart-Service MSExchangeFrontEndTransport was sent by an interrupted attempt"]
     assert all(c["cmdlet"] != "Restart-Service" for c in restart.commands)
     assert set(StepRun.objects.filter(change=change).values_list("status", flat=True)) <= {
         StepRun.Status.PASSED, StepRun.Status.SKIPPED}

@@ -68,7 +68,7 @@ def test_a_worker_killed_inside_the_transport_restart_never_restarts_a_service_t
     outcome = plan.step("enter.restart_transport").run(resumed)
     assert outcome.status == "passed"
     assert restarts(sim, "MSExchangeTransport") == 1 and restarts(sim, "MSExchangeFrontEndTransport") == 1
-    assert any("before a worker crash" in issue.summary for issue in outcome.issues)
+    assert any("sent by an interrupted attempt" in issue.summary for issue in outcome.issues)
 
 
 def test_an_operator_retry_after_a_failed_restart_sends_it_again() -> None:
