@@ -19,8 +19,6 @@ import email.message
 import email.policy
 import email.utils
 import hashlib
-import re
-import unicodedata
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -31,6 +29,7 @@ from django.template.loader import render_to_string
 
 from . import conf, ical
 from .models import Delivery, MailThread
+from .text import one_line as header_text
 
 Kind = Delivery.Kind
 _OUTCOMES = {"completed": "completed", "aborted": "aborted"}
@@ -38,13 +37,6 @@ _OUTCOMES = {"completed": "completed", "aborted": "aborted"}
 POLICY = email.policy.SMTP.clone(cte_type="7bit", raise_on_defect=True)
 # What the change gives a mail at send time (the rest is the event's, fixed when it happened).
 _LIVE_FIELDS = ("title", "external_ref", "source", "requested_by")
-
-
-def header_text(value: Any) -> str:
-    """One line of header text: CR, LF, tabs, other control characters and Unicode line/paragraph separators
-    become single spaces (a folded header is the library's job, never the data's)."""
-    text = "".join(" " if unicodedata.category(ch) in ("Cc", "Zl", "Zp") else ch for ch in str(value or ""))
-    return re.sub(r"\s+", " ", text).strip()
 
 
 def message_id(dedupe_key: str, uid: str = "") -> str:

@@ -27,6 +27,7 @@ from icalendar import Calendar, Event, Timezone, vCalAddress, vDuration, vText
 
 from . import conf
 from .models import MailThread
+from .text import one_line
 
 PRODID = "-//exmaint//Exchange maintenance windows//EN"
 # VEVENT STATUS values (RFC 5545 3.8.1.11).
@@ -39,10 +40,6 @@ REFRESH = timedelta(minutes=15)
 def change_uid(change_id: int) -> str:
     """The UID invites were sent with before UIDs were stored (kept for those changes by migration 0005)."""
     return f"change-{change_id}@{conf.mail_domain()}"
-
-
-def _one_line(value: Any) -> str:
-    return " ".join(str(value or "").split())
 
 
 def _calendar(method: str | None = None, name: str = "") -> Calendar:
@@ -80,7 +77,7 @@ def invite(payload: dict[str, Any], *, uid: str, organizer: str, stamp: datetime
     event.add("dtstamp", stamp.astimezone(UTC))
     event.add("dtstart", _when(payload["window_start"]))
     event.add("dtend", _when(payload["window_end"]))
-    summary = _one_line(f"Exchange maintenance {payload['number']}: {payload['title']}")
+    summary = one_line(f"Exchange maintenance {payload['number']}: {payload['title']}")
     # Calendar views (Outlook's among them) show the summary, not STATUS: it must say the time is unconfirmed.
     event.add("summary", f"[Awaiting re-approval] {summary}" if status == TENTATIVE else summary)
     event.add("description", _description(payload))
@@ -158,7 +155,7 @@ def feed(changes: Iterable[Any], freezes: Iterable[Any], *, stamp: datetime) -> 
         event.add("dtstart", change.window_start.astimezone(UTC))
         event.add("dtend", change.window_end.astimezone(UTC))
         label = "awaiting re-approval" if status == TENTATIVE else change.state
-        event.add("summary", _one_line(f"[{label}] {change.number}: {change.title}"))
+        event.add("summary", one_line(f"[{label}] {change.number}: {change.title}"))
         event.add("location", ", ".join(s.name for s in change.servers.all()))
         event.add("description", f"{change.source} {change.external_ref}; requested by {change.requested_by}\n"
                                  f"{conf.public_url()}/admin/changes/change/{change.pk}/change/")
@@ -172,7 +169,7 @@ def feed(changes: Iterable[Any], freezes: Iterable[Any], *, stamp: datetime) -> 
         event.add("dtstart", freeze.start.astimezone(UTC))
         event.add("dtend", freeze.end.astimezone(UTC))
         scope = ", ".join(s.name for s in freeze.servers.all()) or freeze.dag_name or "all servers"
-        event.add("summary", _one_line(f"Change freeze ({scope})"))
+        event.add("summary", one_line(f"Change freeze ({scope})"))
         event.add("description", freeze.reason)
         event.add("status", CONFIRMED)
         _outlook(event)
