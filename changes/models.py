@@ -6,7 +6,7 @@ import base64
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
-from django.db.models.functions import Upper
+from django.db.models.functions import Lower, Upper
 
 from . import crypto
 from .states import State
@@ -230,6 +230,46 @@ class Approval(models.Model):
 
     def __str__(self) -> str:
         return f"{self.decision} by {self.approver} on {self.change.number}"
+
+
+class Identity(models.Model):
+    """One person (or integration) as separation of duties sees it: a user and every name the ITSM may use for it.
+
+    Filled automatically from the user's name and e-mail (``changes.identities``); admins add the other names
+    (UPN, sAMAccountName, DOMAIN\\user) as aliases. Compared by ``changes.authority``, never by plain strings."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="identity")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name_plural = "identities"
+
+    def __str__(self) -> str:
+        return self.user.get_username()
+
+
+class IdentityAlias(models.Model):
+    """A name for one identity: unique across identities without case, so a name never means two people."""
+
+    class Kind(models.TextChoices):
+        USERNAME = "username", "User name"
+        EMAIL = "email", "E-mail"
+        UPN = "upn", "User principal name"
+        SAM = "sam", "DOMAIN\\sAMAccountName"
+        OTHER = "other", "Other"
+
+    identity = models.ForeignKey(Identity, on_delete=models.CASCADE, related_name="aliases")
+    value = models.CharField(max_length=254)
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.OTHER)
+    # Derived from the user's name or e-mail and kept in step with them; admin-added aliases are not.
+    automatic = models.BooleanField(default=False, editable=False)
+
+    class Meta:
+        verbose_name_plural = "identity aliases"
+        constraints = [models.UniqueConstraint(Lower("value"), name="identity_alias_unique_any_case")]
+
+    def __str__(self) -> str:
+        return self.value
 
 
 class FreezeWindow(models.Model):

@@ -9,11 +9,10 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from . import audit, events
+from . import audit, authority, events
 from .errors import InvalidRequest, StateConflict
-from .models import Alert, AuditEvent, Change, Pause, Role, Server, StepRun, WindowRun
+from .models import Alert, AuditEvent, Change, Pause, Server, StepRun, WindowRun
 from .queue import enqueue_run
-from .roles import require_role
 from .selectors import pause_open
 from .services import _fingerprint, _lock_schedule, _move, _valid_approvers, change_transition, check_schedule
 from .states import State, TransitionNotAllowed
@@ -36,7 +35,7 @@ def change_start(change: Change, *, actor: Any, plan: str | None = None, options
     TransitionNotAllowed / FreezeConflict / NotPermitted.
     """
     if not isinstance(actor, str):
-        require_role(actor, Role.OPERATOR, to="start a window")
+        authority.may_operate(actor, change, to="start a window").require()
     with transaction.atomic():
         _lock_schedule()
         change = Change.objects.select_for_update().get(pk=change.pk)
@@ -67,7 +66,7 @@ def change_resume(change: Change, *, actor: Any, action: str, reason: str) -> Ch
     """An operator's decision on a paused window: ``retry`` the failed step, ``skip`` it (refused for steps unsafe
     to skip) or ``abort`` (the exit path runs so the server is left out of maintenance). Audited; it becomes the
     "how it was resolved" of the report."""
-    require_role(actor, Role.OPERATOR, to="decide on a paused window")
+    authority.may_operate(actor, change, to="decide on a paused window").require()
     if action not in ("retry", "skip", "abort"):
         raise InvalidRequest("action must be retry, skip or abort", field="action")
     if not reason or not reason.strip():
@@ -138,7 +137,7 @@ def change_pause(change_id: int, *, actor: Any, code: str, message: str, step: S
 
 def change_work_done(change: Change, *, actor: Any, notes: str) -> Change:
     """The operator reports the work of the window done; the engine moves on to the exit."""
-    require_role(actor, Role.OPERATOR, to="report the work done")
+    authority.may_operate(actor, change, to="report the work done").require()
     if not notes or not notes.strip():
         raise InvalidRequest("notes are required: say what was done", field="notes")
     with transaction.atomic():

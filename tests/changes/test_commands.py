@@ -43,5 +43,5 @@ def test_create_api_client_shows_the_callback_secret_notifications_made_for_it_o
     user = User.objects.get(username="servicenow")
     assert callback_secret_for(user.api_client.pk) == secret and len(secret) >= 40
     assert list(AuditEvent.objects.filter(object_id=str(user.pk)).order_by("seq").values_list("action", flat=True)) \
-        == ["identity.created", "callback_secret.created"]
+        == ["user.created", "user.group_added", "identity.created", "callback_secret.created"]
     assert secret not in str(list(AuditEvent.objects.values_list("changes", flat=True)))
