@@ -13,7 +13,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db import transaction
-from django.db.models.signals import m2m_changed, post_delete, post_save, pre_delete, pre_save
+from django.db.models.signals import m2m_changed, post_delete, post_save, pre_save
 
 from . import audit
 from .models import Identity, IdentityAlias
@@ -134,11 +134,17 @@ def _user_deleted(sender: Any, instance: Any, **kwargs: Any) -> None:
                  changes={"username": [instance.get_username(), None]})
 
 
+def _group_pre_save(sender: Any, instance: Group, **kwargs: Any) -> None:
+    instance._exmaint_before = Group.objects.filter(pk=instance.pk).values_list("name", flat=True).first() \
+        if instance.pk else None
+
+
 def _group_saved(sender: Any, instance: Group, created: bool, **kwargs: Any) -> None:
-    if kwargs.get("raw"):
+    before = getattr(instance, "_exmaint_before", None)
+    if kwargs.get("raw") or (not created and before == instance.name):
         return
     audit.append(actor=_actor(), action="group.created" if created else "group.updated", obj=instance,
-                 object_type="group", changes={"name": [None, instance.name]})
+                 object_type="group", changes={"name": [before, instance.name]})
 
 
 def _group_deleted(sender: Any, instance: Group, **kwargs: Any) -> None:
@@ -195,7 +201,8 @@ def connect() -> None:
     user_model = get_user_model()
     pre_save.connect(_user_pre_save, sender=user_model, dispatch_uid="exmaint_user_pre_save")
     post_save.connect(_user_post_save, sender=user_model, dispatch_uid="exmaint_user_post_save")
-    pre_delete.connect(_user_deleted, sender=user_model, dispatch_uid="exmaint_user_deleted")
+    post_delete.connect(_user_deleted, sender=user_model, dispatch_uid="exmaint_user_deleted")
+    pre_save.connect(_group_pre_save, sender=Group, dispatch_uid="exmaint_group_pre_save")
     post_save.connect(_group_saved, sender=Group, dispatch_uid="exmaint_group_saved")
     post_delete.connect(_group_deleted, sender=Group, dispatch_uid="exmaint_group_deleted")
     m2m_changed.connect(_membership_changed, sender=user_model.groups.through, dispatch_uid="exmaint_membership")

@@ -200,6 +200,17 @@ def test_a_role_alone_is_not_enough_for_the_creator(servers) -> None:
 
 # --- audit of users, groups, membership and identities ----------------------------------------------------------------
 
+def test_groups_renamed_are_audited_and_user_deletion_too(root) -> None:
+    group = Group.objects.create(name="emea")
+    group.name = "approvers-emea"
+    group.save()
+    assert AuditEvent.objects.get(action="group.updated").changes == {"name": ["emea", "approvers-emea"]}
+    gone = make_user("temp")
+    gone_pk = gone.pk
+    gone.delete()
+    assert AuditEvent.objects.get(action="user.deleted", object_id=str(gone_pk)).changes == {"username": ["temp", None]}
+
+
 def test_a_superuser_editing_their_own_e_mail_in_the_admin_is_audited(client, root) -> None:
     client.force_login(root)
     form = {"username": "root", "email": "me@evil.example", "is_active": "on", "is_staff": "on",
@@ -251,6 +262,25 @@ def test_a_login_is_not_an_edit(client, alice) -> None:
     res = client.post("/admin/login/", {"username": "alice", "password": "pw-alice", "next": "/admin/"})
     assert res.status_code == 302 and User.objects.get(pk=alice.pk).last_login is not None
     assert AuditEvent.objects.count() == before
+
+
+# --- D7 and visibility, asked of the same module ---------------------------------------------------------------------
+
+def test_only_a_client_of_a_source_posts_and_only_for_it(requester) -> None:
+    assert authority.may_create(requester, "servicenow")
+    assert "not 'jira'" in authority.may_create(requester, "jira").reason
+    sourceless = make_user("rogue", "requester", client=True, source="")
+    assert "registered for a source" in authority.may_create(sourceless, "servicenow").reason
+    assert not authority.may_create(make_user("root2", superuser=True), "servicenow")
+
+
+def test_the_admin_shows_a_change_only_to_those_the_api_shows_it_to(client, requester, servers) -> None:
+    """The e-mails link to the admin's change page: it must not show more than the API would."""
+    change = create(requester)
+    person = make_user("pat", "requester")  # staff, with the requester role, posted nothing
+    client.force_login(person)
+    assert client.get(f"/admin/changes/change/{change.pk}/change/").status_code in (302, 404)
+    assert change.number not in client.get("/admin/changes/change/").content.decode()
 
 
 # --- one home ---------------------------------------------------------------------------------------------------------
