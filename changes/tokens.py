@@ -75,3 +75,12 @@ def token_user(key: str, *, now: datetime | None = None) -> tuple[Any, ApiToken]
         raise TokenRefused(f"the token {token.prefix}… expired on {token.expires_at:%Y-%m-%d %H:%M} UTC; ask for a "
                            "new one (manage.py rotate_api_token, or the admin's API tokens page)", expired=True)
     return token.user, token
+
+
+def token_revoke(token: ApiToken, *, actor: Any) -> None:
+    """Delete a token: its key stops working at once. Audited with the shown prefix."""
+    with transaction.atomic():
+        audit.append(actor=actor, action="api_token.revoked", object_type="user", object_id=token.user_id,
+                     reason=f"API token of {token.user.get_username()}",
+                     changes={"token": [[token.prefix, token.expires_at], None]})
+        token.delete()
