@@ -346,3 +346,6 @@ class AuditEventAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+# The catalogue's and the API tokens' pages live beside their domain modules; importing them registers them.
+from . import catalogue_admin, tokens_admin  # noqa: E402, F401

@@ -179,6 +179,10 @@ class Change(models.Model):
     callback_url = models.URLField(max_length=500, blank=True)
     notify_affected_mailboxes = models.BooleanField(
         default=False, help_text="Also notify the users of the mailboxes on the servers (read from Exchange).")
+    # The catalogue entry a standard change fits (changes.catalogue), by its name: names are fixed once created and
+    # entries are deactivated, never deleted, so the name keeps pointing at what was pre-approved.
+    standard_template = models.CharField(max_length=64, blank=True,
+                                         help_text="The standard-change template (catalogue entry) it fits.")
     state = models.CharField(max_length=20, choices=State.choices, default=State.AWAITING_APPROVAL, editable=False)
     approvals_required = models.PositiveSmallIntegerField(default=0, editable=False)
     business_hours_warning = models.BooleanField(default=False, editable=False)
@@ -484,3 +488,55 @@ class AuditHead(models.Model):
 
     def __str__(self) -> str:
         return f"head #{self.seq}"
+
+
+class ApiToken(models.Model):
+    """A user's API token, stored as the SHA-256 of the key only: the key is shown once, when it is issued
+    (changes.tokens), and cannot be read back from the database or the admin. One per user; rotating replaces it,
+    which invalidates the old key at once. Expired keys are refused."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_token")
+    prefix = models.CharField(max_length=12, help_text="The key's first characters, to recognise it (not secret).")
+    digest = models.CharField(max_length=64, unique=True, help_text="SHA-256 of the key, hex.")
+    created_at = models.DateTimeField()
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        verbose_name = "API token"
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.user})"
+
+
+class StandardChangeTemplate(models.Model):
+    """An entry of the standard-change catalogue: work pre-approved once (by an approver, recorded with the time) for
+    the servers and DAGs listed, with one plan and a maximum risk. A standard change names one and must fit it
+    (changes.catalogue); only such changes run without approvals. High risk is never standard."""
+
+    class MaxRisk(models.TextChoices):
+        LOW = "low"
+        MEDIUM = "medium"
+
+    name = models.CharField(max_length=64, unique=True, validators=[RegexValidator(
+        r"^[a-z0-9][a-z0-9_-]*\Z", "Lower-case letters, digits, '-' and '_' (e.g. monthly-security-update).")],
+        help_text="What a standard change names in standard_template; fixed once created.")
+    work = models.CharField(max_length=200, help_text="The pre-approved work, e.g. the monthly Windows security "
+                                                      "update with a restart; printed in the report.")
+    description = models.TextField(blank=True)
+    plan = models.CharField(max_length=64, default="maintenance", help_text="The plan a fitting change runs.")
+    servers = models.ManyToManyField(Server, blank=True, related_name="+", help_text="Servers it may run on.")
+    dag_names = models.JSONField(default=list, blank=True, help_text="DAGs whose members it may run on.")
+    max_risk = models.CharField(max_length=6, choices=MaxRisk.choices, default=MaxRisk.LOW)
+    active = models.BooleanField(default=True, help_text="Inactive entries cannot be named by new standard changes.")
+    approved_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+",
+                                    editable=False)
+    approved_at = models.DateTimeField(editable=False)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = "standard-change template"
+        constraints = [models.CheckConstraint(condition=models.Q(max_risk__in=["low", "medium"]),
+                                              name="standard_template_never_high_risk")]
+
+    def __str__(self) -> str:
+        return self.name

@@ -14,7 +14,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from . import audit, authority, events, policy
+from . import audit, authority, catalogue, events, policy
 from .callback_urls import check_callback_url
 from .errors import (
     AlreadyDecided,
@@ -36,6 +36,7 @@ _SCHEDULE_LOCK_KEY = 0x65786D7363686564  # "exmsched"
 EDITABLE_FIELDS = (
     "title", "description", "change_type", "risk", "impact", "servers", "plan",
     "window_start", "window_end", "requested_by", "notify", "notify_affected_mailboxes", "callback_url",
+    "standard_template",
 )
 
 
@@ -153,7 +154,8 @@ def change_create(*, actor: Any, data: dict[str, Any]) -> tuple[Change, bool]:
 
     Returns (change, created). The same payload again returns the existing change; a different payload for the
     same key raises IdempotencyConflict. Raises UnknownServers, WindowInvalid, ScheduleConflict, FreezeConflict.
-    Standard changes are pre-approved and go straight to ``scheduled``.
+    Standard changes must fit the catalogue entry they name (changes.catalogue, else NotStandard); they are
+    pre-approved and go straight to ``scheduled``.
     """
     # A change belongs to the source (ITSM) that posted it: its references, replays and edits are that source's.
     authority.may_create(actor, data["source"]).require()
@@ -164,6 +166,8 @@ def change_create(*, actor: Any, data: dict[str, Any]) -> tuple[Change, bool]:
     if data.get("callback_url"):
         check_callback_url(data["callback_url"])  # DNS: before the transaction, never inside it
     servers = _resolve_servers(data["servers"])
+    catalogue.check_fit(change_type=data["change_type"], template=data.get("standard_template", ""),
+                        plan=data.get("plan", "maintenance"), risk=data["risk"], servers=servers)
     fields = {k: v for k, v in data.items() if k != "servers"}
     try:
         with transaction.atomic():
@@ -248,6 +252,9 @@ def change_update(change: Change, *, actor: Any, data: dict[str, Any], reason: s
         if not diff:
             return change
         authority.may_edit_fields(actor, change, diff).require()
+        if catalogue.FIT_FIELDS & diff.keys():
+            catalogue.check_fit(change_type=change.change_type, template=change.standard_template, plan=change.plan,
+                                risk=change.risk, servers=new_servers)
         change.approvals_required = policy.approvals_required(change.change_type, change.risk)
         change.business_hours_warning = policy.touches_business_hours(change.window_start, change.window_end)
         change.freeze_override_reason = check_schedule(

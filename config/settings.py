@@ -45,7 +45,6 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
     "django_filters",
     "axes",
     "drf_spectacular",
@@ -227,6 +226,8 @@ EXMAINT = {
     "KRB5_CONFIG": env_str("EXMAINT_KRB5_CONFIG", "") or "",
     "TLS_CA_BUNDLE": env_str("EXMAINT_TLS_CA_BUNDLE", "") or "",
     "RUNNER_CLOCK": env_str("EXMAINT_RUNNER_CLOCK", "real"),  # "real" | "scaled:<speed>" (demo)
+    # How long a newly issued or rotated API token is valid (changes.tokens).
+    "API_TOKEN_DAYS": env_int("EXMAINT_API_TOKEN_DAYS", 90, minimum=1, maximum=3650),
 }
 if EXMAINT["BUSINESS_HOURS_END"] <= EXMAINT["BUSINESS_HOURS_START"]:
     raise ImproperlyConfigured("EXMAINT_BUSINESS_HOURS_END must be after EXMAINT_BUSINESS_HOURS_START")

@@ -23,6 +23,7 @@ from .appendix import audit_rows, clock_note, command_blocks, notification_rows
 from .data import ApprovalRow, PrecheckRow, ReportData, ServerRow, StepRow
 from .formatting import REDACTED, clip, command_text, fmt_dt, fmt_duration, person, span, status_words
 from .issues import issue_rows, step_outcome
+from .standard import standard_template_text
 from .tables import precheck_tables, server_state
 
 # Re-exported: callers and tests read these from here.
@@ -162,6 +163,6 @@ def build_report_data(change_id: int, *, head_seq: int, head_hash: str) -> Repor
         verify_command=f"python manage.py verify_audit --head {head_hash}",
         verify_api=f"GET /api/v1/audit/verify/?head={head_hash}",
         commands=command_blocks(change.pk, steps), ended_at=ended.astimezone(UTC), ended_at_text=fmt_dt(ended),
-        clock_note=clock_note(steps, actual_end),
+        clock_note=clock_note(steps, actual_end), standard_template=standard_template_text(change, head_seq),
     )
     return _scrub(data, _secrets(change))

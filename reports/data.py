@@ -179,6 +179,7 @@ class ReportData:
     ended_at: datetime  # the window's end: also the PDF's fixed creation date
     ended_at_text: str
     clock_note: str = ""  # Appendix B: the command times run ahead of the window (the engine's clock was scaled)
+    standard_template: str = ""  # the catalogue entry a standard change fits, its work and its approval
 
 
 @dataclass

@@ -108,6 +108,12 @@ class ChangeCreateSerializer(StrictSerializer):
                                    default=list)
     callback_url = HttpUrlField(max_length=500, required=False, allow_blank=True, default="")
     notify_affected_mailboxes = serializers.BooleanField(required=False, default=False)
+    # No default: a body without it keeps the digest (idempotent replays) it had before the catalogue existed.
+    standard_template = serializers.RegexField(
+        r"^[a-z0-9][a-z0-9_-]*$", max_length=64, required=False, allow_blank=True,
+        help_text="Standard changes only, and required for them: the name of the standard-change template (catalogue "
+                  "entry) the change fits — same plan, servers among the template's servers or DAGs, risk at most "
+                  "its maximum, never high. A change that does not fit is refused (code not_standard).")
 
 
 class ChangeUpdateSerializer(ChangeCreateSerializer):
@@ -219,7 +225,7 @@ class ChangeSerializer(serializers.ModelSerializer):
         fields = [
             "id", "number", "source", "external_ref", "title", "description", "change_type", "risk", "impact",
             "servers", "plan", "window_start", "window_end", "requested_by", "notify", "notify_affected_mailboxes",
-            "callback_url", "state",
+            "callback_url", "standard_template", "state",
             "next_states", "approvals_required", "approvals_received", "business_hours_warning",
             "freeze_override_reason", "close_code", "close_notes", "created_by", "created_at", "updated_at",
         ]

@@ -11,6 +11,7 @@ from changes import run_services, services
 from changes.errors import InvalidRequest, NotPermitted, StateConflict
 from changes.models import Alert, AuditEvent, Change, Pause, StepRun, WindowRun
 from changes.states import State, TransitionNotAllowed
+from tests.support.catalogue import pre_approved
 
 pytestmark = pytest.mark.django_db
 
@@ -30,6 +31,7 @@ def open_change(requester, *, minutes_ago: int = 5, hours: int = 2, **extra) -> 
             "change_type": "standard", "risk": "low", "impact": "low", "servers": ["EX01"], "plan": "maintenance",
             "window_start": start, "window_end": start + timedelta(hours=hours), "requested_by": "carol",
             "notify": [], "callback_url": "", **extra}
+    data.setdefault("standard_template", pre_approved(data["servers"]))
     return services.change_create(actor=requester, data=data)[0]
 
 

@@ -33,6 +33,7 @@ from runner.step_types import (
     StepFailed,
     StepOutcome,
 )
+from tests.support.catalogue import pre_approved
 
 MUTATING_VERBS = ("Set-", "Suspend-", "Resume-", "Restart-", "Redirect-", "Move-", "Start-", "Stop-")
 
@@ -186,6 +187,7 @@ def open_change(requester: Any, servers: tuple[str, ...] = ("EX01",), ref: str =
         "risk": "low", "impact": "low", "servers": list(servers), "plan": "maintenance",
         "window_start": now - timedelta(minutes=5), "window_end": now + timedelta(hours=2),
         "requested_by": "carol@example.com", "notify": [], "callback_url": "",
+        "standard_template": pre_approved(servers),
     })
     return change
 

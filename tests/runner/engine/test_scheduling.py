@@ -15,6 +15,7 @@ from changes.states import State
 from runner import scheduler
 from runner.engine import run_window
 from runner.watchdog import watchdog
+from tests.support.catalogue import pre_approved
 
 from .support import mutating_commands, running_change, sim_factory
 
@@ -36,7 +37,7 @@ def scheduled_change(requester, *, start_in: timedelta, hours: float = 2, ref: s
         "source": "servicenow", "external_ref": ref, "title": "Patch", "description": "", "change_type": "standard",
         "risk": "low", "impact": "low", "servers": [server], "plan": "maintenance", "window_start": start,
         "window_end": start + timedelta(hours=hours), "requested_by": "carol@example.com", "notify": [],
-        "callback_url": "",
+        "callback_url": "", "standard_template": pre_approved([server]),
     })
     assert change.state == State.SCHEDULED
     return change
