@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import socket
+import subprocess
 from io import StringIO
 from pathlib import Path
 
@@ -99,8 +100,14 @@ def test_the_tsa_stamps_the_anchor_and_the_token_verifies_against_its_root(
     token = base64.b64decode(line["tsa_token"])
     row = AuditAnchor.objects.get(seq=3)
     assert tsa.requests == 1 and bytes(row.tsa_token) == token and row.tsa_time is not None
-    # The imprint is the event's hash itself: an independent implementation checks it the same way.
     assert anchors.check_token(token, events[2].hash, anchors.load_trust_roots(tsa.ca_pem))[0]
+    # The imprint is the event's hash itself: openssl checks the token as docs/audit-trail.md shows.
+    (tmp_path / "anchor.tst").write_bytes(token)
+    for digest, verdict in ((events[2].hash, "Verification: OK"), (events[1].hash, "Verification: FAILED")):
+        run = subprocess.run([tsa.openssl, "ts", "-verify", "-digest", digest, "-token_in", "-in",
+                              str(tmp_path / "anchor.tst"), "-CAfile", str(tsa.ca_pem)], capture_output=True,
+                             text=True, check=False)
+        assert verdict in run.stdout
     assert "1 TSA token(s) verified" in verify("--anchors", str(sink), "--tsa-roots", str(tsa.ca_pem))
     assert "1 TSA token(s) not checked" in verify("--anchors", str(sink))
 
