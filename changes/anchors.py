@@ -4,9 +4,10 @@ The hash chain (changes/audit.py) shows any edit, insertion, reordering or delet
 from before it. Inside the database nobody does: an attacker with the tables' owner rights can rewrite the events
 and recompute every hash after the forgery, and the chain verifies. So the head is also written where that attacker
 cannot reach: every ``EXMAINT_AUDIT_ANCHOR_EVERY`` events, at every window's end and for every report, the event's
-seq, hash and time are appended to the configured sinks (a JSON-lines file, fsync'd, and/or syslog) and, with
-``EXMAINT_TSA_URL``, stamped by an RFC 3161 time-stamping authority (the token's message imprint is the event's
-SHA-256 hash itself, so ``openssl ts -verify -digest <hash>`` checks it too).
+seq, hash and time are appended to the configured sinks (a JSON-lines file, fsync'd, and/or syslog; the auditors'
+e-mail through the notifications outbox, which listens to ``events.AUDIT_ANCHORED``) and, with ``EXMAINT_TSA_URL``,
+stamped by an RFC 3161 time-stamping authority (the token's message imprint is the event's SHA-256 hash itself, so
+``openssl ts -verify -digest <hash>`` checks it too).
 
 ``verify_anchors`` reads those external lines, never the ``AuditAnchor`` rows: each anchored seq must be on the
 intact chain with that hash, and each token must verify against the auditors' trust roots. On failure it names the
@@ -35,6 +36,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from . import events
 from .models import AuditAnchor, AuditEvent
 from .states import WINDOW_ENDED
 
@@ -110,10 +112,13 @@ def write_anchor(seq: int, digest: str, event_created_at: datetime, reason: str)
                 sinks.append(name)
         except OSError:
             log.exception("audit anchor #%s could not be written to the %s sink", seq, name)
-    if not sinks:
-        log.error("audit anchor #%s reached no sink outside the database (EXMAINT_AUDIT_ANCHOR_FILE/_SYSLOG)", seq)
     try:
         with transaction.atomic():
+            # Other copies (the auditors' e-mail, through the notifications outbox) commit with the row.
+            sinks += events.emit(events.AUDIT_ANCHORED, seq=seq, hash=digest, line=line)
+            if not sinks:
+                log.error("audit anchor #%s reached no sink outside the database (EXMAINT_AUDIT_ANCHOR_FILE/_SYSLOG,"
+                          " auditors' e-mail)", seq)
             return AuditAnchor.objects.create(
                 seq=seq, hash=digest, event_created_at=event_created_at, created_at=now, reason=reason[:120],
                 sinks=sinks, tsa_token=token, tsa_time=tsa_time)
