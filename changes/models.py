@@ -456,7 +456,7 @@ class AuditAnchor(models.Model):
     event_created_at = models.DateTimeField()
     created_at = models.DateTimeField(help_text="When the anchor was written")
     reason = models.CharField(max_length=120)
-    sinks = models.JSONField(default=list, help_text="The sinks written: file, syslog")
+    sinks = models.JSONField(default=list, help_text="The sinks written: file, syslog, email")
     tsa_token = models.BinaryField(blank=True, default=b"", help_text="DER RFC 3161 TimeStampToken (empty: none)")
     tsa_time = models.DateTimeField(null=True, blank=True, help_text="genTime of the TSA token")
 

@@ -3,6 +3,21 @@
 from django.db import migrations, models
 
 
+def grant_view(apps, schema_editor):
+    """Auditors and operators see the anchors in the admin, as they see the audit events (read-only)."""
+    from django.contrib.auth.management import create_permissions
+
+    app_config = apps.get_app_config("changes")
+    app_config.models_module = True
+    create_permissions(app_config, apps=apps, verbosity=0)
+    app_config.models_module = None
+    Group = apps.get_model("auth", "Group")
+    Permission = apps.get_model("auth", "Permission")
+    view = Permission.objects.filter(content_type__app_label="changes", codename="view_auditanchor")
+    for group in Group.objects.filter(name__in=["auditor", "operator"]):
+        group.permissions.add(*view)
+
+
 class Migration(migrations.Migration):
 
     dependencies = [
@@ -19,7 +34,7 @@ class Migration(migrations.Migration):
                 ('event_created_at', models.DateTimeField()),
                 ('created_at', models.DateTimeField(help_text='When the anchor was written')),
                 ('reason', models.CharField(max_length=120)),
-                ('sinks', models.JSONField(default=list, help_text='The sinks written: file, syslog')),
+                ('sinks', models.JSONField(default=list, help_text='The sinks written: file, syslog, email')),
                 ('tsa_token', models.BinaryField(blank=True, default=b'', help_text='DER RFC 3161 TimeStampToken (empty: none)')),
                 ('tsa_time', models.DateTimeField(blank=True, help_text='genTime of the TSA token', null=True)),
             ],
@@ -27,4 +42,5 @@ class Migration(migrations.Migration):
                 'ordering': ['seq'],
             },
         ),
+        migrations.RunPython(grant_view, migrations.RunPython.noop),
     ]

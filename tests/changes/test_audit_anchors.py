@@ -186,3 +186,17 @@ def test_two_hashes_for_one_seq_in_the_sink_fail(sink: Path, django_capture_on_c
         fh.write(json.dumps({**line, "hash": "ab" * 32}) + "\n")
     with pytest.raises(CommandError, match=r"#3 is anchored with two hashes"):
         verify("--anchors", str(sink))
+
+
+def test_the_admin_lists_anchors_read_only(sink: Path, django_capture_on_commit_callbacks, client) -> None:
+    from tests.conftest import make_user
+
+    fill(3, django_capture_on_commit_callbacks)
+    client.force_login(make_user("audrey", "auditor"))
+    page = client.get("/admin/changes/auditanchor/")
+    assert page.status_code == 200 and AuditAnchor.objects.get().hash in page.content.decode()
+    anchor = AuditAnchor.objects.get()
+    client.post(f"/admin/changes/auditanchor/{anchor.pk}/change/", {"reason": "edited"})
+    assert AuditAnchor.objects.get().reason == anchor.reason
+    assert client.get(f"/admin/changes/auditanchor/{anchor.pk}/delete/").status_code == 403
+    assert client.get("/admin/changes/auditanchor/add/").status_code == 403
