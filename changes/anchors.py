@@ -62,10 +62,12 @@ def after_append(ev: AuditEvent) -> None:
     the commit (an anchor of an event that rolled back would be a false alarm later) and its failure is logged, never
     raised into the caller whose work has committed."""
     reason = ""
+    state = (ev.changes or {}).get("state") if ev.action == "change.transition" else None
+    new_state = state[1] if isinstance(state, list) and len(state) == 2 and isinstance(state[1], str) else ""
     if ev.seq % _conf()["EVERY"] == 0:
         reason = f"every {_conf()['EVERY']} events"
-    elif ev.action == "change.transition" and (ev.changes or {}).get("state", [None, None])[-1] in WINDOW_ENDED:
-        reason = f"window end: {ev.object_type} {ev.object_id} {ev.changes['state'][-1]}"
+    elif new_state in WINDOW_ENDED:
+        reason = f"window end: {ev.object_type} {ev.object_id} {new_state}"
     if reason:
         transaction.on_commit(partial(_anchor_logged, ev.seq, ev.hash, ev.created_at, reason), robust=True)
 

@@ -200,3 +200,12 @@ def test_the_admin_lists_anchors_read_only(sink: Path, django_capture_on_commit_
     assert AuditAnchor.objects.get().reason == anchor.reason
     assert client.get(f"/admin/changes/auditanchor/{anchor.pk}/delete/").status_code == 403
     assert client.get("/admin/changes/auditanchor/add/").status_code == 403
+
+
+@pytest.mark.parametrize("changes", [{"state": []}, {"state": "completed"}, {"state": [None, {"x": 1}]}, {}])
+def test_an_odd_transition_event_is_appended_and_not_anchored(sink: Path, changes: dict,
+                                                            django_capture_on_commit_callbacks) -> None:
+    with django_capture_on_commit_callbacks(execute=True):
+        audit.append(actor="system:test", action="change.transition", object_type="change", object_id=1,
+                     changes=changes)
+    assert audit.verify().ok and not AuditAnchor.objects.exists()
