@@ -146,11 +146,13 @@ def _write_file(line: str) -> bool:
     if not path:
         return False
     created = not os.path.exists(path)
-    # O_APPEND: each line lands at the end whatever other writers do; a line under PIPE_BUF-ish sizes is written by
-    # one write(). fsync before the anchor counts as written.
+    # O_APPEND and one write() per line: each line lands whole at the end whatever other processes append; fsync
+    # before the anchor counts as written.
+    data = (line + "\n").encode()
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
     try:
-        os.write(fd, (line + "\n").encode())
+        if os.write(fd, data) != len(data):
+            raise OSError(f"{path}: short write (disk full?)")
         os.fsync(fd)
     finally:
         os.close(fd)
