@@ -14,7 +14,19 @@ from django.template.response import TemplateResponse
 
 from . import authority, services
 from .errors import DomainError
-from .models import Alert, Approval, AuditEvent, Change, FreezeWindow, Identity, IdentityAlias, Pause, Server, StepRun
+from .models import (
+    Alert,
+    Approval,
+    AuditAnchor,
+    AuditEvent,
+    Change,
+    FreezeWindow,
+    Identity,
+    IdentityAlias,
+    Pause,
+    Server,
+    StepRun,
+)
 from .roles import has_role
 from .states import TransitionNotAllowed
 
@@ -346,6 +358,21 @@ class AuditEventAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+@admin.register(AuditAnchor)
+class AuditAnchorAdmin(AuditEventAdmin):
+    """The anchors written outside the database, read-only (verify_audit --anchors reads the external copy)."""
+
+    list_display = ["seq", "created_at", "reason", "sinks", "stamped", "hash"]
+    list_filter = []
+    search_fields = ["hash", "reason"]
+    readonly_fields = ["seq", "hash", "event_created_at", "created_at", "reason", "sinks", "tsa_time"]
+    exclude = ["tsa_token"]
+
+    @admin.display(boolean=True, description="RFC 3161")
+    def stamped(self, obj: AuditAnchor) -> bool:
+        return bool(obj.tsa_token)
+
 
 # The catalogue's and the API tokens' pages live beside their domain modules; importing them registers them.
 from . import catalogue_admin, tokens_admin  # noqa: E402, F401

@@ -540,3 +540,22 @@ class StandardChangeTemplate(models.Model):
 
     def __str__(self) -> str:
         return self.name
+class AuditAnchor(models.Model):
+    """A chain head written outside PostgreSQL (changes/anchors.py): the event's seq and hash, when, why, the sinks
+    it reached and the RFC 3161 token when a TSA stamped it. This row is a convenience for the report and the admin;
+    ``verify_audit --anchors`` trusts only the external copy (someone who can rewrite the chain can rewrite this)."""
+
+    seq = models.PositiveBigIntegerField(unique=True)
+    hash = models.CharField(max_length=64)
+    event_created_at = models.DateTimeField()
+    created_at = models.DateTimeField(help_text="When the anchor was written")
+    reason = models.CharField(max_length=120)
+    sinks = models.JSONField(default=list, help_text="The sinks written: file, syslog, email")
+    tsa_token = models.BinaryField(blank=True, default=b"", help_text="DER RFC 3161 TimeStampToken (empty: none)")
+    tsa_time = models.DateTimeField(null=True, blank=True, help_text="genTime of the TSA token")
+
+    class Meta:
+        ordering = ["seq"]
+
+    def __str__(self) -> str:
+        return f"anchor #{self.seq}"

@@ -244,6 +244,24 @@ try:
 except (zoneinfo.ZoneInfoNotFoundError, ValueError):
     raise ImproperlyConfigured(f"EXMAINT_BUSINESS_TIME_ZONE={EXMAINT['BUSINESS_TIME_ZONE']!r} is unknown") from None
 
+# --- Audit chain anchors outside PostgreSQL (changes/anchors.py, docs/audit-trail.md) --------------------------------
+EXMAINT_AUDIT_ANCHORS = {
+    # Anchor the chain head every N events (and at every window's end, and for every report).
+    "EVERY": env_int("EXMAINT_AUDIT_ANCHOR_EVERY", 1000, minimum=1, maximum=10_000_000),
+    # Append-only JSON lines, fsync'd ("off": no file). Put it where the database's owner cannot write.
+    "FILE": "" if env_str("EXMAINT_AUDIT_ANCHOR_FILE", "") == "off"
+    else env_str("EXMAINT_AUDIT_ANCHOR_FILE", "") or str(VAR_DIR / "audit-anchors.jsonl"),
+    # Syslog: a socket path (/dev/log) or host:port (UDP); "" turns it off.
+    "SYSLOG": env_str("EXMAINT_AUDIT_ANCHOR_SYSLOG", "") or "",
+    # An RFC 3161 time-stamping authority; "" stamps nothing.
+    "TSA_URL": env_str("EXMAINT_TSA_URL", "") or "",
+    "TSA_TIMEOUT_SECONDS": env_int("EXMAINT_TSA_TIMEOUT_SECONDS", 10, minimum=1, maximum=120),
+    # PEM file of the TSA's trust roots, used by verify_audit --anchors to check the tokens.
+    "TSA_ROOTS": env_str("EXMAINT_TSA_ROOTS", "") or "",
+}
+if EXMAINT_AUDIT_ANCHORS["TSA_URL"] and not EXMAINT_AUDIT_ANCHORS["TSA_URL"].startswith(("http://", "https://")):
+    raise ImproperlyConfigured("EXMAINT_TSA_URL must be an http:// or https:// URL")
+
 # --- Notifications: e-mail (SMTP), calendar invites, signed ITSM callbacks -----------------------------------------
 EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
 EMAIL_HOST = env_str("EMAIL_HOST", "localhost")

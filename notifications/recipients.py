@@ -38,3 +38,7 @@ def approvers_for(change: Change) -> list[str]:
 
 def operators() -> list[str]:
     return normalize(u.email for u in _holders(Role.OPERATOR))
+
+
+def auditors() -> list[str]:
+    return normalize(u.email for u in _holders(Role.AUDITOR))

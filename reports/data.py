@@ -180,6 +180,18 @@ class ReportData:
     ended_at_text: str
     clock_note: str = ""  # Appendix B: the command times run ahead of the window (the engine's clock was scaled)
     standard_template: str = ""  # the catalogue entry a standard change fits, its work and its approval
+    anchor: AnchorNote | None = None  # the external anchor covering the change's last event (changes/anchors.py)
+
+
+@dataclass
+class AnchorNote:
+    """Where the chain was anchored outside the database at or after the change's last event."""
+
+    seq: int
+    hash: str
+    anchored_at: str
+    sinks: str
+    tsa: str  # the TSA's time, or why there is no token
 
 
 @dataclass

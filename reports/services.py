@@ -14,7 +14,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from changes import audit, authority
+from changes import anchors, audit, authority
 from changes.errors import DomainError
 from changes.models import AuditHead, Change
 from changes.states import WINDOW_ENDED, State
@@ -94,6 +94,8 @@ def report_generate(change_id: int) -> Report:
         raise ReportNotReady(f"{change.number} is '{change.state}': its report exists once the window has ended "
                              "(completed, failed or aborted)", state=change.state)
     head_seq, head_hash = _current_head()
+    if head_seq:  # the head the report is built from goes outside the database first, so the PDF can name it
+        anchors.anchor_event(head_seq, f"report of {change.number}")
     data = build_report_data(change_id, head_seq=head_seq, head_hash=head_hash)
     rendered = render_report(data)
     name = f"{change.number}-{rendered.sha256[:16]}.pdf"
