@@ -63,6 +63,7 @@ def test_a_work_done_posted_while_the_broker_is_down_is_answered_recorded_and_ru
     assert send.call_count == 1  # the fast path was tried, and failed
     assert response.status_code == 200, response.content
     assert response.json()["work_done_at"]
+    assert response.json()["decision_waiting_since"] == response.json()["work_done_at"]  # recorded, not yet taken up
     run = WindowRun.objects.get(change=change)
     assert run.decision_waiting_since == run.work_done_at and run.wake_at is not None  # parked until the window end
 
