@@ -335,6 +335,9 @@ class StepRun(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
     )
     resolution = models.TextField(blank=True)
+    # The step's own time limit as the plan declares it; the watchdog calls a step running past it (plus a grace)
+    # stalled. Empty on rows written before it was recorded: the watchdog then assumes the plans' default.
+    timeout_s = models.PositiveIntegerField(null=True, blank=True, help_text="The step's own time limit (s).")
 
     class Meta:
         ordering = ["change", "order"]
@@ -424,6 +427,11 @@ class WindowRun(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
     )
     work_notes = models.TextField(blank=True)
+    # An operator's decision (start, retry/skip/abort, work-done) is recorded here in the same transaction as the
+    # decision itself; the queued task is only the fast path. Cleared when a worker takes the run's lease (it then
+    # reads the decision) or releases it; until then the sweep queues the run and the watchdog alerts after a minute.
+    decision_waiting_since = models.DateTimeField(
+        null=True, blank=True, help_text="An operator's decision waits for the runner since then.")
 
     def __str__(self) -> str:
         return f"run of {self.change.number}"
@@ -440,6 +448,10 @@ class Alert(models.Model):
         PRECHECK_BLOCKED = "precheck_blocked", "A pre-check blocked the window"
         NOT_STARTED = "not_started", "The window could not start"
         NOTIFICATION_FAILED = "notification_failed", "A notification could not be sent"
+        DECISION_WAITING = "decision_waiting", "An operator's decision waits for the runner"
+        PAST_WINDOW_END = "past_window_end", "Server still in maintenance past its window end"
+        STEP_STALLED = "step_stalled", "A running step makes no progress past its timeout"
+        WORKER_LOST = "worker_lost", "The run's worker no longer heartbeats"
 
     kind = models.CharField(max_length=24, choices=Kind.choices)
     change = models.ForeignKey(Change, on_delete=models.PROTECT, null=True, blank=True, related_name="alerts")

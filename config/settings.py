@@ -191,8 +191,12 @@ CELERY_TASK_DEFAULT_QUEUE = env_str("EXMAINT_TASK_QUEUE", "exmaint")
 CELERY_BEAT_SCHEDULE = {
     # Starts windows whose start message was lost, wakes held windows, recovers runs of dead workers.
     "start-due-windows": {"task": "runner.tasks.start_due_windows", "schedule": 60.0},
-    "resume-held-windows": {"task": "runner.tasks.resume_held_windows", "schedule": 60.0},
-    # A server must never silently stay in maintenance.
+    # Often enough that a decision whose message was lost, or a dead worker's run (its lease expires after
+    # EXMAINT_LEASE_SECONDS), is resumed within a minute.
+    "resume-held-windows": {"task": "runner.tasks.resume_held_windows", "schedule": 10.0},
+    # A window must never stall silently: decisions not taken up, stalled steps, lost workers (database reads only).
+    "watch-runs": {"task": "runner.tasks.watch_runs", "schedule": 20.0},
+    # A server must never silently stay in maintenance (reads every idle server through PowerShell).
     "watchdog": {"task": "runner.tasks.watchdog", "schedule": 300.0},
     # Sends due notifications: reminders, retries, rows queued while the broker was down, rows of dead workers.
     "notifications-dispatch-due": {"task": "notifications.tasks.dispatch_due", "schedule": 60.0},
@@ -215,8 +219,10 @@ EXMAINT = {
     "BUSINESS_DAYS": env_weekdays("EXMAINT_BUSINESS_DAYS", "1,2,3,4,5"),
     "BUSINESS_TIME_ZONE": env_str("EXMAINT_BUSINESS_TIME_ZONE", "UTC"),
     # The runner.
-    "LEASE_SECONDS": env_int("EXMAINT_LEASE_SECONDS", 300, minimum=5, maximum=3600),
+    # Renewed by a heartbeat every third of it, so it can be short: a dead worker's run is taken over once it ends.
+    "LEASE_SECONDS": env_int("EXMAINT_LEASE_SECONDS", 30, minimum=5, maximum=3600),
     "WATCHDOG_GRACE_MINUTES": env_int("EXMAINT_WATCHDOG_GRACE_MINUTES", 30, minimum=0, maximum=1440),
+    "WATCHDOG_STALL_GRACE_SECONDS": env_int("EXMAINT_WATCHDOG_STALL_GRACE_SECONDS", 120, minimum=0, maximum=86400),
     "EXIT_RETRY_ATTEMPTS": env_int("EXMAINT_EXIT_RETRY_ATTEMPTS", 4, minimum=1, maximum=20),
     "ALLOW_UNENCRYPTED_BASIC": env_bool("EXMAINT_ALLOW_UNENCRYPTED_BASIC", False),
     # Kerberos: the realm appended to bare user names (empty: krb5.conf's default_realm) and a krb5.conf other than

@@ -141,8 +141,9 @@ class WindowLease(Lease):
         run = WindowRun.objects.filter(change_id=change_id).only("pk").first()
         if run is None:
             return None
+        # Taking the run reads every decision recorded so far: none waits for the runner any more.
         lease = cls.take(WindowRun, run.pk, worker=worker, seconds=conf.lease_seconds(), owner_field="lock_owner",
-                         expires_field="lock_expires_at")
+                         expires_field="lock_expires_at", decision_waiting_since=None)
         return cast(WindowLease | None, lease)
 
 
@@ -222,7 +223,7 @@ class _Engine:
                 rows.append(StepRun(
                     change_id=self.change_id, order=order, phase=str(step.phase), key=step.key,
                     name=step.title[:100], idempotent=step.idempotent, skippable=step.skippable,
-                    mutating=step.mutating, server_id=server_id,
+                    mutating=step.mutating, server_id=server_id, timeout_s=int(step.timeout),
                 ))
         variants = sorted({p.variant for p in self.plans.values()})
         with transaction.atomic():

@@ -258,9 +258,14 @@ class ChangeDetailSerializer(ChangeSerializer):
     current_step = serializers.SerializerMethodField()
     # null until the work is reported done, and forever for changes that never ran to it
     work_done_at = serializers.DateTimeField(source="run.work_done_at", default=None, read_only=True, allow_null=True)
+    # An operator's decision (start, retry/skip/abort, work-done) recorded but not yet taken up by the runner (the
+    # broker or the workers may be down: it is acted on when they return); null once a worker took it.
+    decision_waiting_since = serializers.DateTimeField(source="run.decision_waiting_since", default=None,
+                                                       read_only=True, allow_null=True)
 
     class Meta(ChangeSerializer.Meta):
-        fields = [*ChangeSerializer.Meta.fields, "current_step", "work_done_at", "alerts", "approvals"]
+        fields = [*ChangeSerializer.Meta.fields, "current_step", "work_done_at", "decision_waiting_since", "alerts",
+                  "approvals"]
         read_only_fields = fields
 
     @extend_schema_field(CurrentStepSerializer(allow_null=True))
