@@ -95,6 +95,7 @@ class Lease:
                         renewed = self.renew()
                     except Exception:  # a database hiccup: keep beating, the lease is still ours for a while
                         log.exception("lease heartbeat failed; trying again")
+                        connection.close_if_unusable_or_obsolete()  # a dead connection: the next beat opens one
                         continue
                     if not renewed:
                         # Another worker holds the lease now: the work in progress must not write again.
