@@ -95,7 +95,8 @@ class Lease:
                         renewed = self.renew()
                     except Exception:  # a database hiccup: keep beating, the lease is still ours for a while
                         log.exception("lease heartbeat failed; trying again")
-                        connection.close_if_unusable_or_obsolete()  # a dead connection: the next beat opens one
+                        with contextlib.suppress(Exception):  # a dead connection: the next beat opens one
+                            connection.close_if_unusable_or_obsolete()
                         continue
                     if not renewed:
                         # Another worker holds the lease now: the work in progress must not write again.
