@@ -68,12 +68,13 @@ def start_due_windows() -> list[int]:
 
 def resume_held_windows() -> list[int]:
     """Queue ``run_window`` for running changes nobody is running: a hold that is due (its ETA message lost or not
-    yet due) or a lease that expired because its worker died."""
+    yet due), a hold whose work-done report's message was lost (a broker outage), or a lease that expired because
+    its worker died."""
     now = timezone.now()
     runs = (
         WindowRun.objects.filter(change__state=State.RUNNING, finished_at__isnull=True)
         .filter(Q(lock_owner="") | Q(lock_expires_at__isnull=True) | Q(lock_expires_at__lt=now))
-        .filter(Q(wake_at__isnull=True) | Q(wake_at__lte=now))
+        .filter(Q(wake_at__isnull=True) | Q(wake_at__lte=now) | Q(work_done_at__isnull=False))
         .filter(Q(lock_owner__gt="") | Q(wake_at__isnull=False) | Q(started_at__lt=now - FRESH_START)
                 | Q(started_at__isnull=True))
         .values_list("change_id", flat=True)
