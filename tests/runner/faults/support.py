@@ -70,7 +70,9 @@ class Endpoint:
         self.port = self.running.port
 
     def stop(self) -> None:
+        """Gone: no new connection is accepted and the client's open keep-alive connections are dropped."""
         if self.running is not None:
+            self.running.fail_next(10**9, mode="drop")
             self.running.stop()
             self.running = None
 
