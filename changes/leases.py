@@ -100,6 +100,8 @@ class Lease:
                         renewed = self.renew()
                     except Exception:  # a database hiccup: keep beating, the lease is still ours for a while
                         log.exception("lease heartbeat failed; trying again")
+                        with contextlib.suppress(Exception):  # a dead connection: the next beat opens one
+                            connection.close_if_unusable_or_obsolete()
                         # Sooner than usual: once the database is back, renew before another worker takes over.
                         wait = min(interval, 2.0)
                         continue

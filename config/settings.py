@@ -99,6 +99,9 @@ try:
     }
 except ValueError as exc:
     raise ImproperlyConfigured(f"DATABASE_URL is not a valid database URL: {exc}") from exc
+# A persistent connection that died with the database (a restart, a fail-over) is checked and replaced at the start of
+# each request or task rather than failing its first query (issue 24 item 2; the engine also retries its writes).
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Audit appends take a write lock up front; wait for it rather than failing with "database is locked".
     # WAL lets readers (the API, the admin) work while the engine commits, and synchronous=NORMAL makes each of the

@@ -177,7 +177,10 @@ class CommandSerializer(serializers.Serializer):
     access = serializers.CharField(required=False)
     started_at = serializers.CharField(required=False)
     duration_ms = serializers.IntegerField(required=False)
-    outcome = serializers.CharField(required=False)
+    outcome = serializers.CharField(required=False, help_text=(
+        '"ok", "errors", "failed: <error>"; "sent" while the command is out (it is recorded before it is sent); '
+        '"sent, outcome unknown" when its attempt was interrupted before the answer was recorded: it may or may not '
+        "have run on the server."))
     attempt = serializers.IntegerField(required=False)
     via = serializers.CharField(required=False, allow_null=True)
 

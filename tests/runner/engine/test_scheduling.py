@@ -102,6 +102,21 @@ def test_due_holds_and_runs_of_dead_workers_are_queued_again(requester, servers)
         assert scheduler.resume_held_windows() == []
 
 
+def test_a_parked_hold_whose_work_done_message_was_lost_is_queued_again(requester, servers) -> None:
+    """Issue 24: the work-done report's message was lost to a broker outage; the hold would otherwise sleep until
+    the window's end."""
+    held = running_change(requester)
+    now = timezone.now()
+    WindowRun.objects.filter(change=held).update(wake_at=now + timedelta(hours=1), lock_owner="",
+                                                 started_at=now - timedelta(minutes=30))
+    with mock.patch("runner.scheduler.current_app.send_task"):
+        assert scheduler.resume_held_windows() == []
+    WindowRun.objects.filter(change=held).update(work_done_at=now)
+    with mock.patch("runner.scheduler.current_app.send_task") as send:
+        assert scheduler.resume_held_windows() == [held.pk]
+    send.assert_called_once_with("runner.tasks.run_window", args=[held.pk])
+
+
 def test_a_just_started_run_is_left_to_its_own_message(requester, servers) -> None:
     running_change(requester)
     with mock.patch("runner.scheduler.current_app.send_task"):
