@@ -9,6 +9,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -85,6 +86,58 @@ def _lock_chain() -> None:
             cur.execute("SELECT pg_advisory_xact_lock(%s)", [_PG_LOCK_KEY])
 
 
+# The events of the innermost batch() block, written when it ends (None: outside any batch, appends write at once).
+_batched: ContextVar[list[AuditEvent] | None] = ContextVar("exmaint_audit_batch", default=None)
+
+
+@contextmanager
+def batch() -> Iterator[None]:
+    """Hold the appends made inside the block and write them together, in order, when it ends.
+
+    The chain's lock is held from the write until the transaction commits: a service that opens the batch right
+    inside its ``transaction.atomic()`` takes it at the end of its work, once, instead of at its first event. An
+    exception inside the block writes nothing (the transaction rolls back anyway). Nested blocks join the outer one.
+    Events appended inside are written with their seq, hash and time at the end of the block."""
+    if _batched.get() is not None:
+        yield
+        return
+    pending: list[AuditEvent] = []
+    token = _batched.set(pending)
+    try:
+        yield
+    finally:
+        _batched.reset(token)
+    if pending:
+        _write(pending)
+
+
+def _chain_head() -> tuple[int, str]:
+    """Lock the chain and read its newest (seq, hash). The head anchor's row lock serializes appends: under READ
+    COMMITTED a ``FOR UPDATE`` that waited returns the row as the previous appender committed it, so locking and
+    reading are one statement. A database without the anchor yet makes it under the advisory lock first."""
+    row = AuditHead.objects.select_for_update().filter(id=1).values_list("seq", "hash").first()
+    if row is not None:
+        return row
+    _lock_chain()
+    last = AuditEvent.objects.order_by("-seq").values_list("seq", "hash").first() or (0, GENESIS)
+    AuditHead.objects.bulk_create([AuditHead(id=1, seq=last[0], hash=last[1])], ignore_conflicts=True)
+    return AuditHead.objects.select_for_update().filter(id=1).values_list("seq", "hash").get()
+
+
+def _write(pending: list[AuditEvent]) -> None:
+    """Chain and insert the events in one statement, then move the head anchor. Joins the caller's transaction."""
+    with transaction.atomic(savepoint=False):
+        seq, prev = _chain_head()
+        # Microseconds survive both PostgreSQL and SQLite, so the stored time re-hashes identically.
+        now = timezone.now().astimezone(UTC)
+        for ev in pending:
+            seq += 1
+            ev.seq, ev.created_at, ev.prev_hash = seq, now, prev
+            ev.hash = prev = compute_hash(prev, _event_body(ev))
+        AuditEvent.objects.bulk_create(pending)
+        AuditHead.objects.filter(id=1).update(seq=seq, hash=prev)
+
+
 def append(
     *,
     actor: Any,
@@ -96,30 +149,25 @@ def append(
     reason: str = "",
     request_id: str = "",
 ) -> AuditEvent:
-    """Append one event to the chain. Joins the caller's transaction so the event commits with the change it records."""
+    """Append one event to the chain. Joins the caller's transaction so the event commits with the change it records.
+    Inside a batch() block the event is written (and gets its seq and hash) when the block ends."""
     if obj is not None:
         object_type = object_type or obj._meta.model_name
         object_id = object_id or obj.pk
-    request_id = request_id or current_request_id()
-    with transaction.atomic():
-        _lock_chain()
-        last = AuditEvent.objects.order_by("-seq").only("seq", "hash").first()
-        ev = AuditEvent(
-            seq=(last.seq + 1) if last else 1,
-            # Microseconds survive both PostgreSQL and SQLite, so the stored time re-hashes identically.
-            created_at=timezone.now().astimezone(UTC),
-            actor=actor_label(actor),
-            request_id=request_id[:64],
-            action=action,
-            object_type=object_type,
-            object_id=str(object_id),
-            changes=_jsonable(changes or {}),
-            reason=reason,
-            prev_hash=last.hash if last else GENESIS,
-        )
-        ev.hash = compute_hash(ev.prev_hash, _event_body(ev))
-        ev.save(force_insert=True)
-        AuditHead.objects.update_or_create(id=1, defaults={"seq": ev.seq, "hash": ev.hash})
+    ev = AuditEvent(
+        actor=actor_label(actor),
+        request_id=(request_id or current_request_id())[:64],
+        action=action,
+        object_type=object_type,
+        object_id=str(object_id),
+        changes=_jsonable(changes or {}),
+        reason=reason,
+    )
+    pending = _batched.get()
+    if pending is not None:
+        pending.append(ev)
+    else:
+        _write([ev])
     return ev
 
 

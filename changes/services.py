@@ -10,7 +10,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -35,7 +35,6 @@ from .states import EDITABLE, HOLDS_SERVERS, TERMINAL, WINDOW_ENDED, State, Tran
 # Fields whose change voids approvals: what an approver approved (servers, plan, window — the fingerprint), who asked
 # for it (separation of duties is judged against requested_by) and how much approval it needs.
 PINNED_FIELDS = ("servers", "plan", "window_start", "window_end", "requested_by", "change_type", "risk")
-_SCHEDULE_LOCK_KEY = 0x65786D7363686564  # "exmsched"
 EDITABLE_FIELDS = (
     "title", "description", "change_type", "risk", "impact", "servers", "plan",
     "window_start", "window_end", "requested_by", "notify", "notify_affected_mailboxes", "callback_url",
@@ -48,9 +47,12 @@ def _digest(data: dict[str, Any]) -> str:
     return hashlib.sha256(audit.canonical(audit._jsonable(data))).hexdigest()
 
 
-def _resolve_servers(names: Iterable[str]) -> list[Server]:
+def _resolve_servers(names: Iterable[str], *, lock: bool = False) -> list[Server]:
+    """The named servers, sorted by name. ``lock``: also take the schedule lock on them (_lock_schedule)."""
     wanted = {n.strip().upper(): n for n in names}
-    found = {s.name.upper(): s for s in Server.objects.filter(name__in=_case_variants(wanted))}
+    variants = _case_variants(wanted)
+    rows = _lock_schedule(Q(name__in=variants)) if lock else Server.objects.filter(name__in=variants)
+    found = {s.name.upper(): s for s in rows if s.name in variants}
     # Server names are NetBIOS names: compare without case.
     missing = sorted(orig for key, orig in wanted.items() if key not in found)
     if missing:
@@ -58,8 +60,20 @@ def _resolve_servers(names: Iterable[str]) -> list[Server]:
     return sorted(found.values(), key=lambda s: s.name)
 
 
-def _case_variants(wanted: dict[str, str]) -> list[str]:
-    return list({*wanted.keys(), *wanted.values(), *(v.lower() for v in wanted.values())})
+def _case_variants(wanted: dict[str, str]) -> set[str]:
+    return {*wanted.keys(), *wanted.values(), *(v.lower() for v in wanted.values())}
+
+
+def _lock_schedule(named: Q) -> list[Server]:
+    """Serialize the check-then-claim of windows that could conflict, and only those: two requests claiming a slot
+    on the same server or in the same DAG (check_schedule's conflicts) wait for each other; others run side by side.
+
+    PostgreSQL: row locks (FOR NO KEY UPDATE, which foreign keys to the servers do not wait for) on the named servers
+    and every server of their DAGs, taken in primary-key order so two requests cannot deadlock. Call it inside the
+    transaction, before check_schedule reads. SQLite: BEGIN IMMEDIATE (settings) already serializes writers.
+    Returns the locked servers (the named ones and their DAGs' other members)."""
+    dags = Server.objects.filter(named).exclude(dag_name="").values("dag_name")
+    return list(Server.objects.filter(named | Q(dag_name__in=dags)).order_by("pk").select_for_update(no_key=True))
 
 
 def _fingerprint(change: Change, servers: Iterable[Server] | None = None) -> str:
@@ -173,11 +187,11 @@ def change_create(*, actor: Any, data: dict[str, Any]) -> tuple[Change, bool]:
         return _idempotent_replay(existing, digest, actor), False
     if data.get("callback_url"):
         check_callback_url(data["callback_url"])  # DNS: before the transaction, never inside it
-    servers = _resolve_servers(data["servers"])
     fields = {k: v for k, v in data.items() if k != "servers"}
     try:
-        with transaction.atomic():
-            _lock_schedule()
+        # The chain's lock is taken last, once, for all of the request's events (audit.batch).
+        with transaction.atomic(), audit.batch():
+            servers = _resolve_servers(data["servers"], lock=True)
             freeze_note = check_schedule(
                 change_type=data["change_type"], servers=servers,
                 window_start=data["window_start"], window_end=data["window_end"],
@@ -220,14 +234,6 @@ def _idempotent_replay(existing: Change, digest: str, actor: Any) -> Change:
     return existing
 
 
-def _lock_schedule() -> None:
-    """Serialize every check-then-claim of a window, so two requests cannot both take an overlapping slot.
-    PostgreSQL: a transaction-scoped advisory lock. SQLite: BEGIN IMMEDIATE (settings) already serializes writers."""
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cur:
-            cur.execute("SELECT pg_advisory_xact_lock(%s)", [_SCHEDULE_LOCK_KEY])
-
-
 def change_update(change: Change, *, actor: Any, data: dict[str, Any], reason: str = "") -> Change:
     """Edit a change that has not started. Editing servers, plan or window voids approvals (audited) and sends a
     scheduled change back to ``awaiting_approval``. Scheduling rules are re-checked."""
@@ -238,7 +244,6 @@ def change_update(change: Change, *, actor: Any, data: dict[str, Any], reason: s
     if data.get("callback_url"):
         check_callback_url(data["callback_url"])  # DNS: before the transaction, never inside it
     with transaction.atomic():
-        _lock_schedule()
         change = Change.objects.select_for_update().get(pk=change.pk)
         if change.state not in EDITABLE:
             raise StateConflict(
@@ -247,6 +252,7 @@ def change_update(change: Change, *, actor: Any, data: dict[str, Any], reason: s
             )
         old_servers = list(change.servers.all())
         new_servers = _resolve_servers(data["servers"]) if "servers" in data else old_servers
+        _lock_schedule(Q(pk__in=[s.pk for s in new_servers]))
         diff: dict[str, list[Any]] = {}
         for key, value in data.items():
             if key == "servers":
@@ -303,8 +309,7 @@ def _decide(change: Change, *, actor: Any, comment: str, decision: str) -> Chang
     require_role(actor, Role.APPROVER, to=f"{'approve' if decision == 'approved' else 'reject'} changes")
     if not comment or not comment.strip():
         raise InvalidRequest("a comment is required", field="comment")
-    with transaction.atomic():
-        _lock_schedule()
+    with transaction.atomic(), audit.batch():
         change = Change.objects.select_for_update().get(pk=change.pk)
         target = State.SCHEDULED if decision == Approval.Decision.APPROVED else State.REJECTED
         if change.state != State.AWAITING_APPROVAL:
@@ -315,6 +320,8 @@ def _decide(change: Change, *, actor: Any, comment: str, decision: str) -> Chang
             raise SeparationOfDuties(f"{change.number} was requested by you ({change.requested_by}); "
                                      "someone else must decide on it")
         servers = list(change.servers.all())
+        if decision == Approval.Decision.APPROVED:
+            _lock_schedule(Q(pk__in=[s.pk for s in servers]))  # before check_schedule reads, below
         fingerprint = _fingerprint(change, servers)
         if change.approvals.filter(approver=actor, fingerprint=fingerprint, voided_at__isnull=True).exists():
             raise AlreadyDecided(f"you already decided on this version of {change.number}; each approver counts once")
