@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import Q, Value
 from django.utils import timezone
 
 from . import audit, events, policy
@@ -30,6 +30,7 @@ from .errors import (
 from .models import Approval, Change, FreezeWindow, Role, Server
 from .queue import enqueue_report, enqueue_start
 from .roles import has_role, require_role, same_person, source_of
+from .selectors import prime_servers
 from .states import EDITABLE, HOLDS_SERVERS, TERMINAL, WINDOW_ENDED, State, TransitionNotAllowed, check_transition
 
 # Fields whose change voids approvals: what an approver approved (servers, plan, window — the fingerprint), who asked
@@ -96,35 +97,38 @@ def check_schedule(
     """
     policy.check_window_shape(window_start, window_end)
     dags = {s.dag_name for s in servers if s.dag_name}
+    # One round trip for both checks: the overlapping held windows and freeze windows, as (kind, id, start, end,
+    # state or reason) rows; the earliest of each kind is the one named.
     overlapping = Change.objects.filter(
         state__in=HOLDS_SERVERS, window_start__lt=window_end, window_end__gt=window_start
-    ).exclude(pk=exclude_pk)
-    conflict = (
-        overlapping.filter(Q(servers__in=servers) | Q(servers__dag_name__in=dags))
-        .distinct()
-        .order_by("window_start")
-        .first()
-    )
-    if conflict is not None:
-        raise ScheduleConflict(
-            f"the window overlaps {conflict.number} ({conflict.state}, "
-            f"{conflict.window_start.isoformat()} – {conflict.window_end.isoformat()}) on the same server or DAG",
-            conflicting_change=conflict.number,
-            conflicting_change_id=conflict.pk,
-        )
+    ).exclude(pk=exclude_pk).filter(Q(servers__in=servers) | Q(servers__dag_name__in=dags))
     freezes = FreezeWindow.objects.filter(start__lt=window_end, end__gt=window_start).filter(
         Q(servers__in=servers) | Q(dag_name__in=dags) | Q(servers__isnull=True, dag_name="")
-    ).distinct()
-    freeze = freezes.order_by("start").first()
+    )
+    rows = sorted(
+        overlapping.order_by().values_list(Value("change"), "pk", "window_start", "window_end", "state").union(
+            freezes.order_by().values_list(Value("freeze"), "pk", "start", "end", "reason")),
+        key=lambda row: (row[0], row[2], row[1]),
+    )
+    conflict = next((row for row in rows if row[0] == "change"), None)
+    if conflict is not None:
+        number = Change(pk=conflict[1]).number
+        raise ScheduleConflict(
+            f"the window overlaps {number} ({conflict[4]}, "
+            f"{conflict[2].isoformat()} – {conflict[3].isoformat()}) on the same server or DAG",
+            conflicting_change=number,
+            conflicting_change_id=conflict[1],
+        )
+    freeze = next((row for row in rows if row[0] == "freeze"), None)
     if freeze is None:
         return ""
+    freeze_pk, start, end, reason = freeze[1:]
     if change_type == Change.ChangeType.EMERGENCY:
-        return f"emergency change inside freeze window #{freeze.pk} ({freeze.start.isoformat()} – " \
-               f"{freeze.end.isoformat()}): {freeze.reason}"
+        return f"emergency change inside freeze window #{freeze_pk} ({start.isoformat()} – {end.isoformat()}): {reason}"
     raise FreezeConflict(
-        f"the window falls in freeze window #{freeze.pk} ({freeze.start.isoformat()} – {freeze.end.isoformat()}): "
-        f"{freeze.reason}; only emergency changes may run in a freeze",
-        freeze_window_id=freeze.pk,
+        f"the window falls in freeze window #{freeze_pk} ({start.isoformat()} – {end.isoformat()}): "
+        f"{reason}; only emergency changes may run in a freeze",
+        freeze_window_id=freeze_pk,
     )
 
 
@@ -204,7 +208,11 @@ def change_create(*, actor: Any, data: dict[str, Any]) -> tuple[Change, bool]:
                 business_hours_warning=policy.touches_business_hours(data["window_start"], data["window_end"]),
                 freeze_override_reason=freeze_note,
             )
-            change.servers.set(servers)
+            # A new change has no servers yet: insert the links, no read first; and keep them for the events and
+            # the answer (no read-after-write).
+            Change.servers.through.objects.bulk_create(
+                [Change.servers.through(change_id=change.pk, server_id=s.pk) for s in servers])
+            prime_servers(change, servers)
             audit.append(
                 actor=actor, action="change.created", obj=change, reason=freeze_note,
                 changes={k: [None, v] for k, v in {**fields, "servers": [s.name for s in servers]}.items()},
