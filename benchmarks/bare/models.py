@@ -12,3 +12,6 @@ class Note(models.Model):
 
     class Meta:
         app_label = "bare"
+
+    def __str__(self) -> str:
+        return self.title

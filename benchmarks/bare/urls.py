@@ -4,7 +4,8 @@ from django.urls import path
 from rest_framework import generics, serializers
 
 from benchmarks.bare.models import Note
-from config.urls import handler400, handler404, handler500, urlpatterns as service_urls  # noqa: F401 - re-exported
+from config.urls import handler400, handler404, handler500  # noqa: F401 - re-exported
+from config.urls import urlpatterns as service_urls
 
 
 class NoteSerializer(serializers.ModelSerializer):

@@ -22,7 +22,8 @@ def statements(captured: CaptureQueriesContext) -> list[str]:
 
 
 @pytest.mark.parametrize("servers_named", [["EX01"], ["EX02", "EX03", "EX04", "EX05"]])
-def test_a_create_costs_at_most_twelve_statements_on_postgresql(api, requester, servers, alice, bob, servers_named) -> None:
+def test_a_create_costs_at_most_twelve_statements_on_postgresql(api, requester, servers, alice, bob,
+                                                                servers_named) -> None:
     client = api(requester)
     assert client.post("/api/v1/changes/", payload(external_ref="WARM"), format="json").status_code == 201
     with CaptureQueriesContext(connection) as captured:
