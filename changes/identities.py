@@ -8,6 +8,7 @@ admins add the rest. Changes to users, groups, group membership and aliases are 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -62,6 +63,11 @@ def names_of(user: Any) -> frozenset[str]:
         cached = frozenset(_forms(values))
         user._exmaint_names = cached
     return cached
+
+
+def remember_names(user: Any, aliases: Iterable[str]) -> None:
+    """Cache the names of a user whose identity's aliases were read with it (a list of recipients)."""
+    user._exmaint_names = frozenset(_forms([user.get_username(), user.email or "", *aliases]))
 
 
 def names_person(user: Any, name: str) -> bool:
