@@ -3,11 +3,13 @@ what approvers approve), D4 (people compared as identities, not strings), superu
 changes to users, groups and identities audited, and the rule in one place."""
 from __future__ import annotations
 
+import importlib
 import json
 import re
 from pathlib import Path
 
 import pytest
+from django.apps import apps
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.auth.models import Group, User
 from django.db import IntegrityError, transaction
@@ -146,6 +148,16 @@ def test_identities_follow_the_user_and_aliases_are_unique_without_case() -> Non
         IdentityAlias.objects.create(identity=other.identity, value="JOHN.DOE@contoso.com")
     assert names_person(User.objects.get(pk=jdoe.pk), "CONTOSO\\JDoe")
     assert not names_person(User.objects.get(pk=other.pk), "CONTOSO\\JDoe")
+
+
+def test_the_migration_gives_existing_users_their_identity() -> None:
+    fill = importlib.import_module("changes.migrations.0014_identities").fill_identities
+    first, second = make_user("jdoe", email="JDoe@Contoso.com"), make_user("jdoe-admin", email="jdoe@contoso.com")
+    Identity.objects.all().delete()  # as before the migration
+    fill(apps, None)
+    assert sorted(Identity.objects.get(user=first).aliases.values_list("value", flat=True)) == [
+        "jdoe", "jdoe@contoso.com"]
+    assert list(Identity.objects.get(user=second).aliases.values_list("value", flat=True)) == ["jdoe-admin"]
 
 
 def test_the_approval_request_is_not_sent_to_the_requester_by_identity(requester, servers, alice) -> None:
