@@ -12,7 +12,8 @@ import pytest
 from django.apps import apps
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.auth.models import Group, User
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
+from django.test.utils import CaptureQueriesContext
 
 from changes import authority, services
 from changes.errors import NotPermitted, SeparationOfDuties
@@ -167,6 +168,17 @@ def test_the_approval_request_is_not_sent_to_the_requester_by_identity(requester
     assert approvers_for(change) == ["alice@example.com", "root@example.com"]
     mine = create(requester, requested_by="CONTOSO\\root", ref="CHG2", hours=3)
     assert approvers_for(mine) == ["alice@example.com", "jdoe@contoso.com"]
+
+
+def test_choosing_the_approvers_to_ask_costs_the_same_queries_for_many(requester, servers, alice) -> None:
+    change = create(requester)
+    with CaptureQueriesContext(connection) as few:
+        approvers_for(change)
+    for i in range(6):
+        make_user(f"approver{i}", "approver", email=f"a{i}@example.com")
+    with CaptureQueriesContext(connection) as many:
+        assert len(approvers_for(change)) == 7
+    assert len(many.captured_queries) == len(few.captured_queries)
 
 
 def test_the_admins_awaiting_my_approval_list_hides_changes_requested_under_another_name(client, requester,
