@@ -32,7 +32,8 @@ def _holders(role: str):  # noqa: ANN202 - a queryset of users
 
 def approvers_for(change: Change) -> list[str]:
     """Approvers to ask: those who may decide on it (changes.authority.may_approve), so never its requester."""
-    users = _holders(Role.APPROVER).select_related("api_client").prefetch_related("groups", "identity__aliases")
+    users = (_holders(Role.APPROVER).select_related("api_client", "identity")
+             .prefetch_related("groups", "identity__aliases"))
     return normalize(u.email for u in authority.approvers_to_ask(users, change))
 
 
