@@ -109,7 +109,9 @@ def _actor() -> Any:
     return current_actor() or "system:exmaint"
 
 
-def _user_pre_save(sender: Any, instance: Any, **kwargs: Any) -> None:
+def _user_pre_save(sender: Any, instance: Any, update_fields: Any = None, **kwargs: Any) -> None:
+    if update_fields is not None and set(update_fields) <= {"last_login"}:
+        return  # a login: nothing to compare
     stored = sender.objects.filter(pk=instance.pk).values(*_USER_FIELDS, "password").first() if instance.pk else None
     instance._exmaint_before = stored
 

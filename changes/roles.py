@@ -15,7 +15,8 @@ def roles_of(user: Any) -> frozenset[str]:
         return frozenset()
     cached = getattr(user, "_exmaint_roles", None)
     if cached is None:
-        cached = frozenset(Role.values) if user.is_superuser else frozenset(user.groups.values_list("name", flat=True))
+        # groups.all(), not values_list: lists of users prefetch their groups (one query for all of them).
+        cached = frozenset(Role.values) if user.is_superuser else frozenset(g.name for g in user.groups.all())
         user._exmaint_roles = cached
     return cached
 
