@@ -60,7 +60,7 @@ def canonical(event: dict[str, Any]) -> bytes:
 
 
 def _event_body(ev: AuditEvent) -> dict[str, Any]:
-    return {
+    body = {
         "seq": ev.seq,
         "created_at": ev.created_at.astimezone(UTC).isoformat(),
         "actor": ev.actor,
@@ -71,6 +71,19 @@ def _event_body(ev: AuditEvent) -> dict[str, Any]:
         "changes": ev.changes,
         "reason": ev.reason,
     }
+    if ev.change_prev_hash is not None:  # events from before the per-change link hash as they always did
+        body["change_prev_hash"] = ev.change_prev_hash
+    return body
+
+
+def _change_prev_hash(object_type: str, object_id: str) -> str | None:
+    """The per-change link of a new event: the hash of the same change's previous event (GENESIS for its first).
+    Read under the chain lock, so it is the change's latest event. None for events of other objects."""
+    if object_type != "change":
+        return None
+    last = (AuditEvent.objects.filter(object_type="change", object_id=object_id).order_by("-seq")
+            .values_list("hash", flat=True).first())
+    return last or GENESIS
 
 
 def compute_hash(prev_hash: str, body: dict[str, Any]) -> str:
@@ -116,6 +129,7 @@ def append(
             changes=_jsonable(changes or {}),
             reason=reason,
             prev_hash=last.hash if last else GENESIS,
+            change_prev_hash=_change_prev_hash(object_type, str(object_id)),
         )
         ev.hash = compute_hash(ev.prev_hash, _event_body(ev))
         ev.save(force_insert=True)
@@ -133,7 +147,8 @@ class VerifyResult:
     head_found: bool | None = None
 
 
-# The hashed fields, in the order verify() reads them (then prev_hash and hash); _event_body() names the same.
+# The hashed fields, in the order verify() reads them (then change_prev_hash when set, prev_hash and hash);
+# _event_body() names the same.
 _BODY_FIELDS = ("seq", "created_at", "actor", "request_id", "action", "object_type", "object_id", "changes", "reason")
 
 
@@ -161,7 +176,7 @@ def verify(expected_head: str | None = None) -> VerifyResult:
     """
     with _snapshot():
         return _verify_rows(
-            AuditEvent.objects.order_by("seq").values_list(*_BODY_FIELDS, "prev_hash", "hash")
+            AuditEvent.objects.order_by("seq").values_list(*_BODY_FIELDS, "change_prev_hash", "prev_hash", "hash")
             .iterator(chunk_size=5000),
             AuditHead.objects.filter(id=1).values_list("seq", "hash").first(), expected_head)
 
@@ -172,8 +187,8 @@ def _verify_rows(rows: Iterable[tuple[Any, ...]], anchor: tuple[int, str] | None
     count = 0
     head_found = None if expected_head is None else False
     sha256, dumps = hashlib.sha256, _canonical_encoder.encode
-    for seq, created_at, actor, request_id, action, object_type, object_id, changes, reason, prev_hash, digest \
-            in rows:
+    for seq, created_at, actor, request_id, action, object_type, object_id, changes, reason, change_prev, \
+            prev_hash, digest in rows:
         count += 1
         if seq != count:
             problem = "missing or inserted event(s)" if seq > count else "duplicate sequence number"
@@ -183,6 +198,8 @@ def _verify_rows(rows: Iterable[tuple[Any, ...]], anchor: tuple[int, str] | None
         body = {"seq": seq, "created_at": created_at.astimezone(UTC).isoformat(), "actor": actor,
                 "request_id": request_id, "action": action, "object_type": object_type, "object_id": object_id,
                 "changes": changes, "reason": reason}
+        if change_prev is not None:
+            body["change_prev_hash"] = change_prev
         if sha256(prev.encode() + b"\n" + dumps(body).encode()).hexdigest() != digest:
             return VerifyResult(False, count - 1, prev, seq, "content does not match its hash (altered)")
         prev = digest
