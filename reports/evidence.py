@@ -2,7 +2,7 @@
 report's issues and approvals, and the external anchors; plus the summary of the figures the page prints.
 
 Both go into the PDF (``reports.render``): the evidence as an embedded JSON file (``exmaint-evidence.json``), the
-summary as the document's ``ExmaintSummary`` metadata entry. ``reports.verify`` checks one against the other with no
+summary as the document's ``exmaint-summary`` metadata entry. ``reports.verify`` checks one against the other with no
 database. Built only from rows as of the report's audit head, so a regenerated report embeds the same bytes.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ from .data import ReportData
 
 FORMAT = "exmaint-report-evidence/1"
 FILE_NAME = "exmaint-evidence.json"
-SUMMARY_KEY = "ExmaintSummary"  # WeasyPrint keeps only letters and digits of a custom metadata name
+SUMMARY_KEY = "exmaintsummary"  # the PDF information entry of the exmaint-summary meta element
 # Events whose count the page prints: operator decisions on a paused window, and approvers' decisions.
 DECISION_ACTIONS = ("window.retry", "window.skip", "window.abort")
 APPROVAL_ACTIONS = ("change.approved", "change.rejected")

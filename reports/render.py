@@ -50,7 +50,7 @@ def pdf_identifier(data: ReportData) -> bytes:
 def render_pdf(html: str, *, identifier: bytes, evidence_json: str = "", dated: datetime | None = None) -> RenderedPdf:
     """HTML → PDF with WeasyPrint. Nothing is fetched: the document has no external resources. ``evidence_json``
     is embedded as the file ``exmaint-evidence.json`` (an associated file, relationship Data), dated ``dated`` so the
-    bytes stay stable; the HTML's ``ExmaintSummary`` meta element becomes a document information entry."""
+    bytes stay stable; the HTML's ``exmaint-summary`` meta element becomes a document information entry."""
     from weasyprint import HTML, Attachment  # imported here: it loads Pango/fonts, which only reports need
 
     attachments = []
