@@ -58,7 +58,7 @@ def _pem(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
-def make_pki(directory: Path, *, name: str = "exmaint demo", password: str = "demo-report-key") -> Pki:
+def make_pki(directory: Path, *, name: str = "exmaint demo", password: str = "demo-report-key") -> Pki:  # noqa: S107
     """A CA, a report-signing certificate and a TSA certificate under ``directory`` (PEM files)."""
     directory.mkdir(parents=True, exist_ok=True)
     ca_key = _key()

@@ -179,14 +179,16 @@ def check_events(evidence: dict[str, Any]) -> list[str]:
                         "reordered")
                 raise Failed(f"event #{seq} ({ev.get('action')}) does not link to the change's previous event: {what}")
         previous = ev
-    assert previous is not None
+    if previous is None:  # for the type checker: the list is not empty
+        raise Failed("the evidence holds no audit event")
     head = evidence.get("change_head") or {}
     if (head.get("seq"), head.get("hash"), head.get("events")) != (previous["seq"], previous["hash"], len(events)):
         raise Failed(f"the evidence's change head (#{head.get('seq')}, {head.get('events')} events) is not its last "
                      f"event (#{previous['seq']}, {len(events)} events): events were removed from the end")
     report_head = evidence.get("report_head") or {}
     if not isinstance(report_head.get("seq"), int) or report_head["seq"] < previous["seq"]:
-        raise Failed(f"the report's head #{report_head.get('seq')} is before the change's last event #{previous['seq']}")
+        raise Failed(f"the report's head #{report_head.get('seq')} is before the change's last event "
+                     f"#{previous['seq']}")
     if report_head["seq"] == previous["seq"] and report_head.get("hash") != previous["hash"]:
         raise Failed(f"the report's head hash is not the hash of event #{previous['seq']}")
     lines = [f"evidence   ok: {len(events)} events of {evidence['change'].get('number')} (#{events[0]['seq']}…"
@@ -317,7 +319,8 @@ def check_against(evidence: dict[str, Any], url: str, token: str) -> list[str]:
                          headers=headers, timeout=300)
     body = check.json() if check.headers.get("content-type", "").startswith("application/json") else {}
     if check.status_code != 200 or not body.get("ok"):
-        raise Failed(f"the live chain does not verify with the report's head: {body.get('problem') or check.status_code}")
+        problem = body.get("problem") or f"HTTP {check.status_code}"
+        raise Failed(f"the live chain does not verify with the report's head: {problem}")
     return [f"live       ok: the service's trail has the same {len(live)} events, and the whole chain verifies "
             f"with the report's head #{head_seq}"]
 
