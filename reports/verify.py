@@ -238,9 +238,8 @@ def check_printed(evidence: dict[str, Any], summary: dict[str, Any], text: str) 
         for name, value in figures.items():
             if printed[name] != value:
                 raise Failed(f"the page prints {printed[name]} {name}, but the evidence has {value}")
-    return [f"printed    ok: heads and figures ({figures['steps']} steps, {figures['issues']} issues, "
-            f"{figures['resolutions']} resolutions, {figures['approvals']} approvals) match the evidence "
-            f"in the metadata {text_note}"]
+    counts = ", ".join(f"{name} {value}" for name, value in figures.items())
+    return [f"printed    ok: heads and figures ({counts}) match the evidence in the metadata {text_note}"]
 
 
 # --- 4. anchors -----------------------------------------------------------------------------------------------------
@@ -299,11 +298,12 @@ def check_against(evidence: dict[str, Any], url: str, token: str) -> list[str]:
     headers = {"Authorization": f"Bearer {token}"}
     head_seq = evidence["report_head"]["seq"]
     live: list[dict[str, Any]] = []
-    next_url: str | None = f"{base}/changes/{evidence['change']['id']}/audit/?limit=500"
+    next_url: str | None = f"{base}/changes/{evidence['change']['id']}/audit/?limit=200"  # the API pages at most 200
     while next_url:
         response = requests.get(next_url, headers=headers, timeout=30)
         if response.status_code != 200:
-            raise Failed(f"the service answered {response.status_code} for the change's trail")
+            raise Failed(f"the service answered {response.status_code} for the change's trail: "
+                         f"{response.text[:200]}")
         page = response.json()
         live += page.get("results", [])
         next_url = page.get("next")

@@ -294,3 +294,46 @@ def test_the_verifier_needs_no_django(tmp_path, completed, signing) -> None:
                          capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[2])
     assert run.returncode == 0, run.stdout + run.stderr
     assert run.stdout.strip().endswith("VERIFIED")
+
+
+@pytest.fixture
+def live_service(auditor, monkeypatch):
+    """``--against``'s HTTP calls answered by this test's service (the Django test client, the auditor's token)."""
+    from rest_framework.authtoken.models import Token
+    from rest_framework.test import APIClient
+
+    token = Token.objects.get_or_create(user=auditor)[0].key
+    client = APIClient()
+
+    def get(url: str, headers: dict[str, str], params: dict[str, str] | None = None, timeout: int = 0):
+        assert headers["Authorization"] == f"Bearer {token}"
+        response = client.get(url.removeprefix("http://exmaint.test"), params or {},
+                              HTTP_AUTHORIZATION=headers["Authorization"])
+        response.text = response.content.decode()
+        response.headers.setdefault("content-type", response["Content-Type"])
+        return response
+
+    monkeypatch.setattr("requests.get", get)
+    return token
+
+
+def test_against_the_live_trail(completed, signing, live_service) -> None:
+    pdf = _stored(completed)
+    result = verify.verify_report(pdf, [signing.ca.read_bytes()], against="http://exmaint.test",
+                                  token=live_service)
+    assert result.ok, result.text()
+    assert "live       ok: the service's trail has the same" in result.text()
+
+
+def test_against_a_live_trail_that_differs(completed, signing, live_service) -> None:
+    """A report whose evidence lost an event (re-signed by a trusted key) is refused by the live comparison too,
+    even when the offline checks are blinded: here the whole chain of links is rebuilt around the removed event."""
+    events = list(audit_events_for(completed))
+
+    def drop_and_relink(ev: dict[str, Any]) -> None:
+        del ev["events"][2]
+        ev["events"][2]["change_prev_hash"] = ev["events"][1]["hash"]  # the hash then fails: offline says so first
+
+    result = verify.verify_report(_resigned(completed, drop_and_relink), [signing.ca.read_bytes()],
+                                  against="http://exmaint.test", token=live_service)
+    assert not result.ok and result.problem.startswith(f"event #{events[3].seq}")
