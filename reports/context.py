@@ -25,7 +25,6 @@ from .data import ApprovalRow, PrecheckRow, ReportData, ServerRow, StepRow
 from .evidence import build_evidence, dumps, summary
 from .formatting import REDACTED, clip, command_text, fmt_dt, fmt_duration, person, span, status_words
 from .issues import issue_rows, step_outcome
-from .signing import signer_subject
 from .tables import precheck_tables, server_state
 
 # Re-exported: callers and tests read these from here.
@@ -173,7 +172,6 @@ def build_report_data(change_id: int, *, head_seq: int, head_hash: str) -> Repor
     evidence = build_evidence(data, secrets=secrets, redacted=REDACTED)
     data.change_events = evidence["change_head"]["events"]
     data.change_head_seq, data.change_head_hash = evidence["change_head"]["seq"], evidence["change_head"]["hash"]
-    data.signer = signer_subject()
     data.offline_verify_command = f"exmaint-verify {data.number}.pdf --trust <CA certificate(s).pem>"
     data.evidence_json = dumps(evidence)
     data.summary_json = json.dumps(summary(data, evidence), sort_keys=True, separators=(",", ":"))

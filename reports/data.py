@@ -186,7 +186,6 @@ class ReportData:
     change_head_hash: str = ""
     evidence_json: str = ""  # embedded in the PDF as exmaint-evidence.json (reports.evidence)
     summary_json: str = ""  # the printed figures, machine-readable: the PDF's exmaint-summary metadata
-    signer: str = ""  # the report-signing certificate's subject when reports are signed, else ""
     offline_verify_command: str = ""
 
 

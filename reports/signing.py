@@ -3,7 +3,8 @@ when one is configured (settings.EXMAINT_REPORTS).
 
 The signature is an incremental update: the rendered (deterministic) PDF is the signed file's unchanged prefix, so a
 report can still be regenerated from the records and compared (``reports.services.report_verify``). A visible box at
-the top right of page 1, where the layout leaves room (``.titleblock`` in report.css), says who signed and when.
+the top right of page 1, where the layout leaves room (``.titleblock`` in report.css), says who signed and when; the
+rendered page names no signer, so regenerating a report gives the same bytes after the certificate is rotated.
 """
 from __future__ import annotations
 
@@ -50,15 +51,9 @@ def _signer():  # noqa: ANN202
     return _load(cfg["SIGNING_CERT"], cfg["SIGNING_KEY"], cfg["SIGNING_KEY_PASSWORD"])
 
 
-def signer_subject() -> str:
-    """Who signs reports, as the page names them (the certificate's subject), or "" when reports are not signed."""
-    if not signing_configured():
-        return ""
-    return _signer().signing_cert.subject.human_friendly
-
-
 def sign_pdf(pdf: bytes) -> bytes:
-    """The PDF signed (PAdES baseline, SHA-256), time-stamped by ``EXMAINT_TSA_URL`` when set."""
+    """The PDF signed (PAdES baseline, SHA-256). With ``EXMAINT_TSA_URL`` the signature carries the TSA's time-stamp
+    token and a document time-stamp covering the whole signed file follows."""
     from pyhanko import stamp
     from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
     from pyhanko.sign import fields, signers, timestamps
@@ -74,4 +69,10 @@ def sign_pdf(pdf: bytes) -> bytes:
         new_field_spec=fields.SigFieldSpec(FIELD_NAME, on_page=0, box=STAMP_BOX))
     out = BytesIO()
     pdf_signer.sign_pdf(IncrementalPdfFileWriter(BytesIO(pdf)), output=out)
-    return out.getvalue()
+    if not tsa_url:
+        return out.getvalue()
+    # And a document time-stamp over the whole signed file (PAdES's DocTimeStamp, its own incremental update).
+    stamped = BytesIO()
+    signers.PdfTimeStamper(timestamps.HTTPTimeStamper(tsa_url, timeout=30)).timestamp_pdf(
+        IncrementalPdfFileWriter(BytesIO(out.getvalue())), "sha256", output=stamped)
+    return stamped.getvalue()

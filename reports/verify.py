@@ -78,18 +78,20 @@ def _validation_context(trust: Sequence[bytes]):  # noqa: ANN202 - pyHanko types
 
 def check_signature(pdf: bytes, trust: Sequence[bytes]) -> list[str]:
     from pyhanko.pdf_utils.reader import PdfFileReader
+    from pyhanko.sign.diff_analysis import ModificationLevel
     from pyhanko.sign.validation import validate_pdf_signature
     from pyhanko.sign.validation.status import SignatureCoverageLevel
 
     context = _validation_context(trust)
     try:
-        signatures = PdfFileReader(BytesIO(pdf), strict=False).embedded_regular_signatures
+        reader = PdfFileReader(BytesIO(pdf), strict=False)
+        signatures = reader.embedded_regular_signatures
     except Exception as exc:  # noqa: BLE001 - any damage to the file's structure is a broken signature
         raise Failed(f"signature invalid: the file cannot be read as a signed PDF ({type(exc).__name__}: "
                      f"{str(exc)[:120]})") from None
     if not signatures:
         raise Failed("the PDF is not signed")
-    sig = signatures[-1]
+    sig = signatures[0]
     try:
         status = validate_pdf_signature(sig, context, context)
     except Exception as exc:  # noqa: BLE001
@@ -101,9 +103,13 @@ def check_signature(pdf: bytes, trust: Sequence[bytes]) -> list[str]:
         raise Failed("signature invalid: the signature value does not verify")
     if not status.trusted:
         raise Failed(f"signature not trusted: the signer '{who}' does not chain to the given trust roots")
-    if status.coverage != SignatureCoverageLevel.ENTIRE_FILE:
+    doc_stamps = reader.embedded_timestamp_signatures
+    if status.coverage != SignatureCoverageLevel.ENTIRE_FILE and not (
+            doc_stamps and status.coverage == SignatureCoverageLevel.ENTIRE_REVISION
+            and status.modification_level is not None and status.modification_level <= ModificationLevel.LTA_UPDATES):
         raise Failed("signature does not cover the whole file: something was added after signing")
-    lines = [f"signature  ok: PAdES, signed by {who}, trusted by the given roots, covers the whole file"]
+    lines = [f"signature  ok: PAdES, signed by {who}, trusted by the given roots, covers the whole file"
+             + (" (save the document time-stamp after it, checked below)" if doc_stamps else "")]
     ts = status.timestamp_validity
     if ts is None:
         lines.append(f"time-stamp none: the signing time {status.signer_reported_dt} is the signer's own claim")
@@ -114,7 +120,27 @@ def check_signature(pdf: bytes, trust: Sequence[bytes]) -> list[str]:
                      "the given trust roots")
     else:
         lines.append(f"time-stamp ok: {ts.timestamp.isoformat()} by {ts.signing_cert.subject.human_friendly}")
+    for stamp in doc_stamps:
+        lines.append(_check_document_timestamp(stamp, context))
     return lines
+
+
+def _check_document_timestamp(stamp: Any, context: Any) -> str:
+    from pyhanko.sign.validation import validate_pdf_timestamp
+    from pyhanko.sign.validation.status import SignatureCoverageLevel
+
+    try:
+        status = validate_pdf_timestamp(stamp, context)
+    except Exception as exc:  # noqa: BLE001
+        raise Failed(f"document time-stamp invalid: {type(exc).__name__}: {str(exc)[:160]}") from None
+    tsa = status.signing_cert.subject.human_friendly
+    if not (status.intact and status.valid):
+        raise Failed("document time-stamp invalid: the time-stamped bytes were altered")
+    if not status.trusted:
+        raise Failed(f"document time-stamp not trusted: the TSA '{tsa}' does not chain to the given trust roots")
+    if status.coverage != SignatureCoverageLevel.ENTIRE_FILE:
+        raise Failed("document time-stamp does not cover the whole file: something was added after it")
+    return f"doc stamp  ok: the whole file time-stamped {status.timestamp.isoformat()} by {tsa}"
 
 
 # --- 2. the evidence ------------------------------------------------------------------------------------------------

@@ -78,6 +78,7 @@ def test_a_fresh_signed_report_verifies_offline(window_fixture, request, signing
     text = result.text()
     assert "signed by" in text and "exmaint test report signing" in text
     assert "time-stamp ok" in text and "exmaint test time-stamping authority" in text
+    assert "doc stamp  ok: the whole file time-stamped" in text
     events = list(audit_events_for(change).filter(seq__lte=change.report.head_seq))  # not report.generated
     assert [e["seq"] for e in result.evidence["events"]] == [e.seq for e in events]
     assert "each event links to the change's previous one" in text
@@ -129,6 +130,22 @@ def test_one_byte_changed_breaks_the_signature(completed, signing) -> None:
     result = _check(bytes(pdf), signing)
     assert not result.ok
     assert result.problem.startswith("signature invalid"), result.problem
+
+
+def test_an_update_appended_after_signing_is_not_covered(completed, signing) -> None:
+    """An incremental update added to a signed report (here: a changed title) is refused, though every signature
+    in the file is still intact for the revision it covers."""
+    from io import BytesIO
+
+    from pypdf import PdfWriter
+
+    writer = PdfWriter(BytesIO(_stored(completed)), incremental=True)
+    writer.add_metadata({"/Title": "EXM-000001 — nothing to see"})
+    out = BytesIO()
+    writer.write(out)
+    result = _check(out.getvalue(), signing)
+    assert not result.ok
+    assert "does not cover the whole file" in result.problem, result.problem
 
 
 def test_altered_evidence_names_the_first_bad_event(completed, signing) -> None:
