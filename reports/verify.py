@@ -326,7 +326,10 @@ def check_against(evidence: dict[str, Any], url: str, token: str) -> list[str]:
     live: list[dict[str, Any]] = []
     next_url: str | None = f"{base}/changes/{evidence['change']['id']}/audit/?limit=200"  # the API pages at most 200
     while next_url:
-        response = requests.get(next_url, headers=headers, timeout=30)
+        try:
+            response = requests.get(next_url, headers=headers, timeout=30)
+        except requests.RequestException as exc:
+            raise Failed(f"cannot reach the service at {base}: {type(exc).__name__}") from None
         if response.status_code != 200:
             raise Failed(f"the service answered {response.status_code} for the change's trail: "
                          f"{response.text[:200]}")
@@ -341,8 +344,11 @@ def check_against(evidence: dict[str, Any], url: str, token: str) -> list[str]:
     if len(live) != len(embedded):
         missing = sorted(set(embedded) - {ev["seq"] for ev in live})
         raise Failed(f"event #{missing[0] if missing else '?'} of the evidence is not on the live trail")
-    check = requests.get(f"{base}/audit/verify/", params={"head": evidence["report_head"]["hash"]},
-                         headers=headers, timeout=300)
+    try:
+        check = requests.get(f"{base}/audit/verify/", params={"head": evidence["report_head"]["hash"]},
+                             headers=headers, timeout=300)
+    except requests.RequestException as exc:
+        raise Failed(f"cannot reach the service at {base}: {type(exc).__name__}") from None
     body = check.json() if check.headers.get("content-type", "").startswith("application/json") else {}
     if check.status_code != 200 or not body.get("ok"):
         problem = body.get("problem") or f"HTTP {check.status_code}"
@@ -367,6 +373,10 @@ def verify_report(pdf: bytes, trust: Sequence[bytes], *, against: str = "", toke
             result.lines += check_against(evidence, against, token)
     except Failed as exc:
         result.problem = str(exc)
+        return result
+    except (KeyError, TypeError, AttributeError, ValueError, IndexError) as exc:
+        # A field missing or of the wrong type in the signed evidence: not what exmaint writes.
+        result.problem = f"the evidence is malformed ({type(exc).__name__}: {str(exc)[:120]})"
         return result
     result.ok = True
     return result

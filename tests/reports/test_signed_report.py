@@ -107,7 +107,7 @@ def _page_one_stamp(pdf: bytes) -> str:
     texts = []
     for annot in page.get("/Annots", []):
         annot = annot.get_object()
-        if annot.get("/FT") == "/Sig" or annot.get("/Parent", {}).get("/FT") == "/Sig":
+        if annot.get("/T") == signing_module.FIELD_NAME:  # not the document time-stamp's invisible field
             assert [round(float(v)) for v in annot["/Rect"]] == list(signing_module.STAMP_BOX)
             texts += [data.decode("latin-1") for data in streams(annot["/AP"]["/N"])]
     # PDF string escapes: \ddd (octal) and \( \) \\
@@ -354,3 +354,12 @@ def test_against_a_live_trail_that_differs(completed, signing, live_service) -> 
     result = verify.verify_report(_resigned(completed, drop_and_relink), [signing.ca.read_bytes()],
                                   against="http://exmaint.test", token=live_service)
     assert not result.ok and result.problem.startswith(f"event #{events[3].seq}")
+
+
+def test_malformed_evidence_is_a_verdict_not_a_crash(completed, signing) -> None:
+    result = _check(_resigned(completed, lambda ev: ev.pop("change_head")), signing)
+    assert not result.ok and "change head" in result.problem
+    result = _check(_resigned(completed, lambda ev: ev.update(events=[{"seq": 1}])), signing)
+    assert not result.ok and result.problem == "event #1 is not an event of this change (it is None:None)"
+    result = _check(_resigned(completed, lambda ev: ev.pop("report_head")), signing)
+    assert not result.ok and "report's head" in result.problem
