@@ -363,3 +363,13 @@ def test_malformed_evidence_is_a_verdict_not_a_crash(completed, signing) -> None
     assert not result.ok and result.problem == "event #1 is not an event of this change (it is None:None)"
     result = _check(_resigned(completed, lambda ev: ev.pop("report_head")), signing)
     assert not result.ok and "report's head" in result.problem
+
+
+def test_exmaint_verify_is_a_console_script_of_the_package() -> None:
+    import importlib
+    import tomllib
+
+    project = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())["project"]
+    module, _, function = project["scripts"]["exmaint-verify"].partition(":")
+    assert getattr(importlib.import_module(module), function) is verify.main
+    assert any(dep.startswith("pyhanko>=") for dep in project["dependencies"])
