@@ -39,7 +39,7 @@ from pypsrp.powershell import PowerShell, RunspacePool  # noqa: E402
 from pypsrp.wsman import WSMan  # noqa: E402
 
 from changes import services  # noqa: E402
-from changes.models import ApiClient, Server, StepRun  # noqa: E402
+from changes.models import ApiClient, Server, StandardChangeTemplate, StepRun  # noqa: E402
 from changes.run_services import change_start, change_work_done  # noqa: E402
 from exchange_sim.endpoint import start_endpoint  # noqa: E402
 from exchange_sim.model import SimulatedExchange  # noqa: E402
@@ -65,13 +65,21 @@ def _inventory(endpoint: Any) -> Server:
     return server
 
 
+def _template(approver: User) -> str:
+    """The catalogue entry the benchmark's standard changes name (a standard change must fit one)."""
+    template, _ = StandardChangeTemplate.objects.get_or_create(name="bench", defaults={
+        "work": "benchmark", "approved_by": approver, "approved_at": timezone.now()})
+    template.servers.set(Server.objects.filter(name="EX01"))
+    return template.name
+
+
 def _change(requester: User, operator: User, number: int) -> Any:
     now = timezone.now()
     change, _ = services.change_create(actor=requester, data={
         "source": "bench", "external_ref": f"BENCH-{number}-{now.timestamp()}", "title": "bench", "description": "",
         "change_type": "standard", "risk": "low", "impact": "low", "servers": ["EX01"], "plan": "maintenance",
         "window_start": now - timedelta(minutes=1), "window_end": now + timedelta(hours=4),
-        "requested_by": "bench@example.com", "notify": [], "callback_url": "",
+        "requested_by": "bench@example.com", "notify": [], "callback_url": "", "standard_template": _template(operator),
     })
     change_start(change, actor="system:bench")
     return change

@@ -12,11 +12,23 @@ from django.db.models.functions import Concat
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
-from . import services
+from . import authority, services
 from .errors import DomainError
-from .models import Alert, Approval, AuditEvent, Change, FreezeWindow, Pause, Server, StepRun
+from .models import (
+    Alert,
+    Approval,
+    AuditAnchor,
+    AuditEvent,
+    Change,
+    FreezeWindow,
+    Identity,
+    IdentityAlias,
+    Pause,
+    Server,
+    StepRun,
+)
 from .roles import has_role
-from .states import State, TransitionNotAllowed
+from .states import TransitionNotAllowed
 
 
 class AwaitingMyApprovalFilter(admin.SimpleListFilter):
@@ -29,15 +41,7 @@ class AwaitingMyApprovalFilter(admin.SimpleListFilter):
     def queryset(self, request: HttpRequest, queryset: QuerySet[Change]) -> QuerySet[Change]:
         if self.value() != "me":
             return queryset
-        user = request.user
-        already = Approval.objects.filter(approver=user, voided_at__isnull=True).values("change_id")
-        return (
-            queryset.filter(state=State.AWAITING_APPROVAL)
-            .exclude(created_by=user)
-            .exclude(requested_by__iexact=user.get_username())
-            .exclude(**({"requested_by__iexact": user.email} if user.email else {"pk__in": []}))
-            .exclude(pk__in=already)
-        )
+        return authority.awaiting_decision_by(request.user, queryset)
 
 
 class ReadOnlyInline(admin.TabularInline):
@@ -107,7 +111,8 @@ class ChangeAdmin(admin.ModelAdmin):
     fields = readonly_fields
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Change]:
-        return (
+        # What the API shows this identity, no more (the e-mails link here).
+        changes = (
             super().get_queryset(request)
             .select_related("created_by")
             .prefetch_related("servers")
@@ -125,6 +130,7 @@ class ChangeAdmin(admin.ModelAdmin):
                 ),
             )
         )
+        return authority.visible_changes(request.user, changes)
 
     @admin.display(description="Current step")
     def current_step(self, obj: Change) -> str:
@@ -303,6 +309,38 @@ class FreezeWindowAdmin(admin.ModelAdmin):
         return False
 
 
+class IdentityAliasInline(admin.TabularInline):
+    model = IdentityAlias
+    extra = 1
+    fields = ["value", "kind", "automatic"]
+    readonly_fields = ["automatic"]
+
+
+@admin.register(Identity)
+class IdentityAdmin(admin.ModelAdmin):
+    """The names a person goes by (UPN, DOMAIN\\user, e-mail, ...), for separation of duties. User name and e-mail
+    are added automatically; every alias added, changed or removed here is audited (changes.identities)."""
+
+    list_display = ["user", "alias_list"]
+    search_fields = ["user__username", "user__email", "aliases__value"]
+    fields = ["user"]
+    readonly_fields = ["user"]
+    inlines = [IdentityAliasInline]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Identity]:
+        return super().get_queryset(request).select_related("user").prefetch_related("aliases")
+
+    @admin.display(description="Aliases")
+    def alias_list(self, obj: Identity) -> str:
+        return ", ".join(a.value for a in obj.aliases.all())
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # one per user, made with the user
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
 @admin.register(AuditEvent)
 class AuditEventAdmin(admin.ModelAdmin):
     list_display = ["seq", "created_at", "actor", "action", "object_type", "object_id", "reason", "request_id"]
@@ -320,3 +358,21 @@ class AuditEventAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+@admin.register(AuditAnchor)
+class AuditAnchorAdmin(AuditEventAdmin):
+    """The anchors written outside the database, read-only (verify_audit --anchors reads the external copy)."""
+
+    list_display = ["seq", "created_at", "reason", "sinks", "stamped", "hash"]
+    list_filter = []
+    search_fields = ["hash", "reason"]
+    readonly_fields = ["seq", "hash", "event_created_at", "created_at", "reason", "sinks", "tsa_time"]
+    exclude = ["tsa_token"]
+
+    @admin.display(boolean=True, description="RFC 3161")
+    def stamped(self, obj: AuditAnchor) -> bool:
+        return bool(obj.tsa_token)
+
+
+# The catalogue's and the API tokens' pages live beside their domain modules; importing them registers them.
+from . import catalogue_admin, tokens_admin  # noqa: E402, F401

@@ -6,3 +6,8 @@ class ChangesConfig(AppConfig):
 
     name = "changes"
     verbose_name = "Changes"
+
+    def ready(self) -> None:
+        from . import identities
+
+        identities.connect()

@@ -17,6 +17,7 @@ from typing import Any
 from django.db import connection, transaction
 from django.utils import timezone
 
+from . import anchors
 from .models import AuditEvent, AuditHead
 from .request_context import current_request_id
 
@@ -134,6 +135,7 @@ def append(
         ev.hash = compute_hash(ev.prev_hash, _event_body(ev))
         ev.save(force_insert=True)
         AuditHead.objects.update_or_create(id=1, defaults={"seq": ev.seq, "hash": ev.hash})
+        anchors.after_append(ev)  # every N events and at a window's end: the head goes outside the database
     return ev
 
 

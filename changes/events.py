@@ -20,6 +20,9 @@ ALERT_RAISED = "alert.raised"  # change (or None), alert
 # client (an ApiClient), actor. A handler may return a line for the operator who created the client, shown once
 # (notifications answers with the client's callback signing secret).
 API_CLIENT_CREATED = "api_client.created"
+# seq, hash, line (the JSON line the sinks get), after an anchor of the audit chain is written (changes/anchors.py).
+# A handler that keeps a copy returns the sink's name (notifications: "email", the auditors' mail in the outbox).
+AUDIT_ANCHORED = "audit.anchored"
 
 
 def register(handler: Handler) -> None:

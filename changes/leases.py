@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -83,23 +84,33 @@ class Lease:
         return bool(rows.update(**{self.owner_field: "", self.expires_field: None}, **updates))
 
     @contextlib.contextmanager
-    def heartbeat(self) -> Iterator[threading.Event]:
-        """Renew the lease every third of its length while the work goes on (a step may poll for many minutes).
-        The event it yields is set when the lease was found taken by another worker."""
-        stop, lost = threading.Event(), threading.Event()
+    def heartbeat(self) -> Iterator[Lost]:
+        """Renew the lease every third of its length while the work goes on (a step may poll for many minutes), so
+        the lease can be short and a dead worker's run is taken over soon. Yields a ``Lost`` flag: set when the
+        lease was found taken by another worker, and also true while the heartbeat has not managed to renew for a
+        whole lease length (the database is unreachable): the lease may have lapsed, so no more writes are sent."""
+        stop, lost = threading.Event(), Lost(self.seconds)
+        interval = max(1.0, self.seconds / 3)
 
         def beat() -> None:
+            wait = interval
             try:
-                while not stop.wait(max(1.0, self.seconds / 3)):
+                while not stop.wait(wait):
                     try:
                         renewed = self.renew()
                     except Exception:  # a database hiccup: keep beating, the lease is still ours for a while
                         log.exception("lease heartbeat failed; trying again")
+                        with contextlib.suppress(Exception):  # a dead connection: the next beat opens one
+                            connection.close_if_unusable_or_obsolete()
+                        # Sooner than usual: once the database is back, renew before another worker takes over.
+                        wait = min(interval, 2.0)
                         continue
+                    wait = interval
                     if not renewed:
                         # Another worker holds the lease now: the work in progress must not write again.
                         lost.set()
                         return
+                    lost.renewed()
             finally:
                 connection.close()  # this thread's own connection
 
@@ -110,3 +121,22 @@ class Lease:
         finally:
             stop.set()
             thread.join(timeout=10)
+
+
+class Lost:
+    """The heartbeat's verdict for the work it guards (``is_set()``, like a ``threading.Event``): the lease was taken
+    by another worker, or has not been renewed for a whole lease length and may have lapsed."""
+
+    def __init__(self, seconds: float) -> None:
+        self._taken = threading.Event()
+        self._seconds = seconds
+        self._renewed_at = time.monotonic()
+
+    def set(self) -> None:
+        self._taken.set()
+
+    def renewed(self) -> None:
+        self._renewed_at = time.monotonic()
+
+    def is_set(self) -> bool:
+        return self._taken.is_set() or time.monotonic() - self._renewed_at >= self._seconds

@@ -6,7 +6,7 @@ import base64
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
-from django.db.models.functions import Upper
+from django.db.models.functions import Lower, Upper
 
 from . import crypto
 from .states import State
@@ -179,6 +179,10 @@ class Change(models.Model):
     callback_url = models.URLField(max_length=500, blank=True)
     notify_affected_mailboxes = models.BooleanField(
         default=False, help_text="Also notify the users of the mailboxes on the servers (read from Exchange).")
+    # The catalogue entry a standard change fits (changes.catalogue), by its name: names are fixed once created and
+    # entries are deactivated, never deleted, so the name keeps pointing at what was pre-approved.
+    standard_template = models.CharField(max_length=64, blank=True,
+                                         help_text="The standard-change template (catalogue entry) it fits.")
     state = models.CharField(max_length=20, choices=State.choices, default=State.AWAITING_APPROVAL, editable=False)
     approvals_required = models.PositiveSmallIntegerField(default=0, editable=False)
     business_hours_warning = models.BooleanField(default=False, editable=False)
@@ -230,6 +234,46 @@ class Approval(models.Model):
 
     def __str__(self) -> str:
         return f"{self.decision} by {self.approver} on {self.change.number}"
+
+
+class Identity(models.Model):
+    """One person (or integration) as separation of duties sees it: a user and every name the ITSM may use for it.
+
+    Filled automatically from the user's name and e-mail (``changes.identities``); admins add the other names
+    (UPN, sAMAccountName, DOMAIN\\user) as aliases. Compared by ``changes.authority``, never by plain strings."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="identity")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name_plural = "identities"
+
+    def __str__(self) -> str:
+        return self.user.get_username()
+
+
+class IdentityAlias(models.Model):
+    """A name for one identity: unique across identities without case, so a name never means two people."""
+
+    class Kind(models.TextChoices):
+        USERNAME = "username", "User name"
+        EMAIL = "email", "E-mail"
+        UPN = "upn", "User principal name"
+        SAM = "sam", "DOMAIN\\sAMAccountName"
+        OTHER = "other", "Other"
+
+    identity = models.ForeignKey(Identity, on_delete=models.CASCADE, related_name="aliases")
+    value = models.CharField(max_length=254)
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.OTHER)
+    # Derived from the user's name or e-mail and kept in step with them; admin-added aliases are not.
+    automatic = models.BooleanField(default=False, editable=False)
+
+    class Meta:
+        verbose_name_plural = "identity aliases"
+        constraints = [models.UniqueConstraint(Lower("value"), name="identity_alias_unique_any_case")]
+
+    def __str__(self) -> str:
+        return self.value
 
 
 class FreezeWindow(models.Model):
@@ -291,6 +335,9 @@ class StepRun(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
     )
     resolution = models.TextField(blank=True)
+    # The step's own time limit as the plan declares it; the watchdog calls a step running past it (plus a grace)
+    # stalled. Empty on rows written before it was recorded: the watchdog then assumes the plans' default.
+    timeout_s = models.PositiveIntegerField(null=True, blank=True, help_text="The step's own time limit (s).")
 
     class Meta:
         ordering = ["change", "order"]
@@ -380,6 +427,11 @@ class WindowRun(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
     )
     work_notes = models.TextField(blank=True)
+    # An operator's decision (start, retry/skip/abort, work-done) is recorded here in the same transaction as the
+    # decision itself; the queued task is only the fast path. Cleared when a worker takes the run's lease (it then
+    # reads the decision) or releases it; until then the sweep queues the run and the watchdog alerts after a minute.
+    decision_waiting_since = models.DateTimeField(
+        null=True, blank=True, help_text="An operator's decision waits for the runner since then.")
 
     def __str__(self) -> str:
         return f"run of {self.change.number}"
@@ -396,6 +448,10 @@ class Alert(models.Model):
         PRECHECK_BLOCKED = "precheck_blocked", "A pre-check blocked the window"
         NOT_STARTED = "not_started", "The window could not start"
         NOTIFICATION_FAILED = "notification_failed", "A notification could not be sent"
+        DECISION_WAITING = "decision_waiting", "An operator's decision waits for the runner"
+        PAST_WINDOW_END = "past_window_end", "Server still in maintenance past its window end"
+        STEP_STALLED = "step_stalled", "A running step makes no progress past its timeout"
+        WORKER_LOST = "worker_lost", "The run's worker no longer heartbeats"
 
     kind = models.CharField(max_length=24, choices=Kind.choices)
     change = models.ForeignKey(Change, on_delete=models.PROTECT, null=True, blank=True, related_name="alerts")
@@ -448,3 +504,74 @@ class AuditHead(models.Model):
 
     def __str__(self) -> str:
         return f"head #{self.seq}"
+
+
+class ApiToken(models.Model):
+    """A user's API token, stored as the SHA-256 of the key only: the key is shown once, when it is issued
+    (changes.tokens), and cannot be read back from the database or the admin. One per user; rotating replaces it,
+    which invalidates the old key at once. Expired keys are refused."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_token")
+    prefix = models.CharField(max_length=12, help_text="The key's first characters, to recognise it (not secret).")
+    digest = models.CharField(max_length=64, unique=True, help_text="SHA-256 of the key, hex.")
+    created_at = models.DateTimeField()
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        verbose_name = "API token"
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.user})"
+
+
+class StandardChangeTemplate(models.Model):
+    """An entry of the standard-change catalogue: work pre-approved once (by an approver, recorded with the time) for
+    the servers and DAGs listed, with one plan and a maximum risk. A standard change names one and must fit it
+    (changes.catalogue); only such changes run without approvals. High risk is never standard."""
+
+    class MaxRisk(models.TextChoices):
+        LOW = "low"
+        MEDIUM = "medium"
+
+    name = models.CharField(max_length=64, unique=True, validators=[RegexValidator(
+        r"^[a-z0-9][a-z0-9_-]*\Z", "Lower-case letters, digits, '-' and '_' (e.g. monthly-security-update).")],
+        help_text="What a standard change names in standard_template; fixed once created.")
+    work = models.CharField(max_length=200, help_text="The pre-approved work, e.g. the monthly Windows security "
+                                                      "update with a restart; printed in the report.")
+    description = models.TextField(blank=True)
+    plan = models.CharField(max_length=64, default="maintenance", help_text="The plan a fitting change runs.")
+    servers = models.ManyToManyField(Server, blank=True, related_name="+", help_text="Servers it may run on.")
+    dag_names = models.JSONField(default=list, blank=True, help_text="DAGs whose members it may run on.")
+    max_risk = models.CharField(max_length=6, choices=MaxRisk.choices, default=MaxRisk.LOW)
+    active = models.BooleanField(default=True, help_text="Inactive entries cannot be named by new standard changes.")
+    approved_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+",
+                                    editable=False)
+    approved_at = models.DateTimeField(editable=False)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = "standard-change template"
+        constraints = [models.CheckConstraint(condition=models.Q(max_risk__in=["low", "medium"]),
+                                              name="standard_template_never_high_risk")]
+
+    def __str__(self) -> str:
+        return self.name
+class AuditAnchor(models.Model):
+    """A chain head written outside PostgreSQL (changes/anchors.py): the event's seq and hash, when, why, the sinks
+    it reached and the RFC 3161 token when a TSA stamped it. This row is a convenience for the report and the admin;
+    ``verify_audit --anchors`` trusts only the external copy (someone who can rewrite the chain can rewrite this)."""
+
+    seq = models.PositiveBigIntegerField(unique=True)
+    hash = models.CharField(max_length=64)
+    event_created_at = models.DateTimeField()
+    created_at = models.DateTimeField(help_text="When the anchor was written")
+    reason = models.CharField(max_length=120)
+    sinks = models.JSONField(default=list, help_text="The sinks written: file, syslog, email")
+    tsa_token = models.BinaryField(blank=True, default=b"", help_text="DER RFC 3161 TimeStampToken (empty: none)")
+    tsa_time = models.DateTimeField(null=True, blank=True, help_text="genTime of the TSA token")
+
+    class Meta:
+        ordering = ["seq"]
+
+    def __str__(self) -> str:
+        return f"anchor #{self.seq}"

@@ -1,4 +1,6 @@
-"""Who may do what. Roles are Django groups (see models.Role); superusers hold every role."""
+"""Which roles an identity holds. Roles are Django groups (see models.Role); superusers hold every role.
+
+What a role may do to a given change — separation of duties included — is changes.authority's to say."""
 from __future__ import annotations
 
 from typing import Any
@@ -30,11 +32,3 @@ def source_of(user: Any) -> str:
     client = getattr(user, "api_client", None) if user is not None else None
     return client.source if client is not None else ""
 
-
-def same_person(user: Any, requested_by: str) -> bool:
-    """Does ``requested_by`` (as the ITSM names a person) name this user? By user name or e-mail, any case."""
-    wanted = requested_by.strip().casefold()
-    names = {user.get_username().casefold()}
-    if user.email:
-        names.add(user.email.casefold())
-    return wanted in names

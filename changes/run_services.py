@@ -9,11 +9,10 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from . import audit, events
+from . import audit, authority, events
 from .errors import InvalidRequest, StateConflict
-from .models import Alert, AuditEvent, Change, Pause, Role, Server, StepRun, WindowRun
+from .models import Alert, AuditEvent, Change, Pause, Server, StepRun, WindowRun
 from .queue import enqueue_run
-from .roles import require_role
 from .selectors import pause_open
 from .services import _fingerprint, _lock_schedule, _move, _valid_approvers, change_transition, check_schedule
 from .states import State, TransitionNotAllowed
@@ -36,7 +35,7 @@ def change_start(change: Change, *, actor: Any, plan: str | None = None, options
     TransitionNotAllowed / FreezeConflict / NotPermitted.
     """
     if not isinstance(actor, str):
-        require_role(actor, Role.OPERATOR, to="start a window")
+        authority.may_operate(actor, change, to="start a window").require()
     with transaction.atomic():
         _lock_schedule()
         change = Change.objects.select_for_update().get(pk=change.pk)
@@ -54,8 +53,9 @@ def change_start(change: Change, *, actor: Any, plan: str | None = None, options
                        window_end=change.window_end, exclude_pk=change.pk)
         if len(_valid_approvers(change, _fingerprint(change, servers))) < change.approvals_required:
             raise StateConflict(f"{change.number}'s approvals no longer match its servers, plan and window")
+        # The decision is recorded with the run: the queued task is only the fast path (the sweep stands behind it).
         WindowRun.objects.update_or_create(change=change, defaults={
-            "plan": plan or change.plan, "options": options or {}, "started_at": now,
+            "plan": plan or change.plan, "options": options or {}, "started_at": now, "decision_waiting_since": now,
         })
         note = "window started" + (f" with options {sorted(options.items())}" if options else "")
         _move(change, State.RUNNING, actor=actor, reason=note)
@@ -67,7 +67,7 @@ def change_resume(change: Change, *, actor: Any, action: str, reason: str) -> Ch
     """An operator's decision on a paused window: ``retry`` the failed step, ``skip`` it (refused for steps unsafe
     to skip) or ``abort`` (the exit path runs so the server is left out of maintenance). Audited; it becomes the
     "how it was resolved" of the report."""
-    require_role(actor, Role.OPERATOR, to="decide on a paused window")
+    authority.may_operate(actor, change, to="decide on a paused window").require()
     if action not in ("retry", "skip", "abort"):
         raise InvalidRequest("action must be retry, skip or abort", field="action")
     if not reason or not reason.strip():
@@ -76,6 +76,7 @@ def change_resume(change: Change, *, actor: Any, action: str, reason: str) -> Ch
     with transaction.atomic():
         change = Change.objects.select_for_update().get(pk=change.pk)
         if change.state != State.PAUSED:
+            _refuse_repeated_decision(change)
             raise TransitionNotAllowed(change.state, State.RUNNING)
         step = change.steps.filter(status=StepRun.Status.FAILED).order_by("-order").first()
         if action == "skip" and step is not None and not step.skippable:
@@ -86,8 +87,9 @@ def change_resume(change: Change, *, actor: Any, action: str, reason: str) -> Ch
             if action in ("skip", "retry"):  # an abort leaves the step failed: the exit path runs instead
                 step.status = step_next(step.status, StepEvent.OPERATOR_SKIP if action == "skip" else StepEvent.RETRY)
             step.save(update_fields=["decision", "decided_by", "resolution", "status"])
-        if action == "abort":
-            WindowRun.objects.filter(change=change).update(aborting=True)
+        # Recorded for the engine with the decision; the sweep acts on it if the queued task is lost.
+        WindowRun.objects.filter(change=change).update(
+            decision_waiting_since=timezone.now(), **({"aborting": True} if action == "abort" else {}))
         event = audit.append(actor=actor, action=f"window.{action}", obj=change, reason=reason,
                              changes={"step": [None, step.key if step else None]})
         _record_decision(change, step, actor=actor, action=action, reason=reason, seq=event.seq,
@@ -138,7 +140,7 @@ def change_pause(change_id: int, *, actor: Any, code: str, message: str, step: S
 
 def change_work_done(change: Change, *, actor: Any, notes: str) -> Change:
     """The operator reports the work of the window done; the engine moves on to the exit."""
-    require_role(actor, Role.OPERATOR, to="report the work done")
+    authority.may_operate(actor, change, to="report the work done").require()
     if not notes or not notes.strip():
         raise InvalidRequest("notes are required: say what was done", field="notes")
     with transaction.atomic():
@@ -147,12 +149,37 @@ def change_work_done(change: Change, *, actor: Any, notes: str) -> Change:
             raise StateConflict(f"{change.number} is '{change.state}', not running", state=change.state)
         run = WindowRun.objects.select_for_update().get(change=change)
         if run.work_done_at is not None:
-            raise StateConflict(f"the work of {change.number} was already reported done")
+            if run.work_notes != notes.strip():
+                raise StateConflict(
+                    f"the work of {change.number} was already reported done at {run.work_done_at.isoformat()} "
+                    f"({_waiting(run)}); the first report's notes are kept", work_done_at=run.work_done_at.isoformat())
+            # The same report again (an operator who saw no effect yet, a client retrying): nothing new to record;
+            # wake the engine again in case the first message was lost.
+            enqueue_run(change.pk)
+            return change
         run.work_done_at, run.work_done_by, run.work_notes = timezone.now(), actor, notes.strip()
-        run.save(update_fields=["work_done_at", "work_done_by", "work_notes"])
+        run.decision_waiting_since = run.work_done_at
+        run.save(update_fields=["work_done_at", "work_done_by", "work_notes", "decision_waiting_since"])
         audit.append(actor=actor, action="window.work_done", obj=change, reason=run.work_notes)
         enqueue_run(change.pk)
     return change
+
+
+def _waiting(run: WindowRun) -> str:
+    if run.decision_waiting_since is not None:
+        return f"waiting for the runner since {run.decision_waiting_since.isoformat()}"
+    return "the runner has taken it up"
+
+
+def _refuse_repeated_decision(change: Change) -> None:
+    """A decision posted again once the window runs again: say which decision was taken and whether the runner has
+    taken it up yet (rather than a bare "running → running")."""
+    pause = change.pauses.exclude(decision="").order_by("-decided_at").first()
+    run = WindowRun.objects.filter(change=change).first()
+    if change.state == State.RUNNING and pause is not None and run is not None:
+        raise StateConflict(f"{change.number} is running again: {pause.decided_by_label} decided "
+                            f"{pause.decision} at {pause.decided_at.isoformat()} ({_waiting(run)})",
+                            state=change.state, decision=pause.decision)
 
 
 def alert_raise(kind: str, message: str, *, actor: Any, change: Change | None = None,

@@ -5,13 +5,12 @@ from typing import Any
 
 from django.db.models import Count, Prefetch, Q, QuerySet
 
-from .models import Approval, AuditEvent, Change, Pause, Role, Server
-from .roles import has_role, source_of
+from .authority import visible_changes
+from .models import Approval, AuditEvent, Change, Pause, Server
 
 
 def change_list(user: Any) -> QuerySet[Change]:
-    """Changes visible to ``user``: everything for approvers, operators and auditors; a requester sees the changes
-    it posted and those of its source system."""
+    """Changes visible to ``user`` (changes.authority.visible_changes)."""
     qs = (
         Change.objects.select_related("created_by")
         .prefetch_related(Prefetch("servers", queryset=Server.objects.only("id", "name", "dag_name")))
@@ -23,12 +22,7 @@ def change_list(user: Any) -> QuerySet[Change]:
             )
         )
     )
-    if has_role(user, Role.APPROVER, Role.OPERATOR, Role.AUDITOR):
-        return qs
-    if has_role(user, Role.REQUESTER):
-        source = source_of(user)
-        return qs.filter(Q(created_by=user) | Q(source=source)) if source else qs.filter(created_by=user)
-    return qs.none()
+    return visible_changes(user, qs)
 
 
 def audit_events_for(change: Change) -> QuerySet[AuditEvent]:

@@ -14,31 +14,29 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from . import audit, events, policy
+from . import audit, authority, catalogue, events, policy
 from .callback_urls import check_callback_url
 from .errors import (
     AlreadyDecided,
     FreezeConflict,
     IdempotencyConflict,
     InvalidRequest,
-    NotPermitted,
     ScheduleConflict,
-    SeparationOfDuties,
     StateConflict,
     UnknownServers,
 )
 from .models import Approval, Change, FreezeWindow, Role, Server
 from .queue import enqueue_report, enqueue_start
-from .roles import has_role, require_role, same_person, source_of
+from .roles import require_role
 from .states import EDITABLE, HOLDS_SERVERS, TERMINAL, WINDOW_ENDED, State, TransitionNotAllowed, check_transition
 
-# Fields whose change voids approvals: what an approver approved (servers, plan, window — the fingerprint), who asked
-# for it (separation of duties is judged against requested_by) and how much approval it needs.
-PINNED_FIELDS = ("servers", "plan", "window_start", "window_end", "requested_by", "change_type", "risk")
+# Fields whose change voids approvals: what an approver approves (changes.authority.APPROVAL_FIELDS).
+PINNED_FIELDS = authority.APPROVAL_FIELDS
 _SCHEDULE_LOCK_KEY = 0x65786D7363686564  # "exmsched"
 EDITABLE_FIELDS = (
     "title", "description", "change_type", "risk", "impact", "servers", "plan",
     "window_start", "window_end", "requested_by", "notify", "notify_affected_mailboxes", "callback_url",
+    "standard_template",
 )
 
 
@@ -156,17 +154,11 @@ def change_create(*, actor: Any, data: dict[str, Any]) -> tuple[Change, bool]:
 
     Returns (change, created). The same payload again returns the existing change; a different payload for the
     same key raises IdempotencyConflict. Raises UnknownServers, WindowInvalid, ScheduleConflict, FreezeConflict.
-    Standard changes are pre-approved and go straight to ``scheduled``.
+    Standard changes must fit the catalogue entry they name (changes.catalogue, else NotStandard); they are
+    pre-approved and go straight to ``scheduled``.
     """
-    require_role(actor, Role.REQUESTER, to="create changes")
     # A change belongs to the source (ITSM) that posted it: its references, replays and edits are that source's.
-    # An identity without a source would otherwise post under any source's name and squat its references.
-    own_source = source_of(actor)
-    if not own_source:
-        raise NotPermitted("only an API client registered for a source system may post changes; this identity has "
-                           "none (create_api_client NAME --role requester --source SOURCE)")
-    if data["source"] != own_source:
-        raise NotPermitted(f"this client posts changes for source '{own_source}', not '{data['source']}'")
+    authority.may_create(actor, data["source"]).require()
     digest = _digest(data)
     existing = Change.objects.filter(source=data["source"], external_ref=data["external_ref"]).first()
     if existing is not None:
@@ -174,6 +166,8 @@ def change_create(*, actor: Any, data: dict[str, Any]) -> tuple[Change, bool]:
     if data.get("callback_url"):
         check_callback_url(data["callback_url"])  # DNS: before the transaction, never inside it
     servers = _resolve_servers(data["servers"])
+    catalogue.check_fit(change_type=data["change_type"], template=data.get("standard_template", ""),
+                        plan=data.get("plan", "maintenance"), risk=data["risk"], servers=servers)
     fields = {k: v for k, v in data.items() if k != "servers"}
     try:
         with transaction.atomic():
@@ -208,8 +202,7 @@ def change_create(*, actor: Any, data: dict[str, Any]) -> tuple[Change, bool]:
 
 
 def _idempotent_replay(existing: Change, digest: str, actor: Any) -> Change:
-    visible = existing.created_by_id == actor.pk or (source_of(actor) and source_of(actor) == existing.source)
-    if not visible:
+    if not authority.posted_it(actor, existing):
         raise IdempotencyConflict(f"{existing.source}/{existing.external_ref} was posted by another client")
     if existing.request_digest != digest:
         raise IdempotencyConflict(
@@ -231,7 +224,7 @@ def _lock_schedule() -> None:
 def change_update(change: Change, *, actor: Any, data: dict[str, Any], reason: str = "") -> Change:
     """Edit a change that has not started. Editing servers, plan or window voids approvals (audited) and sends a
     scheduled change back to ``awaiting_approval``. Scheduling rules are re-checked."""
-    _require_owner_or(actor, change, Role.OPERATOR, to="edit this change")
+    authority.may_manage(actor, change, to="edit this change").require()
     unknown = set(data) - set(EDITABLE_FIELDS)
     if unknown:
         raise InvalidRequest(f"these fields cannot be edited: {', '.join(sorted(unknown))}")
@@ -258,6 +251,10 @@ def change_update(change: Change, *, actor: Any, data: dict[str, Any], reason: s
                 setattr(change, key, value)
         if not diff:
             return change
+        authority.may_edit_fields(actor, change, diff).require()
+        if catalogue.FIT_FIELDS & diff.keys():
+            catalogue.check_fit(change_type=change.change_type, template=change.standard_template, plan=change.plan,
+                                risk=change.risk, servers=new_servers)
         change.approvals_required = policy.approvals_required(change.change_type, change.risk)
         change.business_hours_warning = policy.touches_business_hours(change.window_start, change.window_end)
         change.freeze_override_reason = check_schedule(
@@ -288,8 +285,8 @@ def change_update(change: Change, *, actor: Any, data: dict[str, Any], reason: s
 
 
 def change_approve(change: Change, *, actor: Any, comment: str) -> Change:
-    """Record an approval. Separation of duties: nobody approves a change they requested — neither the API client
-    that posted it nor the person named in requested_by, superusers included. Each approver counts once. When
+    """Record an approval, always in ``actor``'s name. Separation of duties (changes.authority.may_approve): nobody
+    approves a change they requested, superusers included. Each approver counts once. When
     enough distinct approvers approved this fingerprint, the change is scheduled (scheduling rules re-checked)."""
     return _decide(change, actor=actor, comment=comment, decision=Approval.Decision.APPROVED)
 
@@ -300,7 +297,8 @@ def change_reject(change: Change, *, actor: Any, comment: str) -> Change:
 
 
 def _decide(change: Change, *, actor: Any, comment: str, decision: str) -> Change:
-    require_role(actor, Role.APPROVER, to=f"{'approve' if decision == 'approved' else 'reject'} changes")
+    verb = "approve" if decision == Approval.Decision.APPROVED else "reject"
+    authority.may_approve(actor, change, verb=verb).require()
     if not comment or not comment.strip():
         raise InvalidRequest("a comment is required", field="comment")
     with transaction.atomic():
@@ -309,11 +307,7 @@ def _decide(change: Change, *, actor: Any, comment: str, decision: str) -> Chang
         target = State.SCHEDULED if decision == Approval.Decision.APPROVED else State.REJECTED
         if change.state != State.AWAITING_APPROVAL:
             raise TransitionNotAllowed(change.state, target)
-        if actor.pk == change.created_by_id:
-            raise SeparationOfDuties(f"you posted {change.number}; someone else must decide on it")
-        if same_person(actor, change.requested_by):
-            raise SeparationOfDuties(f"{change.number} was requested by you ({change.requested_by}); "
-                                     "someone else must decide on it")
+        authority.may_approve(actor, change, verb=verb).require()  # again, on the locked row
         servers = list(change.servers.all())
         fingerprint = _fingerprint(change, servers)
         if change.approvals.filter(approver=actor, fingerprint=fingerprint, voided_at__isnull=True).exists():
@@ -340,14 +334,14 @@ def change_cancel(change: Change, *, actor: Any, reason: str) -> Change:
     """Cancel a change before its window starts; by whoever posted it, its source's requesters or an operator."""
     if not reason or not reason.strip():
         raise InvalidRequest("a reason is required", field="reason")
-    _require_owner_or(actor, change, Role.OPERATOR, to="cancel this change")
+    authority.may_manage(actor, change, to="cancel this change").require()
     with transaction.atomic():
         return _move(change, State.CANCELLED, actor=actor, reason=reason.strip())
 
 
 def change_close(change: Change, *, actor: Any, close_code: str, close_notes: str) -> Change:
     """Post-implementation review: set the close code of a finished window and close it."""
-    _require_owner_or(actor, change, Role.OPERATOR, to="close this change")
+    authority.may_manage(actor, change, to="close this change").require()
     if close_code not in Change.CloseCode.values:
         raise InvalidRequest(f"close_code must be one of {', '.join(Change.CloseCode.values)}", field="close_code")
     if change.state not in WINDOW_ENDED:
@@ -363,16 +357,6 @@ def change_transition(change_id: int, new: State, *, actor: Any, reason: str = "
     with transaction.atomic():
         change = Change.objects.get(pk=change_id)
         return _move(change, new, actor=actor, reason=reason)
-
-
-def _require_owner_or(actor: Any, change: Change, *roles: str, to: str) -> None:
-    if actor.is_superuser or has_role(actor, *roles):
-        return
-    if has_role(actor, Role.REQUESTER) and (
-        change.created_by_id == actor.pk or (source_of(actor) and source_of(actor) == change.source)
-    ):
-        return
-    raise NotPermitted(f"you may not {to}")
 
 
 # --- inventory and freeze windows -------------------------------------------------------------------------------------

@@ -45,7 +45,6 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
     "django_filters",
     "axes",
     "drf_spectacular",
@@ -100,6 +99,9 @@ try:
     }
 except ValueError as exc:
     raise ImproperlyConfigured(f"DATABASE_URL is not a valid database URL: {exc}") from exc
+# A persistent connection that died with the database (a restart, a fail-over) is checked and replaced at the start of
+# each request or task rather than failing its first query (issue 24 item 2; the engine also retries its writes).
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Audit appends take a write lock up front; wait for it rather than failing with "database is locked".
     # WAL lets readers (the API, the admin) work while the engine commits, and synchronous=NORMAL makes each of the
@@ -192,8 +194,12 @@ CELERY_TASK_DEFAULT_QUEUE = env_str("EXMAINT_TASK_QUEUE", "exmaint")
 CELERY_BEAT_SCHEDULE = {
     # Starts windows whose start message was lost, wakes held windows, recovers runs of dead workers.
     "start-due-windows": {"task": "runner.tasks.start_due_windows", "schedule": 60.0},
-    "resume-held-windows": {"task": "runner.tasks.resume_held_windows", "schedule": 60.0},
-    # A server must never silently stay in maintenance.
+    # Often enough that a decision whose message was lost, or a dead worker's run (its lease expires after
+    # EXMAINT_LEASE_SECONDS), is resumed within a minute.
+    "resume-held-windows": {"task": "runner.tasks.resume_held_windows", "schedule": 10.0},
+    # A window must never stall silently: decisions not taken up, stalled steps, lost workers (database reads only).
+    "watch-runs": {"task": "runner.tasks.watch_runs", "schedule": 20.0},
+    # A server must never silently stay in maintenance (reads every idle server through PowerShell).
     "watchdog": {"task": "runner.tasks.watchdog", "schedule": 300.0},
     # Sends due notifications: reminders, retries, rows queued while the broker was down, rows of dead workers.
     "notifications-dispatch-due": {"task": "notifications.tasks.dispatch_due", "schedule": 60.0},
@@ -216,8 +222,10 @@ EXMAINT = {
     "BUSINESS_DAYS": env_weekdays("EXMAINT_BUSINESS_DAYS", "1,2,3,4,5"),
     "BUSINESS_TIME_ZONE": env_str("EXMAINT_BUSINESS_TIME_ZONE", "UTC"),
     # The runner.
-    "LEASE_SECONDS": env_int("EXMAINT_LEASE_SECONDS", 300, minimum=5, maximum=3600),
+    # Renewed by a heartbeat every third of it, so it can be short: a dead worker's run is taken over once it ends.
+    "LEASE_SECONDS": env_int("EXMAINT_LEASE_SECONDS", 30, minimum=5, maximum=3600),
     "WATCHDOG_GRACE_MINUTES": env_int("EXMAINT_WATCHDOG_GRACE_MINUTES", 30, minimum=0, maximum=1440),
+    "WATCHDOG_STALL_GRACE_SECONDS": env_int("EXMAINT_WATCHDOG_STALL_GRACE_SECONDS", 120, minimum=0, maximum=86400),
     "EXIT_RETRY_ATTEMPTS": env_int("EXMAINT_EXIT_RETRY_ATTEMPTS", 4, minimum=1, maximum=20),
     "ALLOW_UNENCRYPTED_BASIC": env_bool("EXMAINT_ALLOW_UNENCRYPTED_BASIC", False),
     # Kerberos: the realm appended to bare user names (empty: krb5.conf's default_realm) and a krb5.conf other than
@@ -227,6 +235,8 @@ EXMAINT = {
     "KRB5_CONFIG": env_str("EXMAINT_KRB5_CONFIG", "") or "",
     "TLS_CA_BUNDLE": env_str("EXMAINT_TLS_CA_BUNDLE", "") or "",
     "RUNNER_CLOCK": env_str("EXMAINT_RUNNER_CLOCK", "real"),  # "real" | "scaled:<speed>" (demo)
+    # How long a newly issued or rotated API token is valid (changes.tokens).
+    "API_TOKEN_DAYS": env_int("EXMAINT_API_TOKEN_DAYS", 90, minimum=1, maximum=3650),
 }
 if EXMAINT["BUSINESS_HOURS_END"] <= EXMAINT["BUSINESS_HOURS_START"]:
     raise ImproperlyConfigured("EXMAINT_BUSINESS_HOURS_END must be after EXMAINT_BUSINESS_HOURS_START")
@@ -242,6 +252,24 @@ try:
     zoneinfo.ZoneInfo(EXMAINT["BUSINESS_TIME_ZONE"])
 except (zoneinfo.ZoneInfoNotFoundError, ValueError):
     raise ImproperlyConfigured(f"EXMAINT_BUSINESS_TIME_ZONE={EXMAINT['BUSINESS_TIME_ZONE']!r} is unknown") from None
+
+# --- Audit chain anchors outside PostgreSQL (changes/anchors.py, docs/audit-trail.md) --------------------------------
+EXMAINT_AUDIT_ANCHORS = {
+    # Anchor the chain head every N events (and at every window's end, and for every report).
+    "EVERY": env_int("EXMAINT_AUDIT_ANCHOR_EVERY", 1000, minimum=1, maximum=10_000_000),
+    # Append-only JSON lines, fsync'd ("off": no file). Put it where the database's owner cannot write.
+    "FILE": "" if env_str("EXMAINT_AUDIT_ANCHOR_FILE", "") == "off"
+    else env_str("EXMAINT_AUDIT_ANCHOR_FILE", "") or str(VAR_DIR / "audit-anchors.jsonl"),
+    # Syslog: a socket path (/dev/log) or host:port (UDP); "" turns it off.
+    "SYSLOG": env_str("EXMAINT_AUDIT_ANCHOR_SYSLOG", "") or "",
+    # An RFC 3161 time-stamping authority; "" stamps nothing.
+    "TSA_URL": env_str("EXMAINT_TSA_URL", "") or "",
+    "TSA_TIMEOUT_SECONDS": env_int("EXMAINT_TSA_TIMEOUT_SECONDS", 10, minimum=1, maximum=120),
+    # PEM file of the TSA's trust roots, used by verify_audit --anchors to check the tokens.
+    "TSA_ROOTS": env_str("EXMAINT_TSA_ROOTS", "") or "",
+}
+if EXMAINT_AUDIT_ANCHORS["TSA_URL"] and not EXMAINT_AUDIT_ANCHORS["TSA_URL"].startswith(("http://", "https://")):
+    raise ImproperlyConfigured("EXMAINT_TSA_URL must be an http:// or https:// URL")
 
 # --- Notifications: e-mail (SMTP), calendar invites, signed ITSM callbacks -----------------------------------------
 EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")

@@ -129,6 +129,7 @@ def subject(delivery: Delivery, p: dict[str, Any] | None = None) -> str:
                                    f"{title}",
             # The details are in the body: a subject line stays readable in a mail client's list.
             Kind.ALERT: f"{head} ALERT: {p.get('alert_title', '')}",
+            Kind.AUDIT_ANCHOR: f"{head} Audit chain anchor: event #{p.get('seq', '')}",
         }.get(delivery.kind, f"{head} {title}")
     return header_text(text)
 
@@ -279,6 +280,11 @@ def build(delivery: Delivery, batch: int, recipients: list[str], *, connection: 
         # may process the invite twice, and the copy once went out corrupted.
         msg.add_alternative(invite, maintype="text", subtype="calendar", params={"method": method, "charset": "utf-8"},
                             cte="base64")
+    if delivery.kind == Kind.AUDIT_ANCHOR:
+        # The line as a file: a mail client may wrap the body; the auditor saves the attachments and runs
+        # verify_audit --anchors over them (docs/audit-trail.md).
+        msg.add_attachment(p["line"] + "\n", subtype="plain", filename=f"audit-anchor-{p['seq']}.jsonl",
+                           cte="base64")
     mail = Mail(subject=ctx["subject"], body="", from_email=sender, to=[], bcc=recipients, connection=connection,
                 headers={"Message-ID": mid})
     mail.built = msg

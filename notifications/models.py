@@ -32,6 +32,7 @@ class Delivery(models.Model):
         APPROVAL_REQUEST = "approval_request", "Approval requested"
         ALERT = "alert", "Operator alert"
         STATE_CHANGE = "state_change", "State change callback"
+        AUDIT_ANCHOR = "audit_anchor", "Audit chain anchor (auditors)"
 
     class Status(models.TextChoices):
         PENDING = "pending"

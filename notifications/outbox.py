@@ -22,13 +22,13 @@ from changes.states import WINDOW_ENDED, State
 from . import conf, ical
 from .compose import message_id
 from .models import CalendarInvite, Delivery, MailThread
-from .recipients import approvers_for, normalize, operators
+from .recipients import approvers_for, auditors, normalize, operators
 
 SEND_TASK = "notifications.tasks.send_delivery"
 Kind = Delivery.Kind
 
 
-def on_event(event: str, **data: Any) -> None:
+def on_event(event: str, **data: Any) -> str | None:
     """The events handler registered by NotificationsConfig.ready()."""
     if event == events.CHANGE_CREATED:
         change = data["change"]
@@ -41,6 +41,17 @@ def on_event(event: str, **data: Any) -> None:
         _on_transition(data["change"], str(data["old"]), str(data["new"]), data.get("reason", ""))
     elif event == events.ALERT_RAISED:
         _on_alert(data.get("change"), data["alert"])
+    elif event == events.AUDIT_ANCHORED:
+        return _anchor_mail(data["seq"], data["hash"], data["line"])
+    return None
+
+
+def _anchor_mail(seq: int, digest: str, line: str) -> str | None:
+    """The auditors get each anchor of the audit chain (the line attached as a file): a copy outside the database
+    that only they hold. Returns the sink's name for the anchor's record, or None when no auditor has an address."""
+    delivery = _add(None, Delivery.Channel.EMAIL, Kind.AUDIT_ANCHOR, f"audit-anchor:{seq}:{digest[:16]}",
+                    {"seq": seq, "hash": digest, "line": line}, recipients=auditors())
+    return "email" if delivery is not None else None
 
 
 def _on_transition(change: Change, old: str, new: str, reason: str) -> None:

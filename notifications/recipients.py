@@ -7,8 +7,8 @@ from collections.abc import Iterable
 from django.contrib.auth import get_user_model
 from django.db.models import Q
 
+from changes import authority
 from changes.models import Change, Role
-from changes.roles import same_person
 
 
 def normalize(addresses: Iterable[str]) -> list[str]:
@@ -31,12 +31,14 @@ def _holders(role: str):  # noqa: ANN202 - a queryset of users
 
 
 def approvers_for(change: Change) -> list[str]:
-    """Approvers to ask, never the requester: the separation-of-duties rules of changes.services._decide — not the
-    identity that posted the change, not the person named in requested_by (by user name or e-mail)."""
-    users = _holders(Role.APPROVER).exclude(pk=change.created_by_id)
-    return normalize(u.email for u in users if not same_person(u, change.requested_by)
-                     and u.email.casefold() != change.requested_by.strip().casefold())
+    """Approvers to ask: those who may decide on it (changes.authority.may_approve), so never its requester."""
+    users = _holders(Role.APPROVER).select_related("api_client").prefetch_related("identity__aliases")
+    return normalize(u.email for u in authority.approvers_to_ask(users, change))
 
 
 def operators() -> list[str]:
     return normalize(u.email for u in _holders(Role.OPERATOR))
+
+
+def auditors() -> list[str]:
+    return normalize(u.email for u in _holders(Role.AUDITOR))

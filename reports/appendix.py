@@ -7,13 +7,12 @@ from typing import Any
 from changes.models import AuditEvent, StepRun
 
 from .data import AuditRow, CommandBlock, CommandLine, NotificationRow
-from .formatting import clip, command_text, fmt_dt, fmt_duration, fmt_time, show
+from .formatting import UNKNOWN_WORDS, clip, command_text, fmt_dt, fmt_duration, fmt_time, outcome_unknown, show
 from .issues import step_label
 
 # What the appendix keeps of a step's command log; the rest is counted in a note (the API has the full log).
 MAX_COMMANDS_PER_STEP = 50
 MAX_AUDIT_DETAIL_CHARS = 400
-
 
 def command_blocks(change_id: int, steps: list[StepRun]) -> list[CommandBlock]:
     blocks = []
@@ -31,15 +30,22 @@ def command_blocks(change_id: int, steps: list[StepRun]) -> list[CommandBlock]:
                     "\n", "\n                  ")
             attempt = c.get("attempt") or 1
             outcome = str(c.get("outcome", "")) + (f", {c.get('objects')} object(s)" if c.get("objects") else "")
+            if outcome_unknown(c):
+                outcome = UNKNOWN_WORDS
             lines.append(CommandLine(
                 at=fmt_time(c.get("started_at")), text=command_text(str(c.get("cmdlet", "?")), c.get("parameters")),
                 endpoint=str(c.get("endpoint", "")) + (f" via {c['via']}" if c.get("via") else ""),
                 duration=fmt_duration((c.get("duration_ms") or 0) / 1000),
                 outcome=outcome + (f" (attempt {attempt})" if attempt > 1 else ""), detail=clip(detail, 900)))
-        note = ""
+        notes = []
+        unknown = sum(outcome_unknown(c) for c in cmds)
+        if unknown:
+            notes.append(f"{unknown} command(s) of this step were sent by an interrupted attempt whose outcome was "
+                         "never recorded (marked SENT, OUTCOME UNKNOWN).")
         if len(cmds) > MAX_COMMANDS_PER_STEP:
-            note = (f"{len(cmds) - MAX_COMMANDS_PER_STEP} more command(s) of this step are not shown; the full log: "
-                    f"GET /api/v1/changes/{change_id}/steps/")
+            notes.append(f"{len(cmds) - MAX_COMMANDS_PER_STEP} more command(s) of this step are not shown; the full "
+                         f"log: GET /api/v1/changes/{change_id}/steps/")
+        note = " ".join(notes)
         log = "\n".join(f"{c.at}  {c.text}{'  [' + c.endpoint + ']' if ' via ' in c.endpoint else ''}  → "
                         f"{c.duration} · {c.outcome}"
                         + (f"\n          {c.detail}" if c.detail else "") for c in lines)

@@ -16,15 +16,17 @@ from dataclasses import fields, is_dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from changes.anchors import anchors_covering
 from changes.models import AuditEvent, Change, Server, StepRun, WindowRun
 from changes.selectors import audit_events_for
 from changes.states import WINDOW_ENDED
 
 from .appendix import audit_rows, clock_note, command_blocks, notification_rows
-from .data import ApprovalRow, PrecheckRow, ReportData, ServerRow, StepRow
+from .data import AnchorNote, ApprovalRow, PrecheckRow, ReportData, ServerRow, StepRow
 from .evidence import build_evidence, dumps, summary
 from .formatting import REDACTED, clip, command_text, fmt_dt, fmt_duration, person, span, status_words
 from .issues import issue_rows, step_outcome
+from .standard import standard_template_text
 from .tables import precheck_tables, server_state
 
 # Re-exported: callers and tests read these from here.
@@ -105,6 +107,17 @@ def _scrub(obj: Any, secrets: list[str]) -> Any:
     return obj
 
 
+def _anchor_note(last_seq: int, head_seq: int) -> AnchorNote | None:
+    """The nearest external anchor at or after the change's last event, up to the report's head (so a report
+    regenerated later names the same one)."""
+    covering = anchors_covering(last_seq, upto=head_seq) if last_seq else []
+    if not covering:
+        return None
+    a = covering[0]
+    return AnchorNote(a.seq, a.hash, fmt_dt(a.created_at), ", ".join(a.sinks) or "none (database only)",
+                      f"RFC 3161 token, TSA time {fmt_dt(a.tsa_time)}" if a.tsa_time else "no time-stamp token")
+
+
 # --- the builder ----------------------------------------------------------------------------------------------------
 
 
@@ -164,7 +177,8 @@ def build_report_data(change_id: int, *, head_seq: int, head_hash: str) -> Repor
         verify_command=f"python manage.py verify_audit --head {head_hash}",
         verify_api=f"GET /api/v1/audit/verify/?head={head_hash}",
         commands=command_blocks(change.pk, steps), ended_at=ended.astimezone(UTC), ended_at_text=fmt_dt(ended),
-        clock_note=clock_note(steps, actual_end),
+        clock_note=clock_note(steps, actual_end), standard_template=standard_template_text(change, head_seq),
+        anchor=_anchor_note(events[-1].seq if events else 0, head_seq),
     )
     secrets = _secrets(change)
     data = _scrub(data, secrets)

@@ -187,6 +187,19 @@ class ReportData:
     evidence_json: str = ""  # embedded in the PDF as exmaint-evidence.json (reports.evidence)
     summary_json: str = ""  # the printed figures, machine-readable: the PDF's exmaint-summary metadata
     offline_verify_command: str = ""
+    standard_template: str = ""  # the catalogue entry a standard change fits, its work and its approval
+    anchor: AnchorNote | None = None  # the external anchor covering the change's last event (changes/anchors.py)
+
+
+@dataclass
+class AnchorNote:
+    """Where the chain was anchored outside the database at or after the change's last event."""
+
+    seq: int
+    hash: str
+    anchored_at: str
+    sinks: str
+    tsa: str  # the TSA's time, or why there is no token
 
 
 @dataclass

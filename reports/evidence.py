@@ -7,11 +7,13 @@ database. Built only from rows as of the report's audit head, so a regenerated r
 """
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
+from changes import anchors
 from changes.models import AuditEvent, Change, StepRun
 from changes.selectors import audit_events_for
 
@@ -54,12 +56,14 @@ def _step_record(s: StepRun) -> dict[str, Any]:
             "decided_by": s.decided_by.username if s.decided_by_id else None, "resolution": s.resolution}
 
 
-def anchors_covering(seq: int) -> list[dict[str, Any]]:
-    """The external anchors (RFC 3161 time-stamp tokens over a chain head) that cover event #``seq``, as evidence
-    entries ``{"seq", "hash", "imprint_text", "token"}`` (``token``: base64 DER of the TimeStampToken over
-    SHA-256(``imprint_text``), which names the anchored seq and hash). The hardening issue's ``changes.anchors``
-    fills this; until it is on this branch no anchor exists, and the verifier says so."""
-    return []
+def anchors_covering(seq: int, head_seq: int) -> list[dict[str, Any]]:
+    """The external anchors (changes.anchors) at or after event #``seq`` and up to the report's head, as evidence
+    entries: ``{seq, hash, anchored_at, reason, sinks, tsa_time, token}``; ``token`` is the base64 DER RFC 3161
+    TimeStampToken whose message imprint is the anchored event's SHA-256 hash itself ("" when no TSA stamped it)."""
+    return [{"seq": a.seq, "hash": a.hash, "anchored_at": _iso(a.created_at), "reason": a.reason,
+             "sinks": list(a.sinks or []), "tsa_time": _iso(a.tsa_time),
+             "token": base64.b64encode(bytes(a.tsa_token or b"")).decode()}
+            for a in anchors.anchors_covering(seq, upto=head_seq)]
 
 
 def _scrub(obj: Any, secrets: list[str], redacted: str) -> Any:
@@ -93,7 +97,7 @@ def build_evidence(data: ReportData, *, secrets: list[str], redacted: str) -> di
         "steps": _scrub([_step_record(s) for s in steps], secrets, redacted),
         "issues": [asdict(i) for i in data.issues],
         "approvals": [asdict(a) for a in data.approvals],
-        "anchors": anchors_covering(last["seq"]) if last else [],
+        "anchors": anchors_covering(last["seq"], data.head_seq) if last else [],
     }
 
 

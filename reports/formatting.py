@@ -11,6 +11,17 @@ REDACTED = "***"
 MAX_COMMAND_CHARS = 400
 MAX_TEXT_CHARS = 1500
 
+# A command whose intent was recorded before it was sent and whose answer never was (the engine's runner/context.py
+# SENT, made OUTCOME_UNKNOWN when the step is found interrupted): it may or may not have run on the server. In an ended
+# window a command still "sent" was cut off the same way.
+OUTCOME_UNKNOWN = ("sent", "sent, outcome unknown")
+UNKNOWN_WORDS = ("SENT, OUTCOME UNKNOWN: the attempt was interrupted before the answer was recorded; it may have run "
+                 "on the server")
+
+
+def outcome_unknown(command: dict[str, Any]) -> bool:
+    return str(command.get("outcome", "")) in OUTCOME_UNKNOWN
+
 
 def fmt_dt(value: datetime | str | None) -> str:
     if value is None or value == "":

@@ -13,7 +13,7 @@ from changes.models import Alert, Change, Pause, StepRun
 from changes.states import WINDOW_ENDED
 
 from .data import IssueRow
-from .formatting import actor, clip, fmt_dt, person, status_words
+from .formatting import actor, clip, command_text, fmt_dt, outcome_unknown, person, status_words
 
 
 def step_outcome(step: StepRun) -> str:
@@ -94,6 +94,17 @@ def issue_rows(change: Change, steps: list[StepRun], state: str, head_seq: int,
             rows.append(IssueRow(0, "anomaly", step_label(s), clip(issue.get("summary")),
                                  "automatic" if automatic else "none needed: recorded for the review",
                                  clip(resolution) or ("resolved by the engine" if automatic else "recorded")))
+    for s in steps:
+        # Commands an interrupted attempt sent without the answer being recorded: they reached the server or not.
+        unknown = [c for c in s.commands or [] if outcome_unknown(c)]
+        if unknown:
+            sent = "; ".join(command_text(str(c.get("cmdlet", "?")), c.get("parameters")) for c in unknown)
+            rows.append(IssueRow(0, "anomaly", step_label(s),
+                                 clip(f"sent by an interrupted attempt, outcome unknown: {sent}"),
+                                 "automatic: the step ran again and re-verified the server"
+                                 if s.status == StepRun.Status.PASSED and not s.decision
+                                 else "the operator's decision on the step (see its failure)",
+                                 f"step {status_words(s.status)}"))
     # Alerts as of the head: one raised later is left out, one cleared later (the watchdog clears overruns after
     # the window) counts as still open, so a regenerated report reads the same.
     alerts = change.alerts.exclude(kind__in=[Alert.Kind.PAUSED, Alert.Kind.PRECHECK_BLOCKED])

@@ -14,10 +14,9 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from changes import audit
-from changes.errors import DomainError, NotPermitted
-from changes.models import Approval, AuditHead, Change, Role
-from changes.roles import has_role
+from changes import anchors, audit, authority
+from changes.errors import DomainError
+from changes.models import AuditHead, Change
 from changes.states import WINDOW_ENDED, State
 
 from .context import build_report_data
@@ -96,6 +95,8 @@ def report_generate(change_id: int) -> Report:
         raise ReportNotReady(f"{change.number} is '{change.state}': its report exists once the window has ended "
                              "(completed, failed or aborted)", state=change.state)
     head_seq, head_hash = _current_head()
+    if head_seq:  # the head the report is built from goes outside the database first, so the PDF can name it
+        anchors.anchor_event(head_seq, f"report of {change.number}")
     data = build_report_data(change_id, head_seq=head_seq, head_hash=head_hash)
     rendered = signed(render_report(data))
     name = f"{change.number}-{rendered.sha256[:16]}.pdf"
@@ -154,18 +155,10 @@ def report_verify(report: Report) -> VerifyOutcome:
     return VerifyOutcome(file_sha == report.sha256 == regenerated_sha, report.sha256, file_sha, regenerated_sha)
 
 
-def may_download(user: Any, change: Change) -> bool:
-    """Auditors, operators and the change's approvers (anyone who decided on it) read its report."""
-    if has_role(user, Role.AUDITOR, Role.OPERATOR):
-        return True
-    return has_role(user, Role.APPROVER) and Approval.objects.filter(change=change, approver=user).exists()
-
-
 def report_download(change: Change, *, actor: Any) -> tuple[Report, bytes]:
     """The stored PDF of a change for ``actor``, generated on demand if the window ended but no report is stored.
     Audited (``report.downloaded``). Raises NotPermitted, ReportNotReady, ReportTampered."""
-    if not may_download(actor, change):
-        raise NotPermitted("the report is for auditors, operators and the change's approvers")
+    authority.may_download_report(actor, change).require()
     report = Report.objects.filter(change=change).first()
     if report is None:
         if _recently_ended(change) and not notifications_settled(change.pk):

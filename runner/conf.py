@@ -16,6 +16,12 @@ def watchdog_grace_minutes() -> int:
     return settings.EXMAINT["WATCHDOG_GRACE_MINUTES"]
 
 
+def stall_grace_seconds() -> int:
+    """The grace past a step's own timeout (and past a window's end, for a server still in maintenance) before the
+    watchdog alerts."""
+    return settings.EXMAINT["WATCHDOG_STALL_GRACE_SECONDS"]
+
+
 def allow_unencrypted_basic() -> bool:
     """Basic auth over plain HTTP to a non-loopback host sends the password readable on the wire: off by default."""
     return settings.EXMAINT["ALLOW_UNENCRYPTED_BASIC"]

@@ -21,6 +21,12 @@ from runner.step_types import Clock, Issue, Options, Poll, PollResult, RetryPoli
 
 log = logging.getLogger(__name__)
 
+# A command's outcome while it is out (its intent is on the step's log before it is sent, issue 24 item 3), and once
+# its attempt was interrupted before the answer was recorded: it may or may not have run on the server.
+SENT = "sent"
+OUTCOME_UNKNOWN = "sent, outcome unknown"
+
+
 @dataclass
 class CommandRecord:
     """One command as sent (parameters redacted) and what came back, for the step's log and the report."""
@@ -31,7 +37,7 @@ class CommandRecord:
     access: str  # "read" | "write", from runner/exchange/cmdlets.py
     started_at: str
     duration_ms: int
-    outcome: str  # "ok" | "errors" | "failed: <error>"
+    outcome: str  # "ok" | "errors" | "failed: <error>" | SENT (out now) | OUTCOME_UNKNOWN (its attempt was cut off)
     objects: int = 0
     output: str = ""  # what came back, compact and truncated (the report's appendix shows it)
     errors: list[str] = field(default_factory=list)
@@ -66,6 +72,7 @@ class ExecutionContext:
         dry_run: bool = False,
         checkpoint: Callable[[dict[str, Any]], None] | None = None,
         may_write: Callable[[], bool] | None = None,
+        on_send: Callable[[list[CommandRecord]], None] | None = None,
     ) -> None:
         self.server = server
         self.options = options or Options()
@@ -77,6 +84,9 @@ class ExecutionContext:
         self._checkpoint = checkpoint
         # False once the engine lost its lease: another worker may be running this change, so no more writes.
         self._may_write = may_write or (lambda: True)
+        # Persists the command log before each command leaves (the engine: one UPDATE of the step row), so a crash
+        # leaves "sent, outcome unknown" rather than nothing. It raises (RunLost) when it cannot: nothing is sent.
+        self._on_send = on_send
         self.commands: list[CommandRecord] = []
         self.issues: list[Issue] = []
         # Time spent waiting on purpose (polls, backoff) vs inside commands: the engine's overhead is the rest.
@@ -111,16 +121,17 @@ class ExecutionContext:
         attempts = policy.attempts if spec.is_read else 1
         delay = policy.backoff
         for attempt in range(1, attempts + 1):
-            started = self.clock.now()
-            t0 = time.perf_counter()
             session = self.session(endpoint)
+            record = self._record(cmdlet, parameters, endpoint, self.clock.now(), attempt=attempt)
+            if self._on_send is not None:
+                self._on_send(self.commands)
+            t0 = time.perf_counter()
             try:
                 result = session.run(cmdlet, parameters, endpoint=endpoint)
             except ExchangeSessionError as exc:
                 self.command_time += time.perf_counter() - t0
                 self._take_notices(session, f"{cmdlet} failed all the same")
-                self._record(cmdlet, parameters, endpoint, started, t0, f"failed: {exc}", attempt=attempt,
-                             via=self._via(session))
+                self._answered(record, t0, f"failed: {exc}", via=self._via(session))
                 if not exc.retryable or attempt == attempts:
                     raise
                 self.issues.append(Issue(f"{cmdlet} failed ({exc}); retried", f"retry {attempt + 1} of {attempts}"))
@@ -129,13 +140,12 @@ class ExecutionContext:
                 continue
             self.command_time += time.perf_counter() - t0
             self._take_notices(session, f"{cmdlet} then ran")
-            record = self._record(cmdlet, parameters, endpoint, started, t0,
-                                  "errors" if result.errors else "ok", attempt=attempt, via=self._via(session))
             record.auth = session.mechanisms.get(endpoint)
             record.objects = len(result.output)
             record.output = output_preview(result.output)
             record.errors = [e.message for e in result.errors]
             record.warnings = list(result.warnings)
+            self._answered(record, t0, "errors" if result.errors else "ok", via=self._via(session))
             return result
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -149,17 +159,20 @@ class ExecutionContext:
             # opened and the command, not sent yet, was sent once more
             self.issues.append(Issue(notice, resolution))
 
-    def _record(self, cmdlet: str, parameters: Any, endpoint: Endpoint, started: Any, t0: float, outcome: str,
-                *, attempt: int, via: str | None = None) -> CommandRecord:
+    def _record(self, cmdlet: str, parameters: Any, endpoint: Endpoint, started: Any, *,
+                attempt: int) -> CommandRecord:
+        """The command's entry in the log, made before it is sent: outcome SENT until the answer comes."""
         record = CommandRecord(
             cmdlet=cmdlet, parameters=jsonable(redact_parameters(parameters)), endpoint=str(endpoint),
-            access=str(cmdlets.access(cmdlet)),
-            started_at=started.isoformat(), duration_ms=int((time.perf_counter() - t0) * 1000), outcome=outcome,
-            attempt=attempt, via=via,
+            access=str(cmdlets.access(cmdlet)), started_at=started.isoformat(), duration_ms=0, outcome=SENT,
+            attempt=attempt,
         )
         self.commands.append(record)
-        log.info("%s %s %s → %s", self.server.name, cmdlet, record.parameters, outcome)
         return record
+
+    def _answered(self, record: CommandRecord, t0: float, outcome: str, *, via: str | None) -> None:
+        record.duration_ms, record.outcome, record.via = int((time.perf_counter() - t0) * 1000), outcome, via
+        log.info("%s %s %s → %s", self.server.name, record.cmdlet, record.parameters, outcome)
 
     def checkpoint(self) -> None:
         if self._checkpoint is not None:

@@ -1,18 +1,18 @@
 """The dry run: the plan that would run, and what its read-only pre-checks find now (``change_dry_run``).
 
 Allowed before approval (it is how approvers see what they approve): operators, approvers, and the change's
-requester (the integration that posted it, its source system, or the person it names) — ``may_dry_run``, the one
-place that rule lives. Nothing is persisted. The pre-checks that do not mutate run through the engine's own step
-executor (``runner.executor``) in read-only mode: a context that refuses any mutating cmdlet, one attempt, so what a
-dry run shows is what the window's pre-checks will do.
+requester (the integration that posted it, its source system, or the person it names): the rule is
+``changes.authority.may_dry_run``. Nothing is persisted. The pre-checks that do not mutate run through the engine's
+own step executor (``runner.executor``) in read-only mode: a context that refuses any mutating cmdlet, one attempt,
+so what a dry run shows is what the window's pre-checks will do.
 """
 from __future__ import annotations
 
 from typing import Any
 
-from changes.errors import DomainError, NotPermitted
-from changes.models import Change, Role
-from changes.roles import has_role, same_person, source_of
+from changes import authority
+from changes.errors import DomainError
+from changes.models import Change
 
 from . import engine
 from .clock import RealClock
@@ -38,23 +38,12 @@ class _DryRunClock(RealClock):
         super().sleep(min(seconds, 1.0))
 
 
-def may_dry_run(user: Any, change: Change) -> bool:
-    if has_role(user, Role.OPERATOR, Role.APPROVER):
-        return True
-    if same_person(user, change.requested_by):
-        return True
-    if has_role(user, Role.REQUESTER):
-        return change.created_by_id == user.pk or (bool(source_of(user)) and source_of(user) == change.source)
-    return False
-
-
 def change_dry_run(change: Change, *, actor: Any, sessions_factory: Any = None, plan_builder: Any = None,
                    clock: Any = None) -> dict[str, Any]:
-    """Build the plan for each server and run its read-only pre-checks. Raises NotPermitted (``may_dry_run``),
+    """Build the plan for each server and run its read-only pre-checks. Raises NotPermitted (``authority.may_dry_run``),
     PlanUnavailable, and ExchangeSessionError (other than a cmdlet's own error) when a server cannot be used at
     all."""
-    if not may_dry_run(actor, change):
-        raise NotPermitted("you may not dry-run this change")
+    authority.may_dry_run(actor, change).require()
     sessions_factory = sessions_factory or engine.default_sessions_factory
     plan_builder = plan_builder or engine.default_plan_builder
     options = engine.options_from(getattr(getattr(change, "run", None), "options", None))

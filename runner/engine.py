@@ -37,9 +37,10 @@ from changes.step_states import StepEvent as E
 from changes.step_states import step_next
 
 from . import conf
-from .context import ExecutionContext, RunLost, jsonable
+from .context import OUTCOME_UNKNOWN, SENT, ExecutionContext, RunLost, jsonable
 from .exchange.session import Endpoint, ExchangeSession
 from .executor import StepResult, execute, step_context, window_state
+from .persistence import RETRYABLE, DatabaseUnavailable, retried, with_retry
 from .step_types import Hold, Issue, Options, Phase, Plan, Poll, ServerInfo, Step, StepOutcome
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,11 @@ SessionsFactory = Callable[[Server], Any]  # returns callable(Endpoint) -> Excha
 INTERRUPTED = "its last attempt was interrupted (the worker died or lost its lease, or the database was unreachable)"
 RESUMED = f"found running: {INTERRUPTED}"
 HALF_DONE = f"found half-done: {INTERRUPTED}; check the server"
+# How long the lease release at the end of a run is retried while the database is unreachable; past it the lease
+# expires by itself and the sweep hands the run on.
+RELEASE_RETRY_SECONDS = 10.0
+# What a step's write of its result keeps of the row in memory, put back before each retry of that write.
+_ROW = ("status", "attempts", "commands", "issues")
 _ABORTABLE = (Phase.PRECHECK, Phase.ENTER, Phase.WORK)
 _TOUCHING = (Phase.ENTER, Phase.WORK, Phase.EXIT, Phase.VERIFY)
 
@@ -119,10 +125,23 @@ def run_window(
             except LeaseLost:
                 log.warning("change %s: %s lost its lease; another worker took over", change_id, worker)
                 return "lost lease"
+            except (DatabaseUnavailable, *RETRYABLE) as exc:
+                # Nothing more is sent or written; the step stays running and the sweep resumes the run.
+                log.warning("change %s: stopped, the database is unreachable (%s); the sweep resumes the run once "
+                            "the database is back", change_id, exc)
+                return "database unavailable"
             finally:
                 engine.close()
     finally:
-        lease.release()
+        _release(lease)
+
+
+def _release(lease: WindowLease) -> None:
+    try:
+        with_retry(lease.release, what="releasing the lease", budget=RELEASE_RETRY_SECONDS)
+    except DatabaseUnavailable:
+        log.warning("run %s: the lease could not be released; it expires by itself and the sweep resumes the run",
+                    lease.pk)
 
 
 # --- the lease ------------------------------------------------------------------------------------------------------
@@ -141,8 +160,9 @@ class WindowLease(Lease):
         run = WindowRun.objects.filter(change_id=change_id).only("pk").first()
         if run is None:
             return None
+        # Taking the run reads every decision recorded so far: none waits for the runner any more.
         lease = cls.take(WindowRun, run.pk, worker=worker, seconds=conf.lease_seconds(), owner_field="lock_owner",
-                         expires_field="lock_expires_at")
+                         expires_field="lock_expires_at", decision_waiting_since=None)
         return cast(WindowLease | None, lease)
 
 
@@ -212,6 +232,7 @@ class _Engine:
             if outcome is not None:
                 return outcome
 
+    @retried("creating the steps")
     def _create_steps(self, run: WindowRun) -> None:
         if StepRun.objects.filter(change_id=self.change_id).exists():
             return
@@ -222,7 +243,7 @@ class _Engine:
                 rows.append(StepRun(
                     change_id=self.change_id, order=order, phase=str(step.phase), key=step.key,
                     name=step.title[:100], idempotent=step.idempotent, skippable=step.skippable,
-                    mutating=step.mutating, server_id=server_id,
+                    mutating=step.mutating, server_id=server_id, timeout_s=int(step.timeout),
                 ))
         variants = sorted({p.variant for p in self.plans.values()})
         with transaction.atomic():
@@ -266,15 +287,19 @@ class _Engine:
             return self._fail_and_pause(row, R.PLAN_UNAVAILABLE, f"the plan no longer has a step {row.key!r}", [], [],
                                         {})
         resumed_issue: Issue | None = None
+        unknown = ""
         if row.status == S.RUNNING:
             if run.wake_at is not None:
                 pass  # a held step: it runs again (it checks the work-done report or the time)
             elif step.idempotent:
+                unknown = _outcomes_unknown(row)
                 resumed_issue = Issue(RESUMED,
-                                      "re-run: the step is idempotent and re-verifies the server", True)
+                                      "re-run: the step is idempotent and re-verifies the server" + unknown, True)
             else:
-                return self._fail_and_pause(row, R.HALF_DONE, HALF_DONE, [], [], {})
-        self._mark_running(row)
+                unknown = _outcomes_unknown(row)
+                half_done = HALF_DONE.replace("; check the server", unknown + "; check the server")
+                return self._fail_and_pause(row, R.HALF_DONE, half_done, [], [], {})
+        self._mark_running(row, **({"commands": row.commands} if unknown else {}))
         return self._execute(change, run, row, step, resumed_issue)
 
     def _step_for(self, row: StepRun) -> Step | None:
@@ -286,6 +311,7 @@ class _Engine:
         except KeyError:
             return None
 
+    @retried("skipping the steps abort leaves out")
     def _apply_abort(self, rows: list[StepRun]) -> bool:
         """Skip what abort leaves out: pre-check/enter/work still to do, and everything on servers the run never
         touched. Returns whether anything changed."""
@@ -313,12 +339,14 @@ class _Engine:
             raise LeaseLost
         row.status = new
 
-    def _mark_running(self, row: StepRun) -> None:
+    @retried("marking a step running", row_fields=_ROW)
+    def _mark_running(self, row: StepRun, **fields: Any) -> None:
         now = timezone.now()
         with transaction.atomic():
             if not self.lease.renew(now, wake_at=None):
                 raise LeaseLost
-            self._set_step(row, E.START, attempts=F("attempts") + 1, started_at=now, finished_at=None, error="")
+            self._set_step(row, E.START, attempts=F("attempts") + 1, started_at=now, finished_at=None, error="",
+                           **fields)
         row.attempts += 1
         if self._run is not None:
             self._run.wake_at = None
@@ -338,7 +366,8 @@ class _Engine:
         ctx = step_context(server=self.infos[row.server_id], sessions=self.sessions(row.server_id), clock=self.clock,
                            options=self.options, state=self._state_for(row, run),
                            checkpoint=lambda state: self._save_context(),
-                           may_write=(lambda: not lost.is_set()) if lost is not None else None)
+                           may_write=(lambda: not lost.is_set()) if lost is not None else None,
+                           on_send=lambda commands: self._record_intent(row, commands))
         if resumed_issue is not None:
             ctx.issues.append(resumed_issue)
         # The exit must happen: an unreachable server's exit is retried with backoff (a server left in maintenance
@@ -347,6 +376,8 @@ class _Engine:
         try:
             try:
                 result = execute(step, ctx, attempts=attempts, on_retry=lambda attempt: self._count_attempt(row))
+            except DatabaseUnavailable:
+                raise
             except RunLost:
                 raise LeaseLost from None
             return self._record(row, ctx, result)
@@ -354,6 +385,7 @@ class _Engine:
             if self.on_step is not None:
                 self.on_step(step.key, ctx)
 
+    @retried("counting a step's attempt", row_fields=_ROW)
     def _count_attempt(self, row: StepRun) -> None:
         StepRun.objects.filter(pk=row.pk).update(attempts=F("attempts") + 1)
         row.attempts += 1
@@ -376,10 +408,21 @@ class _Engine:
         return list(row.issues or []) + [i.as_dict()
                                          for i in issues]
 
+    def _record_intent(self, row: StepRun, ctx_commands: list) -> None:
+        """Put the step's command log, the command about to be sent last (outcome "sent"), on the step row: one UPDATE
+        before each command, so a crash leaves "sent, outcome unknown" rather than nothing (issue 24 item 3). Raises
+        RunLost (the command is not sent) when the step is no longer this worker's or the database stays down."""
+        commands = self._commands(row, ctx_commands)
+        if not with_retry(lambda: StepRun.objects.filter(pk=row.pk, status=S.RUNNING).update(commands=commands),
+                          what="recording a command before sending it"):
+            raise RunLost(f"step {row.order} is no longer running on this worker")
+
+    @retried("saving the plan state")
     def _save_context(self, **extra: Any) -> None:
         if not self.lease.renew(context=jsonable(self.states), **extra):
             raise LeaseLost
 
+    @retried("recording a step's result", row_fields=_ROW)
     def _passed(self, row: StepRun, ctx: ExecutionContext, outcome: StepOutcome) -> None:
         commands, issues = self._commands(row, ctx.commands), self._issues(row, ctx.issues + list(outcome.issues))
         with transaction.atomic():
@@ -391,6 +434,7 @@ class _Engine:
         log.info("change %s step %s %s: %s", self.change_id, row.order, row.status, outcome.summary)
         return None
 
+    @retried("parking the run on a hold", row_fields=_ROW)
     def _hold(self, row: StepRun, ctx: ExecutionContext, hold: Hold) -> str:
         remaining = (hold.until - self.clock.now()).total_seconds()
         if remaining <= 0:
@@ -418,6 +462,7 @@ class _Engine:
         log.info("change %s step %s holds until %s: %s", self.change_id, row.order, wake_at.isoformat(), hold)
         return "held"
 
+    @retried("recording a failed step", row_fields=_ROW)
     def _fail_and_pause(self, row: StepRun, code: str, message: str, ctx_commands: list, ctx_issues: list[Issue],
                         findings: dict[str, Any], *, kind: str = Alert.Kind.PAUSED) -> str:
         commands, issues = self._commands(row, ctx_commands), self._issues(row, ctx_issues)
@@ -428,6 +473,7 @@ class _Engine:
             return self._pause(row, f"step {row.order} ({row.name}) failed: {message}", code, kind=kind,
                                evidence=jsonable(findings))
 
+    @retried("pausing the window")
     def _pause(self, row: StepRun | None, message: str, code: str, *, kind: str = Alert.Kind.PAUSED,
                server: Server | None = None, evidence: dict[str, Any] | None = None) -> str:
         """Stop for an operator, recording why as data (``changes.models.Pause``): the report reads that record."""
@@ -437,6 +483,7 @@ class _Engine:
         log.warning("change %s paused: %s", self.change_id, message)
         return "paused"
 
+    @retried("ending the window")
     def _finish(self, run: WindowRun) -> str:
         final = State.ABORTED if run.aborting else State.COMPLETED
         with transaction.atomic():
@@ -449,3 +496,16 @@ class _Engine:
         return str(final)
 
 
+def _outcomes_unknown(row: StepRun) -> str:
+    """Mark the commands an interrupted attempt sent without recording the answer as "sent, outcome unknown" (they
+    may or may not have run on the server); the words to add to the step's note, naming them."""
+    unknown = []
+    for command in row.commands or []:
+        if command.get("outcome") == SENT:
+            command["outcome"] = OUTCOME_UNKNOWN
+            parameters = command.get("parameters") or {}
+            words = " ".join([str(command.get("cmdlet", "?")), *(f"-{k} {v}" for k, v in parameters.items())])
+            unknown.append(words if len(words) <= 120 else words[:119] + "…")
+    if not unknown:
+        return ""
+    return f"; sent by the interrupted attempt with no recorded outcome: {'; '.join(unknown)}"

@@ -63,10 +63,12 @@ def window_state(window_end: str, *, work_done_at: Any = None, work_notes: str =
 
 def step_context(*, server: ServerInfo, sessions: Any, clock: Any, options: Options, state: dict[str, Any],
                  dry_run: bool = False, checkpoint: Callable[[dict[str, Any]], None] | None = None,
-                 may_write: Callable[[], bool] | None = None) -> ExecutionContext:
-    """The context a step runs in: the server's sessions, the clock, the plan state; read-only for a dry run."""
+                 may_write: Callable[[], bool] | None = None,
+                 on_send: Callable[[list], None] | None = None) -> ExecutionContext:
+    """The context a step runs in: the server's sessions, the clock, the plan state; read-only for a dry run.
+    ``on_send(commands)`` persists the command log before each command is sent (the engine; not the dry run)."""
     return ExecutionContext(server=server, sessions=sessions, clock=clock, options=options, state=state,
-                            dry_run=dry_run, checkpoint=checkpoint, may_write=may_write)
+                            dry_run=dry_run, checkpoint=checkpoint, may_write=may_write, on_send=on_send)
 
 
 def execute(step: Step, ctx: ExecutionContext, *, attempts: int = 1,

@@ -13,13 +13,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from runner.step_types import Options, Phase, Plan, ServerInfo, Step
+from runner.step_types import DEFAULT_STEP_TIMEOUT, Options, Phase, Plan, ServerInfo, Step
 from runner.steps import dag, enter, leave, prechecks, transport, verify, work
 
 STANDALONE = "standalone"
 DAG_MEMBER = "dag-member"
 
 P, E, W, X, V = Phase.PRECHECK, Phase.ENTER, Phase.WORK, Phase.EXIT, Phase.VERIFY
+# Two service restarts, then up to 5 min for Get-Queue (and on the way out 5 min more for the Submission queue).
+RESTART_TIMEOUT = 900.0
 
 
 def _check(key: str, title: str, run: Callable, *, gate: bool = True) -> Step:
@@ -45,7 +47,7 @@ def _prechecks(dag_member: bool) -> list[Step]:
     return steps
 
 
-def _enter(dag_member: bool, um: bool) -> list[Step]:
+def _enter(dag_member: bool, um: bool, options: Options) -> list[Step]:
     steps = [
         # Read-only, but the exit depends on it: an operator may not skip it.
         Step("enter.snapshot", E, "Save component votes" + (" and activation settings" if dag_member else ""),
@@ -55,7 +57,7 @@ def _enter(dag_member: bool, um: bool) -> list[Step]:
         # Restarting twice is harmless, so a crash mid-step may replay it; skippable: the operator can restart
         # transport by hand (it then picks up Draining).
         Step("enter.restart_transport", E, "Restart MSExchangeTransport and MSExchangeFrontEndTransport; wait "
-             "for Get-Queue", transport.restart_transport_enter),
+             "for Get-Queue", transport.restart_transport_enter, timeout=RESTART_TIMEOUT),
     ]
     if um:
         steps += [
@@ -69,7 +71,7 @@ def _enter(dag_member: bool, um: bool) -> list[Step]:
         steps.append(Step("enter.redirect_messages", E, "Redirect queued messages to a healthy peer",
                           transport.redirect_messages))
     steps.append(Step("enter.drain_queues", E, "Wait for the local queues to drain", transport.drain_queues,
-                      mutating=False))
+                      mutating=False, timeout=max(DEFAULT_STEP_TIMEOUT, options.queue_drain.total_timeout + 120)))
     if dag_member:
         steps += [
             Step("enter.suspend_cluster_node", E, "Pause the cluster node", dag.suspend_cluster_node),
@@ -113,7 +115,7 @@ def _exit(dag_member: bool, um: bool) -> list[Step]:
         Step("exit.release_votes", X, "Clear this run's remaining votes; report other requesters' votes",
              leave.release_votes, skippable=False),
         Step("exit.restart_transport", X, "Restart transport; Submission queue not Suspended",
-             transport.restart_transport_exit),
+             transport.restart_transport_exit, timeout=RESTART_TIMEOUT),
         Step("exit.start_pop_imap", X, "Start POP3/IMAP4 again if they ran before the window",
              leave.start_pop_imap),
     ]
@@ -144,7 +146,7 @@ def _maintenance(server: ServerInfo, options: Options) -> Plan:
     um = server.unified_messaging is not False
     steps = [
         *_prechecks(dag_member),
-        *_enter(dag_member, um),
+        *_enter(dag_member, um, options),
         Step("work.hold", W, "Wait for the operator's work-done report (until the window end)", work.hold,
              mutating=False),
         *_exit(dag_member, um),

@@ -23,7 +23,11 @@ from changes.states import State, TransitionNotAllowed
 log = logging.getLogger(__name__)
 
 SCHEDULER = "system:scheduler"
-# A run queued less than this long ago may simply be waiting in the queue behind another window: leave it be.
+# A decision's own message normally reaches a worker within moments; after this the sweep queues the run again (a
+# duplicate is harmless: the run's lease lets one worker through).
+NUDGE_AFTER = timedelta(seconds=10)
+# A run nobody holds, with no hold and no recorded decision, started less than this long ago may simply be waiting
+# in the queue behind another window: leave it be. (A start, a decision or an expired lease is not held back.)
 FRESH_START = timedelta(minutes=2)
 
 
@@ -68,14 +72,17 @@ def start_due_windows() -> list[int]:
 
 def resume_held_windows() -> list[int]:
     """Queue ``run_window`` for running changes nobody is running: a hold that is due (its ETA message lost or not
-    yet due) or a lease that expired because its worker died."""
+    yet due), an operator's decision recorded in the database whose message was lost (the broker was down), or a
+    lease that expired because its worker died or stopped heartbeating."""
     now = timezone.now()
     runs = (
         WindowRun.objects.filter(change__state=State.RUNNING, finished_at__isnull=True)
         .filter(Q(lock_owner="") | Q(lock_expires_at__isnull=True) | Q(lock_expires_at__lt=now))
-        .filter(Q(wake_at__isnull=True) | Q(wake_at__lte=now))
-        .filter(Q(lock_owner__gt="") | Q(wake_at__isnull=False) | Q(started_at__lt=now - FRESH_START)
-                | Q(started_at__isnull=True))
+        .filter(Q(wake_at__lte=now)
+                | Q(decision_waiting_since__lte=now - NUDGE_AFTER)
+                | Q(lock_owner__gt="")
+                | (Q(wake_at__isnull=True, decision_waiting_since__isnull=True)
+                   & (Q(started_at__lt=now - FRESH_START) | Q(started_at__isnull=True))))
         .values_list("change_id", flat=True)
     )
     queued = list(runs)

@@ -161,6 +161,9 @@ class PollResult:
     stalled: bool = False  # gave up for lack of progress rather than total time
 
 
+DEFAULT_STEP_TIMEOUT = 600.0
+
+
 @dataclass(frozen=True)
 class Step:
     """One step of a plan. ``run`` is check-then-set: read the server, act only if needed, verify."""
@@ -173,6 +176,9 @@ class Step:
     skippable: bool = True  # may an operator skip it after a failure?
     mutating: bool = True  # does it change the server? (dry runs run only non-mutating pre-checks)
     gate: bool = False  # a pre-check whose failure blocks the window unless an operator overrides with a reason
+    # How long one attempt may take, its polls included; the watchdog calls a step running past it (plus a grace)
+    # stalled. Most steps send a few commands; the waits are bounded by their Poll policies (at most 5 min each).
+    timeout: float = DEFAULT_STEP_TIMEOUT
 
 
 @dataclass(frozen=True)

@@ -33,8 +33,13 @@ def resume_held_windows() -> list[int]:
     return scheduler.resume_held_windows()
 
 
+@shared_task(name="runner.tasks.watch_runs")
+def watch_runs() -> dict[str, Any]:
+    return watchdog_module.watch_runs().as_dict()
+
+
 @shared_task(name="runner.tasks.watchdog")
 def watchdog() -> dict[str, Any]:
     report = watchdog_module.watchdog()
     return {"overrun": report.overrun, "left_in_maintenance": report.left_in_maintenance,
-            "unreachable": report.unreachable}
+            "unreachable": report.unreachable, **(report.runs.as_dict() if report.runs else {})}

@@ -13,11 +13,11 @@ import pytest
 from django.conf import settings
 from django.contrib.auth.models import Group, User
 from django.db import connection
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from changes.models import ApiClient, Server
 from tests.support.contract import ContractClient
+from tests.support.tokens import api_key
 from tests.support.workers import Workers
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -196,6 +196,10 @@ def payload(*, hours: float = 0, **overrides: Any) -> dict[str, Any]:
         "notify": ["exchange-team@example.com"],
     }
     body.update(overrides)
+    if body["change_type"] == "standard" and "standard_template" not in overrides:
+        from tests.support.catalogue import pre_approved
+
+        body["standard_template"] = pre_approved(body["servers"], plan=body.get("plan", "maintenance"))
     return body
 
 
@@ -207,8 +211,7 @@ def api() -> Callable[[User | None], APIClient]:
     def make(user: User | None) -> APIClient:
         client = ContractClient()
         if user is not None:
-            token, _ = Token.objects.get_or_create(user=user)
-            client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+            client.credentials(HTTP_AUTHORIZATION=f"Token {api_key(user)}")
         return client
 
     return make

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 from django.test import Client, override_settings
-from rest_framework.authtoken.models import Token
 
 from tests.conftest import make_user
+from tests.support.tokens import api_key
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_KEY = "dGVzdC1vbmx5LWtleS10ZXN0LW9ubHkta2V5LTMyYiE="
@@ -93,7 +93,7 @@ def test_admin_logins_are_locked_out_after_repeated_failures(settings) -> None:
 @pytest.mark.django_db
 def test_failed_api_tokens_are_throttled_per_client(settings) -> None:
     auditor = make_user("audrey", "auditor")
-    good = Token.objects.create(user=auditor).key
+    good = api_key(auditor)
     client = Client(REMOTE_ADDR="198.51.100.9")
     codes = [client.get("/api/v1/changes/", HTTP_AUTHORIZATION=f"Token wrong{i}").status_code
              for i in range(settings.AXES_FAILURE_LIMIT)]
@@ -109,7 +109,7 @@ def test_failed_api_tokens_are_throttled_per_client(settings) -> None:
 @pytest.mark.django_db
 def test_behind_a_proxy_clients_are_told_apart_by_forwarded_for(settings) -> None:
     auditor = make_user("audrey", "auditor")
-    good = Token.objects.create(user=auditor).key
+    good = api_key(auditor)
     proxy = Client(REMOTE_ADDR="10.0.0.2")
     with override_settings(EXMAINT_PROXY_COUNT=1):
         for i in range(settings.AXES_FAILURE_LIMIT):

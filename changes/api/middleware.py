@@ -10,7 +10,7 @@ from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import get_urlconf, is_valid_path
 
-from changes.request_context import reset_request_id, set_request_id
+from changes.request_context import reset_actor, reset_request_id, set_actor, set_request_id
 
 _SANE = re.compile(r"^[A-Za-z0-9._:\-]{1,64}$")
 
@@ -24,9 +24,11 @@ class RequestIdMiddleware:
         request_id = given if _SANE.match(given) else uuid.uuid4().hex
         request.request_id = request_id
         token = set_request_id(request_id)
+        actor = set_actor(lambda: getattr(request, "user", None))
         try:
             response = self.get_response(request)
         finally:
+            reset_actor(actor)
             reset_request_id(token)
         response["X-Request-ID"] = request_id
         return response

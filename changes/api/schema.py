@@ -21,6 +21,7 @@ ERROR_CODES: dict[str, str] = {
     "callback_url_refused": "the callback URL breaks the callback rules",
     "not_authenticated": "no credentials were given",
     "authentication_failed": "the token is wrong",
+    "token_expired": "the token has expired; ask for a new one (it is rotated, not extended)",
     "permission_denied": "the caller's role may not do this",
     "separation_of_duties": "the requester (or creator) may not approve their own change",
     "not_found": "no such resource (or not visible to the caller)",
@@ -32,6 +33,8 @@ ERROR_CODES: dict[str, str] = {
     "already_decided": "this approver has already decided",
     "schedule_conflict": "the window overlaps another change on a server; `conflicts` names them",
     "freeze_window": "the window falls in a freeze window",
+    "not_standard": "a standard change names no active standard-change template or does not fit it; `misfits` "
+                    "lists the fields that do not",
     "idempotency_conflict": "the same (source, external_ref) was sent before with a different body",
     "conflict": "the request conflicts with existing data",
     "report_tampered": "the stored report no longer matches its recorded SHA-256",
@@ -58,7 +61,8 @@ ERROR_SCHEMA: dict[str, Any] = {
     "type": "object",
     "description": "Every error answer has this shape. `code` is stable (see ErrorCodeEnum); `detail` is for people. "
                    "Some codes add keys: `errors` (invalid), `servers` (unknown_servers), `state` and `allowed` "
-                   "(transition_not_allowed), `conflicts` (schedule_conflict), `limit` (request_too_large), "
+                   "(transition_not_allowed), `conflicts` (schedule_conflict), `misfits` (not_standard), "
+                   "`limit` (request_too_large), "
                    "`retry_after` (database_unavailable).",
     "properties": {
         "code": {"$ref": "#/components/schemas/ErrorCodeEnum"},
@@ -66,6 +70,8 @@ ERROR_SCHEMA: dict[str, Any] = {
         "errors": {"type": "object", "additionalProperties": True,
                    "description": "invalid: each field (or non_field_errors) with its messages"},
         "retry_after": {"type": "integer", "description": "database_unavailable: seconds to wait"},
+        "misfits": {"type": "array", "items": {"type": "string"},
+                    "description": "not_standard: the fields that do not fit the standard-change template"},
     },
     "required": ["code", "detail"],
     "additionalProperties": True,

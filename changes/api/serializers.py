@@ -108,6 +108,12 @@ class ChangeCreateSerializer(StrictSerializer):
                                    default=list)
     callback_url = HttpUrlField(max_length=500, required=False, allow_blank=True, default="")
     notify_affected_mailboxes = serializers.BooleanField(required=False, default=False)
+    # No default: a body without it keeps the digest (idempotent replays) it had before the catalogue existed.
+    standard_template = serializers.RegexField(
+        r"^[a-z0-9][a-z0-9_-]*$", max_length=64, required=False, allow_blank=True,
+        help_text="Standard changes only, and required for them: the name of the standard-change template (catalogue "
+                  "entry) the change fits — same plan, servers among the template's servers or DAGs, risk at most "
+                  "its maximum, never high. A change that does not fit is refused (code not_standard).")
 
 
 class ChangeUpdateSerializer(ChangeCreateSerializer):
@@ -171,7 +177,10 @@ class CommandSerializer(serializers.Serializer):
     access = serializers.CharField(required=False)
     started_at = serializers.CharField(required=False)
     duration_ms = serializers.IntegerField(required=False)
-    outcome = serializers.CharField(required=False)
+    outcome = serializers.CharField(required=False, help_text=(
+        '"ok", "errors", "failed: <error>"; "sent" while the command is out (it is recorded before it is sent); '
+        '"sent, outcome unknown" when its attempt was interrupted before the answer was recorded: it may or may not '
+        "have run on the server."))
     attempt = serializers.IntegerField(required=False)
     via = serializers.CharField(required=False, allow_null=True)
 
@@ -219,7 +228,7 @@ class ChangeSerializer(serializers.ModelSerializer):
         fields = [
             "id", "number", "source", "external_ref", "title", "description", "change_type", "risk", "impact",
             "servers", "plan", "window_start", "window_end", "requested_by", "notify", "notify_affected_mailboxes",
-            "callback_url", "state",
+            "callback_url", "standard_template", "state",
             "next_states", "approvals_required", "approvals_received", "business_hours_warning",
             "freeze_override_reason", "close_code", "close_notes", "created_by", "created_at", "updated_at",
         ]
@@ -252,9 +261,14 @@ class ChangeDetailSerializer(ChangeSerializer):
     current_step = serializers.SerializerMethodField()
     # null until the work is reported done, and forever for changes that never ran to it
     work_done_at = serializers.DateTimeField(source="run.work_done_at", default=None, read_only=True, allow_null=True)
+    # An operator's decision (start, retry/skip/abort, work-done) recorded but not yet taken up by the runner (the
+    # broker or the workers may be down: it is acted on when they return); null once a worker took it.
+    decision_waiting_since = serializers.DateTimeField(source="run.decision_waiting_since", default=None,
+                                                       read_only=True, allow_null=True)
 
     class Meta(ChangeSerializer.Meta):
-        fields = [*ChangeSerializer.Meta.fields, "current_step", "work_done_at", "alerts", "approvals"]
+        fields = [*ChangeSerializer.Meta.fields, "current_step", "work_done_at", "decision_waiting_since", "alerts",
+                  "approvals"]
         read_only_fields = fields
 
     @extend_schema_field(CurrentStepSerializer(allow_null=True))

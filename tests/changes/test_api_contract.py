@@ -98,14 +98,13 @@ def test_the_declared_types_match_what_the_service_returns() -> None:
 
 
 def test_a_client_following_the_security_scheme_is_served(api, requester, servers) -> None:
-    from rest_framework.authtoken.models import Token
-
     from tests.support.contract import ContractClient
+    from tests.support.tokens import api_key
 
-    token, _ = Token.objects.get_or_create(user=requester)
+    key = api_key(requester)
     client = ContractClient()
-    assert client.post(CHANGES, payload(), format="json", HTTP_AUTHORIZATION=f"Bearer {token.key}").status_code == 201
-    assert client.get(CHANGES, HTTP_AUTHORIZATION=token.key).status_code == 401
+    assert client.post(CHANGES, payload(), format="json", HTTP_AUTHORIZATION=f"Bearer {key}").status_code == 201
+    assert client.get(CHANGES, HTTP_AUTHORIZATION=key).status_code == 401
 
 
 def _answer(path: str, body: object, status: int = 200) -> JsonResponse:

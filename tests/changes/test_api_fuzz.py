@@ -19,7 +19,6 @@ from django.core.signals import request_finished, request_started
 from django.db import close_old_connections
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from rest_framework.authtoken.models import Token
 from schemathesis import GenerationMode
 from schemathesis.config import SchemathesisConfig
 
@@ -27,6 +26,7 @@ from changes.models import Change
 from config.wsgi import application
 from tests.conftest import payload
 from tests.support.contract import exported_schema
+from tests.support.tokens import api_key
 
 pytestmark = pytest.mark.django_db
 
@@ -107,7 +107,7 @@ def wsgi_in_test_transaction(change_id) -> Iterator[None]:
 
 @pytest.fixture
 def tokens(requester, alice, operator, auditor) -> list[str]:
-    return [Token.objects.get_or_create(user=user)[0].key for user in (requester, alice, operator, auditor)]
+    return [api_key(user) for user in (requester, alice, operator, auditor)]
 
 
 @pytest.fixture

@@ -18,7 +18,6 @@ import pytest
 from django.core.handlers.wsgi import WSGIHandler
 from django.core.signals import request_finished, request_started
 from django.db import close_old_connections
-from rest_framework.authtoken.models import Token
 
 from changes.models import Change
 from runner.api import DryRunView
@@ -27,6 +26,7 @@ from tests.conftest import payload
 from tests.reports.support import ended_window
 from tests.runner.engine.support import Hooks, build_test_plan, organisation, sim_factory
 from tests.support.contract import exported_schema
+from tests.support.tokens import api_key
 
 pytestmark = pytest.mark.django_db
 
@@ -85,9 +85,8 @@ def client_for(generated: ModuleType):  # noqa: ANN201
     talking to this process's Django over WSGI (the test database, no server to start)."""
 
     def make(user: Any) -> Any:
-        token, _ = Token.objects.get_or_create(user=user)
         return generated.AuthenticatedClient(
-            base_url="http://testserver", token=token.key, raise_on_unexpected_status=True,
+            base_url="http://testserver", token=api_key(user), raise_on_unexpected_status=True,
             httpx_args={"transport": httpx.WSGITransport(app=_in_process_wsgi)})
 
     return make

@@ -10,7 +10,8 @@ from django.utils import timezone
 from changes import run_services, services
 from changes.errors import InvalidRequest, NotPermitted, StateConflict
 from changes.models import Alert, AuditEvent, Change, Pause, StepRun, WindowRun
-from changes.states import State, TransitionNotAllowed
+from changes.states import State
+from tests.support.catalogue import pre_approved
 
 pytestmark = pytest.mark.django_db
 
@@ -30,6 +31,7 @@ def open_change(requester, *, minutes_ago: int = 5, hours: int = 2, **extra) -> 
             "change_type": "standard", "risk": "low", "impact": "low", "servers": ["EX01"], "plan": "maintenance",
             "window_start": start, "window_end": start + timedelta(hours=hours), "requested_by": "carol",
             "notify": [], "callback_url": "", **extra}
+    data.setdefault("standard_template", pre_approved(data["servers"]))
     return services.change_create(actor=requester, data=data)[0]
 
 
@@ -155,7 +157,9 @@ def test_decisions_need_an_operator_a_reason_and_a_paused_window(requester, serv
     with pytest.raises(InvalidRequest):
         run_services.change_resume(change, actor=operator, action="ignore", reason="x")
     run_services.change_resume(change, actor=operator, action="retry", reason="ok")
-    with pytest.raises(TransitionNotAllowed):
+    # Posted again (the operator saw nothing happen yet): the answer says which decision stands and whether the
+    # runner has taken it up.
+    with pytest.raises(StateConflict, match=r"running again: user:olga decided retry at .* \(waiting for the runner"):
         run_services.change_resume(Change.objects.get(pk=change.pk), actor=operator, action="retry", reason="again")
 
 

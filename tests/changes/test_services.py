@@ -20,6 +20,7 @@ from changes.errors import (
 from changes.models import AuditEvent, Change, FreezeWindow
 from changes.states import State, TransitionNotAllowed
 from tests.conftest import make_user, window
+from tests.support.catalogue import pre_approved
 
 pytestmark = pytest.mark.django_db
 
@@ -32,6 +33,8 @@ def create(actor, *, servers=("EX01",), change_type="normal", risk="medium", ref
         "risk": risk, "impact": "medium", "servers": list(servers), "plan": "maintenance", "window_start": start,
         "window_end": end, "requested_by": "carol@example.com", "notify": [], "callback_url": "", **extra,
     }
+    if change_type == "standard" and "standard_template" not in extra:
+        data["standard_template"] = pre_approved(servers)
     return services.change_create(actor=actor, data=data)
 
 
@@ -323,14 +326,14 @@ def test_renaming_the_requester_after_approval_voids_it(requester, servers, alic
 
 
 def test_downgrading_to_standard_reschedules_without_approval(requester, servers, alice, bob) -> None:
-    change, _ = create(requester, risk="high")
+    change, _ = create(requester, risk="low")
     services.change_approve(change, actor=alice, comment="ok")
-    services.change_approve(change, actor=bob, comment="ok")
-    change = services.change_update(change, actor=requester, data={"change_type": "standard"})
+    change = services.change_update(change, actor=requester, data={
+        "change_type": "standard", "standard_template": pre_approved(["EX01"])})
     assert change.state == State.SCHEDULED
     actions = list(AuditEvent.objects.filter(object_id=str(change.pk)).values_list("action", "reason"))
     assert actions[-3:] == [
-        ("change.approvals_voided", "change_type changed after approval"),
+        ("change.approvals_voided", "change_type, standard_template changed after approval"),
         ("change.transition", "edited after approval: approval required again"),
         ("change.transition", "standard change: pre-approved"),
     ]

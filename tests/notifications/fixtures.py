@@ -24,6 +24,7 @@ from exchange_sim.session import SimulatorSession
 from notifications import dispatch
 from notifications.models import Delivery
 from tests.conftest import window
+from tests.support.catalogue import pre_approved
 
 logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every connection at INFO
 
@@ -176,7 +177,8 @@ def create(requester, *, ref: str = "CHG0040001", hours: float = 0.0, change_typ
         "source": "servicenow", "external_ref": ref, "title": "Install CU15", "description": "",
         "change_type": change_type, "risk": risk, "impact": "medium", "servers": list(servers),
         "plan": "maintenance", "window_start": start, "window_end": end, "requested_by": requested_by,
-        "notify": list(notify), "callback_url": callback_url, "notify_affected_mailboxes": affected})
+        "notify": list(notify), "callback_url": callback_url, "notify_affected_mailboxes": affected,
+        **({"standard_template": pre_approved(servers)} if change_type == "standard" else {})})
     return change
 
 

@@ -242,3 +242,28 @@ def test_a_notification_sent_again_in_doubt_says_it_may_have_arrived_twice(compl
     assert [(r.recipients, r.status) for r in rows] == [
         ("10 (batch 1/2)", "sent"),
         ("10 (batch 2/2)", "sent again after a worker stopped mid-send: may have arrived twice")]
+
+
+def test_commands_of_an_interrupted_attempt_read_sent_outcome_unknown_in_the_appendix_and_the_issues(
+        completed) -> None:
+    """Issue 24 item 3: a command recorded before it was sent whose answer never was (the worker died) is shown as
+    such, not dropped and not shown as done."""
+    from changes.models import StepRun
+
+    step = StepRun.objects.get(change=completed, key="enter.restart_transport")
+    step.commands = [
+        {"cmdlet": "Restart-Service", "parameters": {"Name": "MSExchangeTransport"}, "endpoint": "default",
+         "outcome": "sent, outcome unknown", "step_attempt": 1, "duration_ms": 0},
+        {"cmdlet": "Get-Service", "parameters": {"Name": "MSExchangeTransport"}, "endpoint": "default",
+         "outcome": "ok", "objects": 1, "step_attempt": 2, "duration_ms": 30},
+    ]
+    step.save()
+    data = data_of(completed)
+    block = next(b for b in data.commands if "Restart MSExchangeTransport" in b.step)
+    assert block.lines[0].outcome.startswith("SENT, OUTCOME UNKNOWN: the attempt was interrupted")
+    assert "SENT, OUTCOME UNKNOWN" in block.log and "1 command(s) of this step were sent by an interrupted" in (
+        block.note)
+    assert block.lines[1].outcome == "ok, 1 object(s)"
+    [row] = [r for r in data.issues if "outcome unknown" in r.seen]
+    assert row.seen == "sent by an interrupted attempt, outcome unknown: Restart-Service -Name MSExchangeTransport"
+    assert (row.kind, row.decision) == ("anomaly", "automatic: the step ran again and re-verified the server")

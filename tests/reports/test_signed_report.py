@@ -3,6 +3,7 @@ throw-away PKI made at test time), its evidence inside, verified offline by ``ex
 detected and named."""
 from __future__ import annotations
 
+import base64
 import json
 import re
 from collections.abc import Callable
@@ -82,8 +83,8 @@ def test_a_fresh_signed_report_verifies_offline(window_fixture, request, signing
     events = list(audit_events_for(change).filter(seq__lte=change.report.head_seq))  # not report.generated
     assert [e["seq"] for e in result.evidence["events"]] == [e.seq for e in events]
     assert "each event links to the change's previous one" in text
-    assert result.evidence["anchors"] == []  # no anchors module yet: said, not hidden
-    assert "anchors    none" in text
+    if not result.evidence["anchors"]:  # none written in these tests unless a TSA stamped a window's end
+        assert "anchors    none" in text
     assert SECRET not in json.dumps(result.evidence)
     steps = result.evidence["steps"]
     assert len(steps) == change.steps.count() and any(s["decision"] == "skip" or s["decision"] == "abort"
@@ -244,34 +245,38 @@ def test_an_unsigned_report_does_not_verify(completed, settings, pki) -> None:
     assert not result.ok and result.problem == "the PDF is not signed"
 
 
-def test_an_anchor_is_checked_with_its_time_stamp_token(completed, signing, monkeypatch) -> None:
-    """The anchors section: a token over the text naming the anchored head verifies; one over another head does not."""
-    import base64
-    import hashlib
-
+def test_an_anchor_is_checked_with_its_time_stamp_token(completed, signing) -> None:
+    """The anchor covering the change's last event (changes.anchors) is embedded with its RFC 3161 token, whose
+    imprint is the anchored hash; it verifies offline. A token over another hash does not."""
     from asn1crypto import algos, tsp
+    from django.utils import timezone
+
+    from changes.models import AuditAnchor
 
     with LocalTsa(signing) as tsa:
-        def token_for(text: str) -> str:
+        def token_for(digest: str) -> bytes:
             request = tsp.TimeStampReq({"version": 1, "message_imprint": tsp.MessageImprint({
                 "hash_algorithm": algos.DigestAlgorithm({"algorithm": "sha256"}),
-                "hashed_message": hashlib.sha256(text.encode()).digest()}), "cert_req": True})
-            return base64.b64encode(tsa.stamper.request_tsa_response(request)["time_stamp_token"].dump()).decode()
+                "hashed_message": bytes.fromhex(digest)}), "cert_req": True})
+            return tsa.stamper.request_tsa_response(request)["time_stamp_token"].dump()
 
         head = AuditHead.objects.get(id=1)
-        good = f"exmaint-audit-head:{head.seq}:{head.hash}"
-        entry = {"seq": head.seq, "hash": head.hash, "imprint_text": good, "token": token_for(good)}
-        monkeypatch.setattr("reports.evidence.anchors_covering", lambda seq: [entry])
+        event = AuditEvent.objects.get(seq=head.seq)
+        AuditAnchor.objects.create(seq=head.seq, hash=head.hash, event_created_at=event.created_at,
+                                   created_at=timezone.now(), reason="window end", sinks=["file"],
+                                   tsa_token=token_for(head.hash), tsa_time=timezone.now())
         result = _check(_stored(completed), signing)
         assert result.ok, result.text()
         assert f"anchor     ok: chain head #{head.seq} time-stamped" in result.text()
+        assert result.evidence["anchors"][0]["seq"] == head.seq
 
-        head = AuditHead.objects.get(id=1)  # report.generated came after: re-signing builds from this head
-        claimed = f"exmaint-audit-head:{head.seq}:{head.hash}"
-        forged = {"seq": head.seq, "hash": head.hash, "imprint_text": claimed,
-                  "token": token_for(f"exmaint-audit-head:{head.seq}:{'0' * 64}")}
-        result = _check(_resigned(completed, lambda ev: ev.update(anchors=[forged])), signing)
-        assert not result.ok and result.problem == f"anchor #{head.seq}: its time-stamp token does not verify"
+        def forge(ev: dict[str, Any]) -> None:  # re-signed at the newer head (report.generated): anchor that one
+            ev["anchors"] = [{"seq": ev["change_head"]["seq"], "hash": ev["change_head"]["hash"],
+                              "token": base64.b64encode(token_for("0" * 64)).decode()}]
+
+        result = _check(_resigned(completed, forge), signing)
+        assert not result.ok
+        assert result.problem == f"anchor #{AuditHead.objects.get(id=1).seq}: its time-stamp token does not verify"
 
 
 def test_the_verifier_hashes_as_the_chain_does(completed) -> None:

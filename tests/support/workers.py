@@ -33,9 +33,10 @@ class Workers:
         self.log_dir = log_dir
         self.started: list[tuple[subprocess.Popen, Path]] = []
 
-    def start(self, name: str, *, app: str, settings_module: str = "config.test_settings",
+    def start(self, name: str, *, app: str, settings_module: str = "config.test_settings", beat: bool = False,
               **env: str) -> subprocess.Popen:
-        """``celery -A <app> worker`` named ``name@host``; ``env`` adds to (or overrides) the worker's environment."""
+        """``celery -A <app> worker`` named ``name@host``; ``env`` adds to (or overrides) the worker's environment.
+        ``beat``: the worker also runs Celery beat with the project's schedule (as ``manage.py serve`` does)."""
         environment = {
             **os.environ, "DJANGO_SETTINGS_MODULE": settings_module, "DATABASE_URL": database_url(),
             "CELERY_BROKER_URL": settings.CELERY_BROKER_URL, "EXMAINT_TASK_QUEUE": settings.CELERY_TASK_DEFAULT_QUEUE,
@@ -47,7 +48,8 @@ class Workers:
             process = subprocess.Popen(
                 [sys.executable, "-m", "celery", "-A", app, "worker", "-Q", settings.CELERY_TASK_DEFAULT_QUEUE,
                  "--pool", "prefork", "-c", "1", "-n", f"{name}@%h", "--without-gossip", "--without-mingle",
-                 "-l", "info"],
+                 "-l", "info", *(["--beat", "--schedule", str(self.log_dir / f"beat-{uuid.uuid4().hex[:6]}")]
+                                 if beat else [])],
                 cwd=ROOT, env=environment, start_new_session=True, stdout=out, stderr=subprocess.STDOUT,
             )
         self.started.append((process, log))

@@ -39,8 +39,8 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand, CommandError
-from rest_framework.authtoken.models import Token
 
+from changes import tokens
 from changes.models import ApiClient
 from devtools.pki import LocalTsa, make_pki
 from devtools.sinks import CallbackReceiver, MailSink
@@ -254,7 +254,8 @@ class Command(BaseCommand):
         user, _ = get_user_model().objects.get_or_create(username=name, defaults={"email": f"{name}@contoso.com"})
         user.groups.set(Group.objects.filter(name__in=roles))
         ApiClient.objects.get_or_create(user=user, defaults={"source": source})
-        return Token.objects.get_or_create(user=user)[0].key
+        # Keys are stored hashed and shown once: each demo run issues its identities fresh ones.
+        return tokens.token_issue(user, actor="system:demo").key
 
     def _spawn(self, label: str, argv: list[str], env: dict[str, str]) -> None:
         log = open(self.var / f"demo-{label}.log", "w")  # noqa: SIM115 - closed with the process at the end

@@ -33,6 +33,7 @@ from runner.step_types import (
     StepFailed,
     StepOutcome,
 )
+from tests.support.catalogue import pre_approved
 
 MUTATING_VERBS = ("Set-", "Suspend-", "Resume-", "Restart-", "Redirect-", "Move-", "Start-", "Stop-")
 
@@ -71,6 +72,7 @@ class Hooks:
     crash_after: set[str] = field(default_factory=set)  # the worker "dies" once the step has acted
     block: dict[str, threading.Event] = field(default_factory=dict)  # wait for the event before acting
     entered: dict[str, threading.Event] = field(default_factory=dict)  # set when the step starts
+    on_enter: dict[str, Callable[[], None]] = field(default_factory=dict)  # called when the step starts
     runs: Counter = field(default_factory=Counter)
     wait_seconds: float = 0.0  # the "settle" step polls this long (real seconds under RealClock)
 
@@ -101,6 +103,8 @@ def build_test_plan(hooks: Hooks) -> Callable[[str, ServerInfo, Options], Plan]:
             hooks.runs[key] += 1
             if key in hooks.entered:
                 hooks.entered[key].set()
+            if key in hooks.on_enter:
+                hooks.on_enter[key]()
             if key in hooks.block:
                 hooks.block[key].wait(timeout=30)
             if key in hooks.explode:
@@ -186,6 +190,7 @@ def open_change(requester: Any, servers: tuple[str, ...] = ("EX01",), ref: str =
         "risk": "low", "impact": "low", "servers": list(servers), "plan": "maintenance",
         "window_start": now - timedelta(minutes=5), "window_end": now + timedelta(hours=2),
         "requested_by": "carol@example.com", "notify": [], "callback_url": "",
+        "standard_template": pre_approved(servers),
     })
     return change
 

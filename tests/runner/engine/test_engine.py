@@ -256,8 +256,14 @@ def test_a_non_idempotent_step_found_half_done_pauses_for_an_operator(requester,
         run(change, engine_kwargs)
     assert run(change, engine_kwargs, worker="w2") == "paused"
     swo = StepRun.objects.get(change=change, key="enter.swo_inactive")
-    assert (swo.status, swo.error) == (S.FAILED, HALF_DONE)
+    # Issue 24 item 3: the re-verifying read was sent, its answer never recorded (the worker died first).
+    assert (swo.status, swo.error) == (S.FAILED, HALF_DONE.replace(
+        "; check the server", "; sent by the interrupted attempt with no recorded outcome: Get-ServerComponentState "
+        "-Identity EX01 -Component ServerWideOffline; check the server"))
     assert "the database was unreachable" in swo.error and swo.error.endswith("; check the server")
+    assert [(c["cmdlet"], c["outcome"]) for c in swo.commands] == [
+        ("Get-ServerComponentState", "ok"), ("Set-ServerComponentState", "ok"),
+        ("Get-ServerComponentState", "sent, outcome unknown")]
     assert (Pause.objects.get(change=change).code, Pause.objects.get(change=change).step) == (Pause.Reason.HALF_DONE,
                                                                                               swo)
     change_resume(change, actor=operator, action="retry", reason="checked: ServerWideOffline is Inactive")

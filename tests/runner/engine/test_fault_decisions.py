@@ -33,6 +33,7 @@ from exchange_sim.transport import BOOTLOADER_SECONDS
 from runner.clock import SimulatedClock
 from runner.engine import run_window
 from runner.scheduler import start_due_windows
+from tests.support.catalogue import pre_approved
 
 from .support import maintenance_leftovers, mutating_commands, organisation
 
@@ -178,6 +179,7 @@ def open_window(serve, requester, operator):
             "change_type": "standard", "risk": "low", "impact": "low", "servers": [name], "plan": "maintenance",
             "window_start": now - timedelta(minutes=1), "window_end": now + timedelta(hours=4),
             "requested_by": "carol@example.com", "notify": [], "callback_url": "",
+            "standard_template": pre_approved([name]),
         })
         change.servers.filter(name=name).update(version=f"Exchange Server {version}")
         if options:

@@ -16,6 +16,7 @@ from changes.states import State
 from runner.clock import SimulatedClock
 from runner.engine import run_window
 from runner.scheduler import start_due_windows
+from tests.support.catalogue import pre_approved
 
 from .support import mutating_commands, organisation
 
@@ -36,6 +37,7 @@ def scheduled(requester, server: str = "EX01", ref: str = "CHG-FULL"):
         "change_type": "standard", "risk": "low", "impact": "low", "servers": [server], "plan": "maintenance",
         "window_start": now - timedelta(minutes=1), "window_end": now + timedelta(hours=4),
         "requested_by": "carol@example.com", "notify": [], "callback_url": "",
+        "standard_template": pre_approved([server]),
     })
     assert change.state == State.SCHEDULED
     return change

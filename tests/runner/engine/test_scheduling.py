@@ -15,6 +15,7 @@ from changes.states import State
 from runner import scheduler
 from runner.engine import run_window
 from runner.watchdog import watchdog
+from tests.support.catalogue import pre_approved
 
 from .support import mutating_commands, running_change, sim_factory
 
@@ -36,7 +37,7 @@ def scheduled_change(requester, *, start_in: timedelta, hours: float = 2, ref: s
         "source": "servicenow", "external_ref": ref, "title": "Patch", "description": "", "change_type": "standard",
         "risk": "low", "impact": "low", "servers": [server], "plan": "maintenance", "window_start": start,
         "window_end": start + timedelta(hours=hours), "requested_by": "carol@example.com", "notify": [],
-        "callback_url": "",
+        "callback_url": "", "standard_template": pre_approved([server]),
     })
     assert change.state == State.SCHEDULED
     return change
@@ -99,6 +100,21 @@ def test_due_holds_and_runs_of_dead_workers_are_queued_again(requester, servers)
     WindowRun.objects.filter(change=dead).update(lock_expires_at=now + timedelta(minutes=5))
     with mock.patch("runner.scheduler.current_app.send_task"):
         assert scheduler.resume_held_windows() == []
+
+
+def test_a_parked_hold_whose_work_done_message_was_lost_is_queued_again(requester, servers) -> None:
+    """Issue 24: the work-done report's message was lost to a broker outage; the hold would otherwise sleep until
+    the window's end."""
+    held = running_change(requester)
+    now = timezone.now()
+    WindowRun.objects.filter(change=held).update(wake_at=now + timedelta(hours=1), lock_owner="",
+                                                 started_at=now - timedelta(minutes=30))
+    with mock.patch("runner.scheduler.current_app.send_task"):
+        assert scheduler.resume_held_windows() == []
+    WindowRun.objects.filter(change=held).update(work_done_at=now)
+    with mock.patch("runner.scheduler.current_app.send_task") as send:
+        assert scheduler.resume_held_windows() == [held.pk]
+    send.assert_called_once_with("runner.tasks.run_window", args=[held.pk])
 
 
 def test_a_just_started_run_is_left_to_its_own_message(requester, servers) -> None:

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('changes', '0013_merge_parallel_work'),
+        ('changes', '0018_merge_decisions'),
     ]
 
     operations = [
