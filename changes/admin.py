@@ -349,7 +349,7 @@ class AuditEventAdmin(admin.ModelAdmin):
     search_fields = ["actor", "object_id", "request_id", "hash"]
     ordering = ["-seq"]
     readonly_fields = ["seq", "created_at", "actor", "request_id", "action", "object_type", "object_id", "changes",
-                       "reason", "prev_hash", "hash"]
+                       "reason", "change_prev_hash", "prev_hash", "hash"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -62,7 +62,7 @@ def canonical(event: dict[str, Any]) -> bytes:
 
 
 def _event_body(ev: AuditEvent) -> dict[str, Any]:
-    return {
+    body = {
         "seq": ev.seq,
         "created_at": ev.created_at.astimezone(UTC).isoformat(),
         "actor": ev.actor,
@@ -73,6 +73,28 @@ def _event_body(ev: AuditEvent) -> dict[str, Any]:
         "changes": ev.changes,
         "reason": ev.reason,
     }
+    if ev.change_prev_hash is not None:  # events from before the per-change link hash as they always did
+        body["change_prev_hash"] = ev.change_prev_hash
+    return body
+
+
+def _change_links(pending: list[AuditEvent]) -> dict[str, str]:
+    """The per-change link for a batch: each change's latest event hash on the chain (absent: its first event is
+    GENESIS-linked). Read under the chain lock, so nobody appends in between. A change whose first event in the
+    batch is its creation has nothing before it: no query (the create path's statement budget)."""
+    first_action: dict[str, str] = {}
+    for ev in pending:
+        if ev.object_type == "change":
+            first_action.setdefault(ev.object_id, ev.action)
+    links: dict[str, str] = {}
+    for object_id, action in first_action.items():
+        if action == "change.created":
+            continue
+        last = (AuditEvent.objects.filter(object_type="change", object_id=object_id).order_by("-seq")
+                .values_list("hash", flat=True).first())
+        if last:
+            links[object_id] = last
+    return links
 
 
 def compute_hash(prev_hash: str, body: dict[str, Any]) -> str:
@@ -131,10 +153,15 @@ def _write(pending: list[AuditEvent]) -> None:
         seq, prev = _chain_head()
         # Microseconds survive both PostgreSQL and SQLite, so the stored time re-hashes identically.
         now = timezone.now().astimezone(UTC)
+        links = _change_links(pending)
         for ev in pending:
             seq += 1
             ev.seq, ev.created_at, ev.prev_hash = seq, now, prev
+            if ev.object_type == "change":
+                ev.change_prev_hash = links.get(ev.object_id, GENESIS)
             ev.hash = prev = compute_hash(prev, _event_body(ev))
+            if ev.object_type == "change":
+                links[ev.object_id] = ev.hash
         if connection.vendor == "postgresql":
             _insert_moving_head(pending)
         else:
@@ -145,7 +172,7 @@ def _write(pending: list[AuditEvent]) -> None:
 
 
 _INSERT_COLUMNS = ("seq", "created_at", "actor", "request_id", "action", "object_type", "object_id", "changes",
-                   "reason", "prev_hash", "hash")
+                   "reason", "change_prev_hash", "prev_hash", "hash")
 
 
 def _insert_moving_head(pending: list[AuditEvent]) -> None:
@@ -206,7 +233,8 @@ class VerifyResult:
     head_found: bool | None = None
 
 
-# The hashed fields, in the order verify() reads them (then prev_hash and hash); _event_body() names the same.
+# The hashed fields, in the order verify() reads them (then change_prev_hash when set, prev_hash and hash);
+# _event_body() names the same.
 _BODY_FIELDS = ("seq", "created_at", "actor", "request_id", "action", "object_type", "object_id", "changes", "reason")
 
 
@@ -245,15 +273,18 @@ _PG_SELECT = """
     SELECT seq, to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS')
               || CASE WHEN extract(microseconds FROM created_at)::bigint % 1000000 = 0 THEN ''
                       ELSE to_char(created_at AT TIME ZONE 'UTC', '.US') END || '+00:00',
-           actor, request_id, action, object_type, object_id, changes::text, reason, prev_hash, hash
+           actor, request_id, action, object_type, object_id, changes::text, reason, change_prev_hash, prev_hash,
+           hash
     FROM changes_auditevent ORDER BY seq"""
 
 
 def _orm_rows() -> Iterator[tuple[Any, ...]]:
-    rows = AuditEvent.objects.order_by("seq").values_list(*_BODY_FIELDS, "prev_hash", "hash").iterator(chunk_size=5000)
-    for seq, created_at, actor, request_id, action, object_type, object_id, changes, reason, prev_hash, digest in rows:
+    rows = AuditEvent.objects.order_by("seq").values_list(
+        *_BODY_FIELDS, "change_prev_hash", "prev_hash", "hash").iterator(chunk_size=5000)
+    for seq, created_at, actor, request_id, action, object_type, object_id, changes, reason, change_prev, prev_hash, \
+            digest in rows:
         yield (seq, _jsonable(created_at), actor, request_id, action, object_type, object_id, json.dumps(changes),
-               reason, prev_hash, digest)
+               reason, change_prev, prev_hash, digest)
 
 
 def _pg_rows() -> Iterator[tuple[Any, ...]]:
@@ -267,22 +298,24 @@ def _pg_rows() -> Iterator[tuple[Any, ...]]:
 def _verify_rows(rows: Iterable[tuple[Any, ...]], anchor: tuple[int, str] | None,
                  expected_head: str | None) -> VerifyResult:
     """``rows``: (seq, created_at as its canonical text, actor, request_id, action, object_type, object_id, changes
-    as JSON text, reason, prev_hash, hash), in seq order."""
+    as JSON text, reason, change_prev_hash or None, prev_hash, hash), in seq order."""
     prev = GENESIS
     count = 0
     head_found = None if expected_head is None else False
     sha256, text = hashlib.sha256, _json_string
     changes_json = _ChangesCache()
-    for seq, created_at, actor, request_id, action, object_type, object_id, changes, reason, prev_hash, digest \
-            in rows:
+    for seq, created_at, actor, request_id, action, object_type, object_id, changes, reason, change_prev, \
+            prev_hash, digest in rows:
         count += 1
         if seq != count:
             problem = "missing or inserted event(s)" if seq > count else "duplicate sequence number"
             return VerifyResult(False, count - 1, prev, seq, f"expected seq {count}, found {seq}: {problem}")
         if prev_hash != prev:
             return VerifyResult(False, count - 1, prev, seq, "prev_hash does not match the previous event's hash")
-        # canonical() of the event body, written out: its keys in sorted order, each value as the encoder puts it.
-        line = (f'{{"action":{text(action)},"actor":{text(actor)},"changes":{changes_json[changes]},'
+        # canonical() of the event body, written out: its keys in sorted order, each value as the encoder puts it
+        # (change_prev_hash sorts between actor and changes; events from before the per-change link lack it).
+        link = "" if change_prev is None else f'"change_prev_hash":{text(change_prev)},'
+        line = (f'{{"action":{text(action)},"actor":{text(actor)},{link}"changes":{changes_json[changes]},'
                 f'"created_at":"{created_at}","object_id":{text(object_id)},"object_type":{text(object_type)},'
                 f'"reason":{text(reason)},"request_id":{text(request_id)},"seq":{seq}}}')
         if sha256(f"{prev}\n{line}".encode()).hexdigest() != digest:

@@ -480,6 +480,10 @@ class AuditEvent(models.Model):
     changes = models.JSONField(default=dict, help_text="Changed fields: {field: [before, after]}")
     reason = models.TextField(blank=True)
     prev_hash = models.CharField(max_length=64)
+    # The change's own chain: the hash of the same change's previous event (GENESIS for its first), so one change's
+    # events prove their completeness and order without the other changes' events (the report's evidence). Null for
+    # events of other objects and for events written before the column existed; hashed only when set.
+    change_prev_hash = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001 - null: not hashed
     hash = models.CharField(max_length=64, unique=True)
 
     class Meta:

@@ -316,6 +316,21 @@ if EXMAINT["KRB5_CONFIG"]:
 if EXMAINT["TLS_CA_BUNDLE"] and not Path(EXMAINT["TLS_CA_BUNDLE"]).is_file():
     raise ImproperlyConfigured(f"EXMAINT_TLS_CA_BUNDLE={EXMAINT['TLS_CA_BUNDLE']!r} is not a file")
 
+# The report-signing certificate (PEM: the certificate, then its chain) and its private key (PEM, normally encrypted
+# with EXMAINT_REPORT_SIGNING_KEY_PASSWORD, a secret). Unset: reports are not signed, and say so. The TSA time-stamps
+# the signature when set. Rotation: README, "For auditors".
+EXMAINT_REPORTS = {
+    "SIGNING_CERT": env_str("EXMAINT_REPORT_SIGNING_CERT", "") or "",
+    "SIGNING_KEY": env_str("EXMAINT_REPORT_SIGNING_KEY", "") or "",
+    "SIGNING_KEY_PASSWORD": env_secret("EXMAINT_REPORT_SIGNING_KEY_PASSWORD") or "",
+    "TSA_URL": env_str("EXMAINT_TSA_URL", "") or "",
+}
+if bool(EXMAINT_REPORTS["SIGNING_CERT"]) != bool(EXMAINT_REPORTS["SIGNING_KEY"]):
+    raise ImproperlyConfigured("EXMAINT_REPORT_SIGNING_CERT and EXMAINT_REPORT_SIGNING_KEY go together")
+for _name in ("SIGNING_CERT", "SIGNING_KEY"):
+    if EXMAINT_REPORTS[_name] and not Path(EXMAINT_REPORTS[_name]).is_file():
+        raise ImproperlyConfigured(f"EXMAINT_REPORT_{_name}={EXMAINT_REPORTS[_name]!r} is not a file")
+
 if EXMAINT_NOTIFICATIONS["LEASE_SECONDS"] <= 2 * EMAIL_TIMEOUT:
     # A live worker blocked in SMTP must never lose its lease to a second worker (that could send a batch twice).
     raise ImproperlyConfigured("EXMAINT_NOTIFY_LEASE_SECONDS must be more than twice EMAIL_TIMEOUT")

@@ -11,6 +11,7 @@ notifications, the audit trail). This module reads the rows once and puts them t
 """
 from __future__ import annotations
 
+import json
 from dataclasses import fields, is_dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -22,6 +23,7 @@ from changes.states import WINDOW_ENDED
 
 from .appendix import audit_rows, clock_note, command_blocks, notification_rows
 from .data import AnchorNote, ApprovalRow, PrecheckRow, ReportData, ServerRow, StepRow
+from .evidence import build_evidence, dumps, summary
 from .formatting import REDACTED, clip, command_text, fmt_dt, fmt_duration, person, span, status_words
 from .issues import issue_rows, step_outcome
 from .standard import standard_template_text
@@ -178,4 +180,13 @@ def build_report_data(change_id: int, *, head_seq: int, head_hash: str) -> Repor
         clock_note=clock_note(steps, actual_end), standard_template=standard_template_text(change, head_seq),
         anchor=_anchor_note(events[-1].seq if events else 0, head_seq),
     )
-    return _scrub(data, _secrets(change))
+    secrets = _secrets(change)
+    data = _scrub(data, secrets)
+    data.approval_count = len(data.approvals)
+    evidence = build_evidence(data, secrets=secrets, redacted=REDACTED)
+    data.change_events = evidence["change_head"]["events"]
+    data.change_head_seq, data.change_head_hash = evidence["change_head"]["seq"], evidence["change_head"]["hash"]
+    data.offline_verify_command = f"exmaint-verify {data.number}.pdf --trust <CA certificate(s).pem>"
+    data.evidence_json = dumps(evidence)
+    data.summary_json = json.dumps(summary(data, evidence), sort_keys=True, separators=(",", ":"))
+    return data

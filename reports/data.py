@@ -179,6 +179,14 @@ class ReportData:
     ended_at: datetime  # the window's end: also the PDF's fixed creation date
     ended_at_text: str
     clock_note: str = ""  # Appendix B: the command times run ahead of the window (the engine's clock was scaled)
+    approval_count: int = 0  # approvers' decisions recorded (valid and voided)
+    # The change's own chain (each event links to the change's previous one): its events and its last event.
+    change_events: int = 0
+    change_head_seq: int = 0
+    change_head_hash: str = ""
+    evidence_json: str = ""  # embedded in the PDF as exmaint-evidence.json (reports.evidence)
+    summary_json: str = ""  # the printed figures, machine-readable: the PDF's exmaint-summary metadata
+    offline_verify_command: str = ""
     standard_template: str = ""  # the catalogue entry a standard change fits, its work and its approval
     anchor: AnchorNote | None = None  # the external anchor covering the change's last event (changes/anchors.py)
 

@@ -12,11 +12,13 @@ import hashlib
 import logging
 import os
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from django.template.loader import render_to_string
 
 from .context import ReportData
+from .evidence import FILE_NAME
 
 # WeasyPrint logs every layout step and page at INFO; the project's root logger is at INFO.
 logging.getLogger("weasyprint.progress").setLevel(logging.WARNING)
@@ -45,17 +47,26 @@ def pdf_identifier(data: ReportData) -> bytes:
     return hashlib.sha256(f"{data.number}\n{data.head_hash}".encode()).hexdigest()[:32].encode()
 
 
-def render_pdf(html: str, *, identifier: bytes) -> RenderedPdf:
-    """HTML → PDF with WeasyPrint. Nothing is fetched: the document has no external resources."""
-    from weasyprint import HTML  # imported here: it loads Pango/fonts, which only report generation needs
+def render_pdf(html: str, *, identifier: bytes, evidence_json: str = "", dated: datetime | None = None) -> RenderedPdf:
+    """HTML → PDF with WeasyPrint. Nothing is fetched: the document has no external resources. ``evidence_json``
+    is embedded as the file ``exmaint-evidence.json`` (an associated file, relationship Data), dated ``dated`` so the
+    bytes stay stable; the HTML's ``exmaint-summary`` meta element becomes a document information entry."""
+    from weasyprint import HTML, Attachment  # imported here: it loads Pango/fonts, which only reports need
 
+    attachments = []
+    if evidence_json:
+        attachments.append(Attachment(
+            string=evidence_json.encode(), url_fetcher=_no_fetch, name=FILE_NAME, relationship="Data",
+            description="exmaint evidence: the change's audit events as hashed, its step log, anchors",
+            created=dated, modified=dated))
     document = HTML(string=html, base_url=None, url_fetcher=_no_fetch).render()
-    pdf = document.write_pdf(pdf_identifier=identifier)
+    pdf = document.write_pdf(pdf_identifier=identifier, attachments=attachments, custom_metadata=True)
     return RenderedPdf(pdf=pdf, pages=len(document.pages), sha256=hashlib.sha256(pdf).hexdigest())
 
 
 def render_report(data: ReportData) -> RenderedPdf:
-    return render_pdf(render_html(data), identifier=pdf_identifier(data))
+    return render_pdf(render_html(data), identifier=pdf_identifier(data), evidence_json=data.evidence_json,
+                      dated=data.ended_at)
 
 
 def _no_fetch(url: str, *args: object, **kwargs: object) -> dict:

@@ -307,7 +307,7 @@ class AuditEventSerializer(serializers.ModelSerializer):
         model = AuditEvent
         fields = [
             "seq", "created_at", "actor", "request_id", "action", "object_type", "object_id", "changes", "reason",
-            "prev_hash", "hash",
+            "change_prev_hash", "prev_hash", "hash",
         ]
         read_only_fields = fields
 

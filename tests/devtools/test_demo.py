@@ -29,6 +29,9 @@ def test_the_demo_completes_a_window_and_verifies_its_report(tmp_path) -> None:
         in demo.stdout
     pdf = tmp_path / "EXM-000001-report.pdf"
     assert pdf.read_bytes().startswith(b"%PDF")
+    # The demo prints the offline verify command and runs it on its own PDF, signed by its demo certificate.
+    assert f"$ exmaint-verify {pdf} --trust {tmp_path / 'pki' / 'ca.pem'}" in demo.stdout
+    assert "time-stamp ok" in demo.stdout and "\n   VERIFIED\n" in demo.stdout
     # The demo's password for the simulated servers never reaches the report.
     password = (tmp_path / "simulator-password").read_text().strip()
     from pypdf import PdfReader

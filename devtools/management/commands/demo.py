@@ -6,7 +6,9 @@ Celery worker, the web service — and the real users, through the HTTP API:
 3. the simulator has a stuck queue (fault ``queue-stuck``): the window pauses, and the operator skips the drain with
    a reason, as an Exchange administrator would for mail that waits for an external domain;
 4. the operator reports the work done; the exit and the verification run;
-5. an auditor downloads the PDF, checks its SHA-256 and verifies the audit chain head printed in it.
+5. an auditor downloads the PDF, checks its SHA-256 and verifies the audit chain head printed in it; then, as an
+   auditor would a year later with only the file, runs ``exmaint-verify`` on it offline (the report is signed by a
+   demo report-signing certificate and time-stamped by a local TSA, both made for the run under var/demo/pki).
 
 Along the way exmaint notifies people — approval requests, the announcement with a calendar invite, the start, the
 pause alert, the end — into a local SMTP sink the demo starts, and POSTs each state change, signed, to a local ITSM
@@ -40,6 +42,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from changes import tokens
 from changes.models import ApiClient
+from devtools.pki import LocalTsa, make_pki
 from devtools.sinks import CallbackReceiver, MailSink
 from notifications.secrets import callback_secret_rotate
 
@@ -96,6 +99,14 @@ class Command(BaseCommand):
                # The demo's ITSM receiver listens on loopback, which callbacks may not reach by default.
                "EXMAINT_CALLBACK_ALLOWED_NETWORKS": "127.0.0.1/32"}
         os.environ["EXMAINT_CALLBACK_ALLOWED_NETWORKS"] = env["EXMAINT_CALLBACK_ALLOWED_NETWORKS"]
+        # Reports are signed: a demo CA and report-signing certificate made for this run (never for production),
+        # and a local RFC 3161 time-stamping authority.
+        self.pki = make_pki(self.var / "pki")
+        self.tsa = LocalTsa(self.pki).__enter__()
+        env.update(EXMAINT_REPORT_SIGNING_CERT=str(self.pki.cert), EXMAINT_REPORT_SIGNING_KEY=str(self.pki.key),
+                   EXMAINT_REPORT_SIGNING_KEY_PASSWORD=self.pki.password, EXMAINT_TSA_URL=self.tsa.url)
+        self._say(f"generated a demo report-signing certificate and its CA into {self.pki.ca.parent} (demo only); "
+                  f"a local time-stamping authority on {self.tsa.url}")
         self._say(f"starting the simulated Exchange (EX01 standalone; DAG1: EX02, EX03, EX04; fault {FAULT}) "
                   f"on 127.0.0.1:{sim_port}")
         self._spawn("simulator", [sys.executable, "manage.py", "simulate_exchange", "--port", str(sim_port),
@@ -190,9 +201,30 @@ class Command(BaseCommand):
         self._say(f"   chain head printed in the report: {head}")
         self._say(f"   audit chain: ok={verify['ok']}, {verify['events']} events, head {verify['head'][:16]}…; "
                   f"offline: python manage.py verify_audit --head {head}")
+        offline_ok = self._verify_offline(pdf_path)
         self._notifications_summary(cid)
         self._say(f"\nReport: {pdf_path}")
-        return bool(sha_ok and verify["ok"])
+        return bool(sha_ok and verify["ok"] and offline_ok)
+
+    def _verify_offline(self, pdf_path: Path) -> bool:
+        """What an auditor runs with only the file: no database, no network (a fresh interpreter, no settings)."""
+        self._say("== the auditor verifies the PDF offline (signature, time-stamp, the evidence inside, the figures)")
+        self._say(f"   $ exmaint-verify {pdf_path} --trust {self.pki.ca}")
+        env = {k: v for k, v in os.environ.items() if k not in ("DJANGO_SETTINGS_MODULE", "DATABASE_URL")}
+        argv = [sys.executable, "-m", "reports.verify", str(pdf_path), "--trust", str(self.pki.ca)]
+        run = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120, check=False)  # noqa: S603
+        for line in (run.stdout + run.stderr).splitlines()[1:]:
+            self._say(f"   {line}")
+        # And against the live service's trail, with the auditor's token.
+        base = self.api.removesuffix("/api/v1")
+        self._say(f"   $ exmaint-verify {pdf_path.name} --trust … --against {base} --token <audrey's token>")
+        token = self.http["audrey"].headers["Authorization"].split()[-1]
+        live = subprocess.run([*argv, "--against", base, "--token", token], capture_output=True, text=True,  # noqa: S603
+                              env=env, timeout=300, check=False)
+        for line in (live.stdout + live.stderr).splitlines():
+            if line.strip().startswith(("live", "VERIFIED", "NOT VERIFIED")):
+                self._say(f"   {line}")
+        return run.returncode == 0 and live.returncode == 0
 
     def _notifications_summary(self, cid: int) -> None:
         # Callbacks and mails of the last transitions may still be on their way: wait for the outbox to empty.
@@ -243,6 +275,8 @@ class Command(BaseCommand):
         return " ".join(str(message["Subject"] or "").split())  # unfold long header lines
 
     def _stop_all(self) -> None:
+        if getattr(self, "tsa", None) is not None:
+            self.tsa.__exit__(None, None, None)
         for sink in (getattr(self, "mail", None), getattr(self, "itsm", None)):
             if sink is not None:
                 sink.stop()
