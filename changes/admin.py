@@ -17,6 +17,7 @@ from .errors import DomainError
 from .models import Alert, Approval, AuditEvent, Change, FreezeWindow, Pause, Server, StepRun
 from .roles import has_role
 from .states import State, TransitionNotAllowed
+from .work import describe_work
 
 
 class AwaitingMyApprovalFilter(admin.SimpleListFilter):
@@ -100,8 +101,8 @@ class ChangeAdmin(admin.ModelAdmin):
     actions = ["approve_selected", "reject_selected"]
     readonly_fields = [
         "number_display", "source", "external_ref", "title", "description", "change_type", "risk", "impact",
-        "server_names", "plan", "window_start", "window_end", "requested_by", "notify", "callback_url", "state",
-        "approvals_required", "business_hours_warning", "freeze_override_reason", "close_code", "close_notes",
+        "server_names", "plan", "work_display", "window_start", "window_end", "requested_by", "notify", "callback_url",
+        "state", "approvals_required", "business_hours_warning", "freeze_override_reason", "close_code", "close_notes",
         "created_by", "created_at", "updated_at",
     ]
     fields = readonly_fields
@@ -140,6 +141,10 @@ class ChangeAdmin(admin.ModelAdmin):
         tail = f"{end:%H:%M}" if end.date() == start.date() else f"{end:%Y-%m-%d %H:%M}"
         warn = " ⚠ business hours" if obj.business_hours_warning else ""
         return f"{start:%Y-%m-%d %H:%M} → {tail}{warn}"
+
+    @admin.display(description="Work")
+    def work_display(self, obj: Change) -> str:
+        return describe_work(obj.work)
 
     @admin.display(description="Servers")
     def server_names(self, obj: Change) -> str:
@@ -192,6 +197,8 @@ class ChangeAdmin(admin.ModelAdmin):
 class ServerAdminForm(forms.ModelForm):
     password = forms.CharField(widget=forms.PasswordInput(render_value=False), required=False,
                                help_text="Write-only. Leave empty to keep the stored password.")
+    install_password = forms.CharField(widget=forms.PasswordInput(render_value=False), required=False,
+                                       help_text="Write-only. The install account's password; empty keeps it.")
     keytab = forms.FileField(required=False, label="Kerberos keytab",
                              help_text="Write-only, stored encrypted; used instead of the password. Leave empty to "
                                        "keep the stored one.")
@@ -237,6 +244,8 @@ class ServerAdmin(admin.ModelAdmin):
                        "winrm_operation_timeout"]}),
         ("Credentials", {"fields": ["username", "password", "keytab"]}),
         ("TLS", {"fields": ["tls_ca_bundle"]}),
+        ("Exchange update install account (runs Setup as a scheduled task)", {
+            "fields": ["install_username", "install_password"]}),
     ]
     list_display = ["name", "fqdn", "dag_name", "ad_site", "version", "auth_method", "has_password", "has_keytab",
                     "tls_warning"]
@@ -260,9 +269,11 @@ class ServerAdmin(admin.ModelAdmin):
     search_fields = ["name", "fqdn"]
 
     def save_model(self, request: HttpRequest, obj: Server, form: forms.ModelForm, change: bool) -> None:
-        data = {k: v for k, v in form.cleaned_data.items() if k not in ("password", "keytab")}
+        data = {k: v for k, v in form.cleaned_data.items() if k not in ("password", "keytab", "install_password")}
         if form.cleaned_data.get("password"):
             data["password"] = form.cleaned_data["password"]
+        if form.cleaned_data.get("install_password"):
+            data["install_password"] = form.cleaned_data["install_password"]
         if form.cleaned_data.get("keytab"):
             data["keytab"] = form.cleaned_data["keytab"].read()
         original = Server.objects.get(pk=obj.pk) if change else None

@@ -15,6 +15,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from . import audit, events, policy
+from . import work as work_rules
 from .callback_urls import check_callback_url
 from .errors import (
     AlreadyDecided,
@@ -34,10 +35,10 @@ from .states import EDITABLE, HOLDS_SERVERS, TERMINAL, WINDOW_ENDED, State, Tran
 
 # Fields whose change voids approvals: what an approver approved (servers, plan, window — the fingerprint), who asked
 # for it (separation of duties is judged against requested_by) and how much approval it needs.
-PINNED_FIELDS = ("servers", "plan", "window_start", "window_end", "requested_by", "change_type", "risk")
+PINNED_FIELDS = ("servers", "plan", "work", "window_start", "window_end", "requested_by", "change_type", "risk")
 _SCHEDULE_LOCK_KEY = 0x65786D7363686564  # "exmsched"
 EDITABLE_FIELDS = (
-    "title", "description", "change_type", "risk", "impact", "servers", "plan",
+    "title", "description", "change_type", "risk", "impact", "servers", "plan", "work",
     "window_start", "window_end", "requested_by", "notify", "notify_affected_mailboxes", "callback_url",
 )
 
@@ -45,7 +46,20 @@ EDITABLE_FIELDS = (
 # --- helpers ----------------------------------------------------------------------------------------------------------
 
 def _digest(data: dict[str, Any]) -> str:
+    if data.get("work") == work_rules.DEFAULT_WORK:
+        # Requests from before work kinds existed digest without it: a replay of them stays a replay.
+        data = {k: v for k, v in data.items() if k != "work"}
     return hashlib.sha256(audit.canonical(audit._jsonable(data))).hexdigest()
+
+
+def _checked_work(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with its ``work`` complete and checked (changes.work); raises InvalidRequest naming the field."""
+    if "work" not in data:
+        return data
+    try:
+        return {**data, "work": work_rules.normalize_work(data["work"])}
+    except work_rules.WorkInvalid as exc:
+        raise InvalidRequest(str(exc), field=exc.field) from None
 
 
 def _resolve_servers(names: Iterable[str]) -> list[Server]:
@@ -64,7 +78,8 @@ def _case_variants(wanted: dict[str, str]) -> list[str]:
 
 def _fingerprint(change: Change, servers: Iterable[Server] | None = None) -> str:
     servers = list(servers) if servers is not None else list(change.servers.all())
-    return policy.approval_fingerprint([s.name for s in servers], change.plan, change.window_start, change.window_end)
+    return policy.approval_fingerprint([s.name for s in servers], change.plan, change.window_start, change.window_end,
+                                       work=change.work)
 
 
 def check_schedule(
@@ -159,6 +174,7 @@ def change_create(*, actor: Any, data: dict[str, Any]) -> tuple[Change, bool]:
     Standard changes are pre-approved and go straight to ``scheduled``.
     """
     require_role(actor, Role.REQUESTER, to="create changes")
+    data = _checked_work(data)
     # A change belongs to the source (ITSM) that posted it: its references, replays and edits are that source's.
     # An identity without a source would otherwise post under any source's name and squat its references.
     own_source = source_of(actor)
@@ -235,6 +251,7 @@ def change_update(change: Change, *, actor: Any, data: dict[str, Any], reason: s
     unknown = set(data) - set(EDITABLE_FIELDS)
     if unknown:
         raise InvalidRequest(f"these fields cannot be edited: {', '.join(sorted(unknown))}")
+    data = _checked_work(data)
     if data.get("callback_url"):
         check_callback_url(data["callback_url"])  # DNS: before the transaction, never inside it
     with transaction.atomic():
@@ -418,6 +435,9 @@ def server_save(server: Server | None, *, actor: Any, data: dict[str, Any]) -> S
     if "keytab" in data:
         server.set_keytab(data["keytab"] or None)
         diff["keytab"] = ["***", "***"]
+    if "install_password" in data:
+        server.set_install_password(data["install_password"])
+        diff["install_password"] = ["***", "***"]
     if not diff and not created:
         return server
     with transaction.atomic():

@@ -161,6 +161,13 @@ class ExecutionContext:
         log.info("%s %s %s → %s", self.server.name, cmdlet, record.parameters, outcome)
         return record
 
+    def reconnect(self, endpoint: Endpoint) -> None:
+        """Close this endpoint's session: the next command opens a fresh connection. Polls across a server that
+        restarts WinRM or reboots use one short connection per poll; setup wants no Exchange session of ours open."""
+        session = self.session(Endpoint(endpoint))  # opened lazily: getting it costs no connection
+        self._used.pop(Endpoint(endpoint), None)
+        session.close()
+
     def checkpoint(self) -> None:
         if self._checkpoint is not None:
             self._checkpoint(self.state)

@@ -57,7 +57,7 @@ def change_dry_run(change: Change, *, actor: Any, sessions_factory: Any = None, 
         raise NotPermitted("you may not dry-run this change")
     sessions_factory = sessions_factory or engine.default_sessions_factory
     plan_builder = plan_builder or engine.default_plan_builder
-    options = engine.options_from(getattr(getattr(change, "run", None), "options", None))
+    options = engine.options_from(getattr(getattr(change, "run", None), "options", None), work=change.work)
     plans, prechecks = {}, []
     for server in change.servers.order_by("name"):
         info = server_info(server)

@@ -74,16 +74,18 @@ def default_sessions_factory(server: Server) -> Any:
     return open_sessions(server)
 
 
-def options_from(data: dict[str, Any] | None) -> Options:
-    """``WindowRun.options`` (JSON) as ``Options``; unknown keys are ignored."""
+def options_from(data: dict[str, Any] | None, *, work: dict[str, Any] | None = None) -> Options:
+    """``WindowRun.options`` (JSON) and the change's ``work`` as ``Options``; unknown keys are ignored."""
     data = data or {}
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = {"work": dict(work)} if work else {}
     if "clear_setup_leftovers" in data:
         kwargs["clear_setup_leftovers"] = bool(data["clear_setup_leftovers"])
     if "backup_max_age_hours" in data:
         kwargs["backup_max_age_hours"] = int(data["backup_max_age_hours"])
     if isinstance(data.get("queue_drain"), dict):
         kwargs["queue_drain"] = Poll(**data["queue_drain"])
+    if "install_poll" in data:
+        kwargs["install_poll"] = float(data["install_poll"])
     return Options(**kwargs)
 
 
@@ -191,7 +193,7 @@ class _Engine:
             cleared_at=timezone.now())
         from .sessions import server_info
 
-        options = options_from(run.options)
+        options = options_from(run.options, work=change.work)
         for server in change.servers.order_by("name"):
             self.servers[server.pk] = server
             self.infos[server.pk] = server_info(server)
