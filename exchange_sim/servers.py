@@ -116,6 +116,7 @@ class Server:
     copy_unhealthy: bool = False
     um: UnifiedMessaging | None = None  # the UM call router (2016 only)
     windows: Windows | None = None  # the default endpoint's view: files, registry, tasks, restarts
+    edge: bool = False  # an Edge Transport server (what an Exchange update refuses)
 
     @classmethod
     def create(cls, name: str, fqdn: str, version: str, installed_at: datetime) -> Server:
@@ -188,7 +189,7 @@ class Server:
                 "Site": ad_object_id("Default-First-Site-Name",
                                      "CN=Default-First-Site-Name,CN=Sites,CN=Configuration,DC=contoso,DC=com",
                                      to_string="contoso.com/Configuration/Sites/Default-First-Site-Name"),
-                "ServerRole": SERVER_ROLE("Mailbox"),
+                "ServerRole": SERVER_ROLE("Edge" if self.edge else "Mailbox"),
                 "ErrorReportingEnabled": True,
                 "MitigationsEnabled": True,
                 "StaticDomainControllers": string_list([]),
@@ -222,7 +223,7 @@ class Server:
                 "MaximumPreferredActiveDatabases": None,
                 "AdminDisplayVersion": SimObject(("Microsoft.Exchange.Data.ServerVersion", OBJECT), {},
                                                  self.version_string()),
-                "ServerRole": SERVER_ROLE("Mailbox"),
+                "ServerRole": SERVER_ROLE("Edge" if self.edge else "Mailbox"),
                 "ExchangeLegacyServerRole": 0,
                 "Identity": server_id(self.name),
                 "IsValid": True,

@@ -28,9 +28,9 @@ START_LINE = re.compile(r"Starting Microsoft Exchange Server (?:2016|2019|Subscr
 SUCCESS_LINE = "The Exchange Server setup operation completed successfully."
 FAILURE_MARKERS = ("Setup is stopping now because of one or more critical errors.",
                    "The Exchange Server setup operation didn't complete.")
-_PHASE = re.compile(r"Beginning processing (\S+)|(Prerequisite Analysis|Preparing Setup|Stopping Services|"
+_PHASE = re.compile(r"(?:Beginning processing )?(Prerequisite Analysis|Preparing Setup|Stopping Services|"
                     r"Copying Exchange Files|Language Files|Restoring Services|Languages|Exchange Management Tools|"
-                    r"Mailbox role: [A-Za-z ]+|Finalizing Setup)")
+                    r"Mailbox role: [A-Za-z ]+|Finalizing Setup)|Beginning processing (\S+)")
 _VERSION = re.compile(r"(\d{1,2})\.0?(\d{1,2})\.0*(\d{1,4})\.0*(\d{1,3})")
 
 # Active Directory levels per CU (schema rangeUpper, organisation objectVersion), keyed by (major, minor, build):
@@ -116,7 +116,7 @@ def last_phase(lines: list[str]) -> str:
     for line in reversed(lines):
         match = _PHASE.search(line)
         if match:
-            return match.group(1) or match.group(2)
+            return (match.group(1) or match.group(2)).strip()
     return ""
 
 
