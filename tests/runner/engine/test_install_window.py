@@ -1,0 +1,106 @@
+"""Exchange updates run by the engine end to end: through the real pypsrp client and the WinRM/PSRP endpoint serving
+the simulator (whose clock the engine's waits advance, so an hour of setup takes seconds), a CU and an SU window on
+a standalone server complete on their own and prove the new build; a failing setup pauses with its evidence; a
+worker that dies while setup runs is replaced by one that polls on and never starts setup twice."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from changes import services
+from changes.models import Pause, StepRun, WindowRun
+from changes.run_services import change_start
+from changes.states import State
+from runner.clock import SimulatedClock
+from runner.engine import run_window
+
+from .support import WorkerDied, organisation, sim_factory
+
+pytestmark = pytest.mark.django_db
+
+CU15 = {"kind": "exchange-update", "package": {"kind": "cu", "path": "\\\\files.contoso.com\\exchange\\CU15"},
+        "target_build": "15.2.1748.10", "ad_prepared": True}
+SU = {"kind": "exchange-update", "target_build": "15.2.1544.14",
+      "package": {"kind": "su", "path": "D:\\Exchange\\Exchange2019-KB5049233-x64-en.msp"}}
+
+
+def started(requester, work: dict, ref: str = "CHG-INSTALL"):
+    now = timezone.now()
+    change, _ = services.change_create(actor=requester, data={
+        "source": "servicenow", "external_ref": ref, "title": "Exchange update on EX01", "description": "",
+        "change_type": "standard", "risk": "low", "impact": "low", "servers": ["EX01"], "plan": "maintenance",
+        "window_start": now - timedelta(minutes=1), "window_end": now + timedelta(hours=6),
+        "requested_by": "carol@example.com", "notify": [], "callback_url": "", "work": work,
+    })
+    change_start(change, actor="system:scheduler")
+    change.refresh_from_db()
+    return change
+
+
+def statuses(change) -> dict[str, str]:
+    return dict(StepRun.objects.filter(change=change).order_by("order").values_list("key", "status"))
+
+
+@pytest.fixture
+def served(serve):
+    sim = organisation(standalone=("EX01",))
+    return sim, serve(sim)
+
+
+@pytest.mark.parametrize(("work", "build"), [(CU15, "15.2.1748.10"), (SU, "15.2.1544.14")], ids=["cu", "su"])
+def test_an_update_window_completes_on_its_own_through_pypsrp_and_proves_the_build(requester, served, work,
+                                                                                   build) -> None:
+    sim, _ = served
+    change = started(requester, work)
+    assert run_window(change.pk, worker="w1", clock=SimulatedClock(sim)) == "completed", statuses(change)
+    change.refresh_from_db()
+    assert change.state == State.COMPLETED
+    assert set(statuses(change).values()) <= {StepRun.Status.PASSED, StepRun.Status.SKIPPED}
+    proof = StepRun.objects.get(change=change, key="work.install_verify")
+    assert (proof.findings["build_before"], proof.findings["build_after"]) == ("15.2.1544.4", build)
+    install = WindowRun.objects.get(change=change).context["EX01"]["install"]
+    assert install["result"] == "succeeded" and install["status"] == "installed"
+    assert sim.servers["EX01"].windows.setups_started == 1
+    assert [c.cmdlet for c in sim.commands].count("Restart-Computer") == 1
+    # The install account's password went to the server once, and nowhere into the records.
+    assert all("Sim-Passw0rd" not in str(row.commands) for row in StepRun.objects.filter(change=change))
+
+
+def test_a_failing_cu_setup_pauses_with_the_watermark_as_evidence(requester, served) -> None:
+    sim, _ = served
+    sim.inject("setup-fails", "EX01")
+    change = started(requester, CU15)
+    assert run_window(change.pk, worker="w1", clock=SimulatedClock(sim)) == "paused"
+    pause = Pause.objects.get(change=change)
+    assert pause.step.key == "work.install_wait"
+    assert pause.evidence["watermarks"] and "MSExchangeTransport" in pause.evidence["disabled_services"]
+    assert "critical errors" in pause.message
+
+
+def test_a_worker_dying_while_setup_runs_is_followed_by_one_that_polls_and_never_starts_setup_twice(
+        requester, servers, sim) -> None:
+    servers["EX01"].install_username = "CONTOSO\\exinstall"
+    servers["EX01"].set_install_password("Install-Passw0rd")
+    servers["EX01"].save()
+    change = started(requester, CU15)
+    clock = SimulatedClock(sim)
+    original, seen = sim.invoke, {"n": 0}
+
+    def dies_on_the_third_log_read(server, endpoint, cmdlet, params, **kwargs):
+        if cmdlet == "Get-Content":
+            seen["n"] += 1
+            if seen["n"] == 3:
+                raise WorkerDied("SIGKILL while setup runs")
+        return original(server, endpoint, cmdlet, params, **kwargs)
+
+    sim.invoke = dies_on_the_third_log_read
+    with pytest.raises(WorkerDied):
+        run_window(change.pk, worker="w1", clock=clock, sessions_factory=sim_factory(sim))
+    assert statuses(change)["work.install_wait"] == StepRun.Status.RUNNING
+    assert run_window(change.pk, worker="w2", clock=clock, sessions_factory=sim_factory(sim)) == "completed"
+    wait = StepRun.objects.get(change=change, key="work.install_wait")
+    assert wait.status == StepRun.Status.PASSED and "found running" in wait.issues[0]["summary"]
+    assert sim.servers["EX01"].windows.setups_started == 1
+    assert [c.cmdlet for c in sim.commands].count("Start-ScheduledTask") == 1
