@@ -22,6 +22,7 @@ from changes.states import WINDOW_ENDED
 from .appendix import audit_rows, clock_note, command_blocks, notification_rows
 from .data import ApprovalRow, PrecheckRow, ReportData, ServerRow, StepRow
 from .formatting import REDACTED, clip, command_text, fmt_dt, fmt_duration, person, span, status_words
+from .install import install_tables
 from .issues import issue_rows, step_outcome
 from .tables import precheck_tables, server_state
 
@@ -85,6 +86,12 @@ def _secrets(change: Change) -> list[str]:
             continue
         if len(password) >= 3:
             found.append(password)
+        try:
+            install_password = server.get_install_password()
+        except Exception:  # noqa: BLE001 - an undecryptable password cannot leak either
+            install_password = ""
+        if len(install_password) >= 3:
+            found.append(install_password)
     return found
 
 
@@ -164,4 +171,5 @@ def build_report_data(change_id: int, *, head_seq: int, head_hash: str) -> Repor
         commands=command_blocks(change.pk, steps), ended_at=ended.astimezone(UTC), ended_at_text=fmt_dt(ended),
         clock_note=clock_note(steps, actual_end),
     )
+    data.work, data.install = install_tables(change.work, context)
     return _scrub(data, _secrets(change))

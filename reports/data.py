@@ -179,6 +179,8 @@ class ReportData:
     ended_at: datetime  # the window's end: also the PDF's fixed creation date
     ended_at_text: str
     clock_note: str = ""  # Appendix B: the command times run ahead of the window (the engine's clock was scaled)
+    work: str = ""  # the change's work phase in words (hold, restart, Exchange update)
+    install: list[Table] = field(default_factory=list)  # an Exchange update's builds, durations, downtime
 
 
 @dataclass

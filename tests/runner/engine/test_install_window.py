@@ -10,9 +10,11 @@ import pytest
 from django.utils import timezone
 
 from changes import services
-from changes.models import Pause, StepRun, WindowRun
+from changes.models import AuditHead, Pause, StepRun, WindowRun
 from changes.run_services import change_start
 from changes.states import State
+from reports.context import build_report_data
+from reports.render import render_html
 from runner.clock import SimulatedClock
 from runner.engine import run_window
 
@@ -66,6 +68,15 @@ def test_an_update_window_completes_on_its_own_through_pypsrp_and_proves_the_bui
     assert [c.cmdlet for c in sim.commands].count("Restart-Computer") == 1
     # The install account's password went to the server once, and nowhere into the records.
     assert all("Sim-Passw0rd" not in str(row.commands) for row in StepRun.objects.filter(change=change))
+    # The report proves it: build before and after, the install's duration and phase, the restart's downtime.
+    head = AuditHead.objects.get(id=1)
+    report = build_report_data(change.pk, head_seq=head.seq, head_hash=head.hash)
+    assert report.work.startswith("install the ")
+    [row] = report.install[0].rows
+    assert row[:3] == ["EX01", "15.2.1544.4", build] and row[-1] == "installed"
+    assert row[5].endswith(" min") and row[3].endswith(" min")
+    html = render_html(report)
+    assert "Build after (ExSetup.exe)" in html and build in html and "Sim-Passw0rd" not in html
 
 
 def test_a_failing_cu_setup_pauses_with_the_watermark_as_evidence(requester, served) -> None:
@@ -104,3 +115,27 @@ def test_a_worker_dying_while_setup_runs_is_followed_by_one_that_polls_and_never
     assert wait.status == StepRun.Status.PASSED and "found running" in wait.issues[0]["summary"]
     assert sim.servers["EX01"].windows.setups_started == 1
     assert [c.cmdlet for c in sim.commands].count("Start-ScheduledTask") == 1
+
+
+def test_the_dry_run_shows_the_install_steps_and_runs_the_install_gates_read_only(requester, operator, servers,
+                                                                                   sim) -> None:
+    from runner.dry_run import change_dry_run
+
+    servers["EX01"].install_username = "CONTOSO\\exinstall"
+    servers["EX01"].set_install_password("Install-Passw0rd")
+    servers["EX01"].save()
+    now = timezone.now()
+    change, _ = services.change_create(actor=requester, data={
+        "source": "servicenow", "external_ref": "CHG-DRY", "title": "CU15", "description": "",
+        "change_type": "normal", "risk": "low", "impact": "low", "servers": ["EX01"], "plan": "maintenance",
+        "window_start": now + timedelta(days=1), "window_end": now + timedelta(days=1, hours=4),
+        "requested_by": "carol@example.com", "notify": [], "callback_url": "", "work": CU15,
+    })
+    body = change_dry_run(change, actor=operator, sessions_factory=sim_factory(sim))
+    keys = [s["key"] for s in body["plan"]["steps"]]
+    assert keys.index("work.install_start") < keys.index("work.install_verify") and "work.hold" not in keys
+    found = {p["key"]: p for p in body["prechecks"]}
+    assert found["precheck.install_target"]["status"] == "passed", found["precheck.install_target"]
+    assert found["precheck.install_target"]["findings"]["build_before"] == "15.2.1544.4"
+    assert found["precheck.install_ready"]["status"] == "passed", found["precheck.install_ready"]
+    assert not [c for c in sim.commands if c.cmdlet.startswith(("Register-", "Start-", "Copy-", "Restart-"))]
