@@ -413,6 +413,18 @@ def server_edit_check(server: Server, diff: dict[str, Any]) -> None:
                                 "their approvals and conflict checks depend on it")
 
 
+def server_build_reported(server_id: int, build: str, *, actor: Any, reason: str = "") -> bool:
+    """Record the build a server reported after an Exchange update (ExSetup.exe's file version) in the inventory,
+    audited in the caller's transaction. Returns whether it changed."""
+    server = Server.objects.select_for_update().get(pk=server_id)
+    if server.build == build:
+        return False
+    audit.append(actor=actor, action="server.updated", obj=server, changes={"build": [server.build, build]},
+                 reason=reason or "build reported by the server after an Exchange update")
+    Server.objects.filter(pk=server_id).update(build=build[:32], updated_at=timezone.now())
+    return True
+
+
 def server_save(server: Server | None, *, actor: Any, data: dict[str, Any]) -> Server:
     """Create or edit an inventory entry (operators). The password is write-only: the audit notes that it changed,
     never its value."""

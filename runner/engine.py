@@ -31,7 +31,7 @@ from changes.leases import Lease
 from changes.models import Alert, Change, Pause, Server, StepRun, WindowRun
 from changes.queue import enqueue_run
 from changes.run_services import change_pause
-from changes.services import change_transition
+from changes.services import change_transition, server_build_reported
 from changes.states import State
 from changes.step_states import StepEvent as E
 from changes.step_states import step_next
@@ -389,6 +389,10 @@ class _Engine:
             self._set_step(row, E.SKIP if outcome.status == "skipped" else E.PASS, finished_at=timezone.now(),
                            commands=commands, issues=issues, findings=jsonable(outcome.findings),
                            output_summary=outcome.summary, error="")
+            if row.key == "work.install_verify" and outcome.status == "passed" and outcome.findings.get("build_after"):
+                # The inventory follows what the server reports (ExSetup.exe), not what was planned.
+                server_build_reported(row.server_id, str(outcome.findings["build_after"]), actor=ACTOR,
+                                      reason=f"{self.change.number}: build proven after the Exchange update")
         row.commands, row.issues = commands, issues
         log.info("change %s step %s %s: %s", self.change_id, row.order, row.status, outcome.summary)
         return None

@@ -10,7 +10,7 @@ import pytest
 from django.utils import timezone
 
 from changes import services
-from changes.models import AuditHead, Pause, StepRun, WindowRun
+from changes.models import AuditHead, Pause, Server, StepRun, WindowRun
 from changes.run_services import change_start
 from changes.states import State
 from reports.context import build_report_data
@@ -66,6 +66,7 @@ def test_an_update_window_completes_on_its_own_through_pypsrp_and_proves_the_bui
     assert install["result"] == "succeeded" and install["status"] == "installed"
     assert sim.servers["EX01"].windows.setups_started == 1
     assert [c.cmdlet for c in sim.commands].count("Restart-Computer") == 1
+    assert Server.objects.get(name="EX01").build == build  # the inventory follows what the server reports
     # The install account's password went to the server once, and nowhere into the records.
     assert all("Sim-Passw0rd" not in str(row.commands) for row in StepRun.objects.filter(change=change))
     # The report proves it: build before and after, the install's duration and phase, the restart's downtime.
