@@ -90,3 +90,22 @@ def test_a_different_work_is_a_different_approval() -> None:
     hold = approval_fingerprint(["EX01"], "maintenance", start, end, work={"kind": "hold"})
     assert hold == approval_fingerprint(["EX01"], "maintenance", start, end)  # approvals from before still count
     assert hold != approval_fingerprint(["EX01"], "maintenance", start, end, work=work.normalize_work(CU15))
+
+
+@pytest.mark.django_db
+def test_a_patch_that_does_not_name_the_work_keeps_it_and_one_that_does_voids_approvals(api, requester, alice,
+                                                                                        servers) -> None:
+    created = post(api(requester), payload(work=CU15)).json()
+    url = f"{CHANGES}{created['id']}/"
+    client = api(requester)
+    res = client.patch(url, data=json.dumps({"title": "CU15 on EX01, second try"}), content_type="application/json")
+    assert res.status_code == 200, res.content
+    assert res.json()["work"]["kind"] == "exchange-update"
+    approve = api(alice).post(f"{url}approve/", data=json.dumps({"comment": "ok"}), content_type="application/json")
+    assert approve.status_code == 200, approve.content
+    res = client.patch(url, data=json.dumps({"work": {**CU15, "target_build": "15.2.1748.36"}}),
+                       content_type="application/json")
+    assert res.status_code == 200, res.content
+    change = Change.objects.get(pk=created["id"])
+    assert change.work["target_build"] == "15.2.1748.36"
+    assert not change.approvals.filter(voided_at__isnull=True).exists()

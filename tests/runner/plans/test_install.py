@@ -181,3 +181,16 @@ def test_a_resumed_start_step_never_starts_setup_twice(sim) -> None:
     again = run.step("work.install_start")  # a worker that died after the launch runs the step again
     assert "not started again" in again.summary
     assert sim.servers["EX01"].windows.setups_started == 1
+
+
+def test_a_cu_on_a_dag_member_installs_with_its_databases_moved_and_comes_back() -> None:
+    sim = SimulatedExchange()
+    sim.add_dag("DAG1", ["EX02", "EX03", "EX04"])
+    info = replace(server_info(sim, "EX02"), install_username="CONTOSO\\exinstall",
+                   install_password=lambda: "Install-Passw0rd")
+    run = start(sim, "EX02", Options(work=normalize_work(CU15)), server=info)
+    assert run.plan.variant == "dag-member"
+    run.all_through()
+    assert run.ctx.state["install"]["build_after"] == "15.2.1748.10"
+    assert sim.servers["EX02"].cluster_state == "Up"
+    assert fully_active(run.components("EX02"))
