@@ -41,6 +41,21 @@ def started(requester, work: dict, ref: str = "CHG-INSTALL"):
     return change
 
 
+def dies_on(sim, cmdlet: str, nth: int) -> None:
+    """The worker dies (as with SIGKILL: nothing in the engine catches it) when it sends ``cmdlet`` the nth time;
+    the simulator answers normally afterwards (in-process sessions: the engine's own thread runs the command)."""
+    original, seen = sim.invoke, {"n": 0}
+
+    def invoke(server, endpoint, name, params, **kwargs):
+        if name == cmdlet:
+            seen["n"] += 1
+            if seen["n"] == nth:
+                raise WorkerDied(f"SIGKILL at {cmdlet} #{nth}")
+        return original(server, endpoint, name, params, **kwargs)
+
+    sim.invoke = invoke
+
+
 def statuses(change) -> dict[str, str]:
     return dict(StepRun.objects.filter(change=change).order_by("order").values_list("key", "status"))
 
@@ -98,16 +113,7 @@ def test_a_worker_dying_while_setup_runs_is_followed_by_one_that_polls_and_never
     servers["EX01"].save()
     change = started(requester, CU15)
     clock = SimulatedClock(sim)
-    original, seen = sim.invoke, {"n": 0}
-
-    def dies_on_the_third_log_read(server, endpoint, cmdlet, params, **kwargs):
-        if cmdlet == "Get-Content":
-            seen["n"] += 1
-            if seen["n"] == 3:
-                raise WorkerDied("SIGKILL while setup runs")
-        return original(server, endpoint, cmdlet, params, **kwargs)
-
-    sim.invoke = dies_on_the_third_log_read
+    dies_on(sim, "Get-Content", 3)  # the third read of the setup log
     with pytest.raises(WorkerDied):
         run_window(change.pk, worker="w1", clock=clock, sessions_factory=sim_factory(sim))
     assert statuses(change)["work.install_wait"] == StepRun.Status.RUNNING
@@ -140,3 +146,16 @@ def test_the_dry_run_shows_the_install_steps_and_runs_the_install_gates_read_onl
     assert found["precheck.install_target"]["findings"]["build_before"] == "15.2.1544.4"
     assert found["precheck.install_ready"]["status"] == "passed", found["precheck.install_ready"]
     assert not [c for c in sim.commands if c.cmdlet.startswith(("Register-", "Start-", "Copy-", "Restart-"))]
+
+
+def test_a_worker_dying_during_the_reboot_wait_is_followed_by_one_that_waits_on_without_a_second_restart(
+        requester, servers, sim) -> None:
+    change = started(requester, {"kind": "reboot"})
+    clock = SimulatedClock(sim)
+    dies_on(sim, "Get-CimInstance", 3)  # the boot time read before, then twice while waiting
+    with pytest.raises(WorkerDied):
+        run_window(change.pk, worker="w1", clock=clock, sessions_factory=sim_factory(sim))
+    assert statuses(change)["work.wait_healthy"] == StepRun.Status.RUNNING
+    assert run_window(change.pk, worker="w2", clock=clock, sessions_factory=sim_factory(sim)) == "completed"
+    assert statuses(change)["work.wait_healthy"] == StepRun.Status.PASSED
+    assert [c.cmdlet for c in sim.commands].count("Restart-Computer") == 1
