@@ -159,3 +159,37 @@ def test_a_worker_dying_during_the_reboot_wait_is_followed_by_one_that_waits_on_
     assert run_window(change.pk, worker="w2", clock=clock, sessions_factory=sim_factory(sim)) == "completed"
     assert statuses(change)["work.wait_healthy"] == StepRun.Status.PASSED
     assert [c.cmdlet for c in sim.commands].count("Restart-Computer") == 1
+
+
+# Each Exchange-update fault of the simulator, driven through the engine: where the window pauses (step key), or
+# None when it completes on its own, and a word of the evidence or issue the operator reads.
+INSTALL_FAULT_CASES = {
+    "setup-fails": (CU15, "work.install_wait", "critical errors"),
+    "setup-hangs": ({**CU15, "install_minutes": 60}, "work.install_wait", "budget 60 min"),
+    "reboot-never-returns": ({"kind": "reboot", "reboot_minutes": 10}, "work.wait_healthy", "WinRM does not answer"),
+    "service-stays-disabled": (CU15, None, "setup left Disabled: MSExchangeFrontEndTransport"),
+    "low-disk": (CU15, "precheck.install_ready", "GB free"),
+    "pending-reboot": (CU15, "precheck.install_ready", "a restart is pending"),
+    "package-missing": (CU15, "precheck.install_target", "is not there"),
+    "already-at-target": (CU15, None, "already at target"),
+}
+
+
+@pytest.mark.parametrize("fault", sorted(INSTALL_FAULT_CASES))
+def test_each_install_fault_pauses_with_its_evidence_or_is_handled(requester, servers, sim, fault) -> None:
+    work, paused_at, words = INSTALL_FAULT_CASES[fault]
+    servers["EX01"].install_username = "CONTOSO\\exinstall"
+    servers["EX01"].set_install_password("Install-Passw0rd")
+    servers["EX01"].save()
+    sim.inject(fault, "EX01")
+    change = started(requester, work)
+    outcome = run_window(change.pk, worker="w1", clock=SimulatedClock(sim), sessions_factory=sim_factory(sim))
+    if paused_at is None:
+        assert outcome == "completed", statuses(change)
+        said = " ".join(str(s.output_summary) + str(s.issues) for s in StepRun.objects.filter(change=change))
+        assert words in said
+    else:
+        assert outcome == "paused", statuses(change)
+        pause = Pause.objects.get(change=change)
+        assert pause.step.key == paused_at and words in pause.message, pause.message
+    assert sim.servers["EX01"].windows.setups_started <= 1
