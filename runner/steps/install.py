@@ -394,8 +394,9 @@ def _judge(ctx: StepContext, state: dict[str, Any], seen: dict[str, Any], polls:
     state.update(result="succeeded" if ok else "failed", verdict=verdict, evidence=evidence)
     if ok:
         state["reboot_requested"] = exit_code in (3010, 1641)
-        return StepOutcome("passed", f"setup ended after {state['elapsed_seconds'] / 60:.0f} min ({polls} polls): "
-                                     f"{verdict}", issues=issues, findings=dict(state))
+        return StepOutcome("passed", f"setup ended after {state['elapsed_seconds'] / 60:.0f} min ({polls} polls; "
+                                     f"last phase {state.get('phase') or 'unknown'}): {verdict}", issues=issues,
+                           findings=dict(state))
     findings = {**state, "watermarks": _watermarks(ctx), "disabled_services": _disabled_services(ctx)}
     try:
         findings["functional_votes"] = _functional_votes(ctx)
