@@ -29,6 +29,7 @@ from .models import (
 )
 from .roles import has_role
 from .states import TransitionNotAllowed
+from .work import describe_work
 
 
 class AwaitingMyApprovalFilter(admin.SimpleListFilter):
@@ -104,8 +105,8 @@ class ChangeAdmin(admin.ModelAdmin):
     actions = ["approve_selected", "reject_selected"]
     readonly_fields = [
         "number_display", "source", "external_ref", "title", "description", "change_type", "standard_template",
-        "risk", "impact", "server_names", "plan", "window_start", "window_end", "requested_by", "notify",
-        "callback_url", "state",
+        "risk", "impact", "server_names", "plan", "work_display", "window_start", "window_end", "requested_by",
+        "notify", "callback_url", "state",
         "approvals_required", "business_hours_warning", "freeze_override_reason", "close_code", "close_notes",
         "created_by", "created_at", "updated_at",
     ]
@@ -147,6 +148,10 @@ class ChangeAdmin(admin.ModelAdmin):
         tail = f"{end:%H:%M}" if end.date() == start.date() else f"{end:%Y-%m-%d %H:%M}"
         warn = " ⚠ business hours" if obj.business_hours_warning else ""
         return f"{start:%Y-%m-%d %H:%M} → {tail}{warn}"
+
+    @admin.display(description="Work")
+    def work_display(self, obj: Change) -> str:
+        return describe_work(obj.work)
 
     @admin.display(description="Servers")
     def server_names(self, obj: Change) -> str:
@@ -199,6 +204,8 @@ class ChangeAdmin(admin.ModelAdmin):
 class ServerAdminForm(forms.ModelForm):
     password = forms.CharField(widget=forms.PasswordInput(render_value=False), required=False,
                                help_text="Write-only. Leave empty to keep the stored password.")
+    install_password = forms.CharField(widget=forms.PasswordInput(render_value=False), required=False,
+                                       help_text="Write-only. The install account's password; empty keeps it.")
     keytab = forms.FileField(required=False, label="Kerberos keytab",
                              help_text="Write-only, stored encrypted; used instead of the password. Leave empty to "
                                        "keep the stored one.")
@@ -244,6 +251,8 @@ class ServerAdmin(admin.ModelAdmin):
                        "winrm_operation_timeout"]}),
         ("Credentials", {"fields": ["username", "password", "keytab"]}),
         ("TLS", {"fields": ["tls_ca_bundle"]}),
+        ("Exchange update install account (runs Setup as a scheduled task)", {
+            "fields": ["install_username", "install_password"]}),
     ]
     list_display = ["name", "fqdn", "dag_name", "ad_site", "version", "auth_method", "has_password", "has_keytab",
                     "tls_warning"]
@@ -267,9 +276,11 @@ class ServerAdmin(admin.ModelAdmin):
     search_fields = ["name", "fqdn"]
 
     def save_model(self, request: HttpRequest, obj: Server, form: forms.ModelForm, change: bool) -> None:
-        data = {k: v for k, v in form.cleaned_data.items() if k not in ("password", "keytab")}
+        data = {k: v for k, v in form.cleaned_data.items() if k not in ("password", "keytab", "install_password")}
         if form.cleaned_data.get("password"):
             data["password"] = form.cleaned_data["password"]
+        if form.cleaned_data.get("install_password"):
+            data["install_password"] = form.cleaned_data["install_password"]
         if form.cleaned_data.get("keytab"):
             data["keytab"] = form.cleaned_data["keytab"].read()
         original = Server.objects.get(pk=obj.pk) if change else None

@@ -25,8 +25,8 @@ from .states import State
 # What an approver approves: the servers, plan and window (the fingerprint), who asked for it (separation of duties
 # is judged against requested_by) and how much approval it needs (type, risk, impact). Only the source that posted
 # the change edits them, and any edit of one voids the approvals.
-APPROVAL_FIELDS = ("servers", "plan", "window_start", "window_end", "requested_by", "change_type", "risk", "impact",
-                   "standard_template")
+APPROVAL_FIELDS = ("servers", "plan", "work", "window_start", "window_end", "requested_by", "change_type", "risk",
+                   "impact", "standard_template")
 
 
 @dataclass(frozen=True)

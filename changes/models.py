@@ -51,7 +51,7 @@ class Server(models.Model):
     EDITABLE_FIELDS = (
         "name", "fqdn", "dag_name", "ad_site", "version", "build", "endpoint_url", "winrm_url", "auth_method",
         "verify_tls", "connection_timeout", "operation_timeout", "winrm_auth_method", "winrm_verify_tls",
-        "winrm_connection_timeout", "winrm_operation_timeout", "username", "tls_ca_bundle",
+        "winrm_connection_timeout", "winrm_operation_timeout", "username", "tls_ca_bundle", "install_username",
     )
 
     class AuthMethod(models.TextChoices):
@@ -91,6 +91,11 @@ class Server(models.Model):
     # A Kerberos keytab for the service account instead of its password (export with ktpass or ktutil), stored
     # encrypted like the password and never returned; the runner loads it into memory only (docs/kerberos.md).
     kerberos_keytab_encrypted = models.TextField(blank=True, editable=False)
+    # The account an Exchange update's scheduled task runs as (a CU needs a domain account in Organization
+    # Management; docs/exchange-install.md). Its password is write-only and encrypted like the server's.
+    install_username = models.CharField(max_length=150, blank=True,
+                                        help_text="DOMAIN\\user that runs Exchange setup; empty: the server's username")
+    install_password_encrypted = models.TextField(blank=True, editable=False)
     tls_ca_bundle = models.CharField(
         max_length=500, blank=True, verbose_name="TLS CA bundle",
         help_text="PEM file of the CAs that sign this server's certificates; empty: EXMAINT_TLS_CA_BUNDLE, else the "
@@ -124,6 +129,16 @@ class Server(models.Model):
         return crypto.decrypt(self.password_encrypted) if self.password_encrypted else ""
 
     @property
+    def has_install_password(self) -> bool:
+        return bool(self.install_password_encrypted)
+
+    def set_install_password(self, raw: str) -> None:
+        self.install_password_encrypted = crypto.encrypt(raw) if raw else ""
+
+    def get_install_password(self) -> str:
+        return crypto.decrypt(self.install_password_encrypted) if self.install_password_encrypted else ""
+
+    @property
     def has_keytab(self) -> bool:
         return bool(self.kerberos_keytab_encrypted)
 
@@ -143,6 +158,10 @@ class Server(models.Model):
         if winrm_verify is False and self.effective_winrm_url.startswith("https:"):
             warnings.append(f"{self.name}: TLS certificate validation is off for the WinRM endpoint")
         return warnings
+
+
+def default_work() -> dict:
+    return {"kind": "hold"}
 
 
 class Change(models.Model):
@@ -172,6 +191,8 @@ class Change(models.Model):
     impact = models.CharField(max_length=6, choices=Level.choices)
     servers = models.ManyToManyField(Server, related_name="changes")
     plan = models.CharField(max_length=64, default="maintenance")
+    # What the work phase does (changes.work): hold (default), reboot or exchange-update; checked by normalize_work.
+    work = models.JSONField(default=default_work, blank=True)
     window_start = models.DateTimeField()
     window_end = models.DateTimeField()
     requested_by = models.CharField(max_length=254, help_text="The person named by the ITSM.")

@@ -27,14 +27,18 @@ def approvals_required(change_type: str, risk: str) -> int:
     }[risk]
 
 
-def approval_fingerprint(server_names: Iterable[str], plan: str, window_start: datetime, window_end: datetime) -> str:
-    """SHA-256 over what an approver approves: which servers, which plan, when. Any change voids the approval."""
+def approval_fingerprint(server_names: Iterable[str], plan: str, window_start: datetime, window_end: datetime,
+                         *, work: dict | None = None) -> str:
+    """SHA-256 over what an approver approves: which servers, which plan and work, when. Any change voids the
+    approval. The default work (hold) is left out, so approvals given before work kinds existed still count."""
     body = {
         "servers": sorted(n.upper() for n in server_names),
         "plan": plan,
         "window_start": window_start.timestamp(),
         "window_end": window_end.timestamp(),
     }
+    if work and work.get("kind", "hold") != "hold":
+        body["work"] = work
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 

@@ -15,6 +15,7 @@ from django.db.models import Q, Value
 from django.utils import timezone
 
 from . import audit, authority, catalogue, events, policy
+from . import work as work_rules
 from .callback_urls import check_callback_url
 from .errors import (
     AlreadyDecided,
@@ -34,7 +35,7 @@ from .states import EDITABLE, HOLDS_SERVERS, TERMINAL, WINDOW_ENDED, State, Tran
 # Fields whose change voids approvals: what an approver approves (changes.authority.APPROVAL_FIELDS).
 PINNED_FIELDS = authority.APPROVAL_FIELDS
 EDITABLE_FIELDS = (
-    "title", "description", "change_type", "risk", "impact", "servers", "plan",
+    "title", "description", "change_type", "risk", "impact", "servers", "plan", "work",
     "window_start", "window_end", "requested_by", "notify", "notify_affected_mailboxes", "callback_url",
     "standard_template",
 )
@@ -43,7 +44,20 @@ EDITABLE_FIELDS = (
 # --- helpers ----------------------------------------------------------------------------------------------------------
 
 def _digest(data: dict[str, Any]) -> str:
+    if data.get("work") == work_rules.DEFAULT_WORK:
+        # Requests from before work kinds existed digest without it: a replay of them stays a replay.
+        data = {k: v for k, v in data.items() if k != "work"}
     return hashlib.sha256(audit.canonical(audit._jsonable(data))).hexdigest()
+
+
+def _checked_work(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with its ``work`` complete and checked (changes.work); raises InvalidRequest naming the field."""
+    if "work" not in data:
+        return data
+    try:
+        return {**data, "work": work_rules.normalize_work(data["work"])}
+    except work_rules.WorkInvalid as exc:
+        raise InvalidRequest(str(exc), field=exc.field) from None
 
 
 def _resolve_servers(names: Iterable[str], *, lock: bool = False) -> list[Server]:
@@ -77,7 +91,8 @@ def _lock_schedule(named: Q) -> list[Server]:
 
 def _fingerprint(change: Change, servers: Iterable[Server] | None = None) -> str:
     servers = list(servers) if servers is not None else list(change.servers.all())
-    return policy.approval_fingerprint([s.name for s in servers], change.plan, change.window_start, change.window_end)
+    return policy.approval_fingerprint([s.name for s in servers], change.plan, change.window_start, change.window_end,
+                                       work=change.work)
 
 
 def check_schedule(
@@ -177,6 +192,7 @@ def change_create(*, actor: Any, data: dict[str, Any]) -> tuple[Change, bool]:
     """
     # A change belongs to the source (ITSM) that posted it: its references, replays and edits are that source's.
     authority.may_create(actor, data["source"]).require()
+    data = _checked_work(data)
     digest = _digest(data)
     existing = Change.objects.filter(source=data["source"], external_ref=data["external_ref"]).first()
     if existing is not None:
@@ -242,6 +258,7 @@ def change_update(change: Change, *, actor: Any, data: dict[str, Any], reason: s
     unknown = set(data) - set(EDITABLE_FIELDS)
     if unknown:
         raise InvalidRequest(f"these fields cannot be edited: {', '.join(sorted(unknown))}")
+    data = _checked_work(data)
     if data.get("callback_url"):
         check_callback_url(data["callback_url"])  # DNS: before the transaction, never inside it
     with transaction.atomic():
@@ -395,6 +412,18 @@ def server_edit_check(server: Server, diff: dict[str, Any]) -> None:
                                 "their approvals and conflict checks depend on it")
 
 
+def server_build_reported(server_id: int, build: str, *, actor: Any, reason: str = "") -> bool:
+    """Record the build a server reported after an Exchange update (ExSetup.exe's file version) in the inventory,
+    audited in the caller's transaction. Returns whether it changed."""
+    server = Server.objects.select_for_update().get(pk=server_id)
+    if server.build == build:
+        return False
+    audit.append(actor=actor, action="server.updated", obj=server, changes={"build": [server.build, build]},
+                 reason=reason or "build reported by the server after an Exchange update")
+    Server.objects.filter(pk=server_id).update(build=build[:32], updated_at=timezone.now())
+    return True
+
+
 def server_save(server: Server | None, *, actor: Any, data: dict[str, Any]) -> Server:
     """Create or edit an inventory entry (operators). The password is write-only: the audit notes that it changed,
     never its value."""
@@ -417,6 +446,9 @@ def server_save(server: Server | None, *, actor: Any, data: dict[str, Any]) -> S
     if "keytab" in data:
         server.set_keytab(data["keytab"] or None)
         diff["keytab"] = ["***", "***"]
+    if "install_password" in data:
+        server.set_install_password(data["install_password"])
+        diff["install_password"] = ["***", "***"]
     if not diff and not created:
         return server
     with transaction.atomic():

@@ -88,6 +88,12 @@ def start_service(call: Call) -> None:
     if not call.get("Name"):
         raise missing_mandatory(call.cmdlet, ["Name"])
     for name in _match_services(call, call.get("Name")):
+        if call.server.services[name].start_type == "Disabled":
+            # Windows refuses to start a Disabled service (what a failed CU setup leaves behind).
+            call.plain_error(_service_error(
+                call, "CouldNotStartService", f"Service '{_display(name)}' cannot be started due to the following "
+                "error: Cannot start service {name} on computer '.'.", name, "OpenError"))
+            continue
         if not call.server.services[name].running and not call.get("WhatIf"):
             _start(call, call.server, name, restart=False)
         if call.get("PassThru"):

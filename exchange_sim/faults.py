@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from .windows import CBS_REBOOT, EXSETUP, SESSION_MANAGER, key
+
 if TYPE_CHECKING:
     from .model import SimulatedExchange
     from .servers import Server
@@ -254,3 +256,59 @@ def _already(sim: SimulatedExchange, server: Server, options: dict[str, Any]) ->
                 target, _ = sim.move_target(db, exclude=server.name, skip_health=True)
                 if target:
                     db.activate(target)
+
+
+# --- Exchange updates (the Windows view, exchange_sim/windows.py) ---------------------------------------------------
+
+
+def _windows(server: Server) -> Any:
+    if server.windows is None:  # pragma: no cover - every simulated server has one
+        raise ValueError(f"{server.name} has no Windows view")
+    return server.windows
+
+
+@_fault("setup-fails", doc="CU setup stops half way: watermark left, services Disabled, ServerWideOffline, Monitoring "
+                           "and RecoveryActionsEnabled Inactive by Functional (an SU fails with exit code 1603)")
+def _setup_fails(sim: SimulatedExchange, server: Server, options: dict[str, Any]) -> None:
+    _windows(server).setup_outcome = "fail"
+
+
+@_fault("setup-hangs", doc="setup never ends: the process keeps running past any budget")
+def _setup_hangs(sim: SimulatedExchange, server: Server, options: dict[str, Any]) -> None:
+    _windows(server).setup_outcome = "hang"
+
+
+@_fault("reboot-never-returns", doc="after Restart-Computer the server never answers again")
+def _reboot_never_returns(sim: SimulatedExchange, server: Server, options: dict[str, Any]) -> None:
+    _windows(server).never_returns = True
+
+
+@_fault("service-stays-disabled", doc="setup leaves one service Disabled (option service=, default "
+                                      "MSExchangeFrontEndTransport)")
+def _service_stays_disabled(sim: SimulatedExchange, server: Server, options: dict[str, Any]) -> None:
+    _windows(server).stays_disabled = str(options.get("service", "MSExchangeFrontEndTransport"))
+
+
+@_fault("low-disk", count_option="gb", doc="the system drive has N GB free (default 4)")
+def _low_disk(sim: SimulatedExchange, server: Server, options: dict[str, Any]) -> None:
+    _windows(server).free["C"] = int(float(options.get("gb", 4)) * 1024**3)
+
+
+@_fault("pending-reboot", doc="Windows waits for a restart: PendingFileRenameOperations and the CBS RebootPending key")
+def _pending_reboot(sim: SimulatedExchange, server: Server, options: dict[str, Any]) -> None:
+    win = _windows(server)
+    win.set_value(SESSION_MANAGER, "PendingFileRenameOperations", ["\\??\\C:\\Windows\\Temp\\kb.tmp", ""])
+    win.set_value(CBS_REBOOT, "(default)", "")
+
+
+@_fault("package-missing", doc="the update packages (D:\\Exchange, the share) are not there")
+def _package_missing(sim: SimulatedExchange, server: Server, options: dict[str, Any]) -> None:
+    _windows(server).packages_missing = True
+
+
+@_fault("already-at-target", doc="the server already runs 2019 CU15 (option build=15.2.1748.10)")
+def _already_at_target(sim: SimulatedExchange, server: Server, options: dict[str, Any]) -> None:
+    build = tuple(int(p) for p in str(options.get("build", "15.2.1748.10")).split("."))
+    win = _windows(server)
+    win.files[key(EXSETUP)].version = build
+    win.cu_build = build

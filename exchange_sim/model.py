@@ -165,7 +165,12 @@ class SimulatedExchange:
         """Consume one pending HTTP-level failure for ``server`` (the ``unreachable`` fault). True = fail this one."""
         with self.lock:
             target = self.find_server(server)
-            if target is None or target.http_failures == 0:
+            if target is None:
+                return False
+            self._tick()
+            if target.windows is not None and target.windows.is_down(self.clock.now()):
+                return True  # restarting (or setup restarted WinRM): nothing answers
+            if target.http_failures == 0:
                 return False
             if target.http_failures > 0:
                 target.http_failures -= 1
@@ -214,9 +219,19 @@ class SimulatedExchange:
         if now > self._last_tick:
             for server in self.servers.values():
                 server.transport.advance(self._last_tick, now)
+                if server.windows is not None:
+                    server.windows.advance(server, now, self._setup_failed)
             for dag in self.dags.values():
                 self._settle_pam(dag, now)
             self._last_tick = now
+
+    def _setup_failed(self, server: Server, now: datetime) -> None:
+        """A CU stopped half way: the watermark and Disabled services, and the Functional votes it set."""
+        assert server.windows is not None  # noqa: S101 - only called from a server's own Windows view
+        server.windows.fail_half_way(server)
+        for component in ("ServerWideOffline", "Monitoring", "RecoveryActionsEnabled"):
+            server.components.set(component, "Inactive", "Functional", now)
+        self.components_changed(server)
 
     def advance(self, seconds: float) -> None:
         """Advance the clock and let mail flow (same as ``clock.advance``; state catches up lazily anyway)."""

@@ -6,9 +6,9 @@ way: model -> registry -> cmdlets_* -> binding, call.
 """
 from __future__ import annotations
 
-from . import cmdlets_default, cmdlets_exchange, cmdlets_transport, cmdlets_um
+from . import cmdlets_default, cmdlets_exchange, cmdlets_transport, cmdlets_um, cmdlets_windows
 from .binding import REGISTRY
 
-HANDLER_MODULES = (cmdlets_default, cmdlets_exchange, cmdlets_transport, cmdlets_um)
+HANDLER_MODULES = (cmdlets_default, cmdlets_exchange, cmdlets_transport, cmdlets_um, cmdlets_windows)
 
 __all__ = ["HANDLER_MODULES", "REGISTRY"]

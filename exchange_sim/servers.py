@@ -2,19 +2,28 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from .components import OBJECT_STATE, ComponentTable
 from .databases import dag_dn, server_dn, server_id, stable_guid
 from .objects import AD_PRESENTATION, CONFIGURABLE, OBJECT, EnumType, SimObject, ad_object_id, string_list
 from .transport import Transport
 from .um import UnifiedMessaging
+from .windows import SHARE, Windows
 
 VERSIONS = {
     # AdminDisplayVersion (major, minor, build, revision) of a recent CU per product line.
     "2016": (15, 1, 2507, 6),
     "2019": (15, 2, 1544, 4),
     "SE": (15, 2, 2562, 17),
+}
+# Update packages every simulated server can reach: a CU's extracted media (a folder) and an SU, locally and on a
+# share. 2019 CU14 -> CU15 (15.2.1748.10); the CU14 SU (15.2.1544.14).
+PACKAGES = {
+    "2019": (("D:\\Exchange\\CU15", (15, 2, 1748, 10), True), (SHARE + "\\CU15", (15, 2, 1748, 10), True),
+             ("D:\\Exchange\\Exchange2019-KB5049233-x64-en.msp", (15, 2, 1544, 14), False),
+             (SHARE + "\\Exchange2019-KB5049233-x64-en.msp", (15, 2, 1544, 14), False)),
+    "2016": (("D:\\Exchange\\Exchange2016-KB5049233-x64-en.msp", (15, 1, 2507, 44), False),),
 }
 ACTIVATION_POLICY = EnumType(
     "Microsoft.Exchange.Data.Directory.SystemConfiguration.DatabaseCopyAutoActivationPolicyType",
@@ -106,6 +115,8 @@ class Server:
     http_failures: int = 0
     copy_unhealthy: bool = False
     um: UnifiedMessaging | None = None  # the UM call router (2016 only)
+    windows: Windows | None = None  # the default endpoint's view: files, registry, tasks, restarts
+    edge: bool = False  # an Edge Transport server (what an Exchange update refuses)
 
     @classmethod
     def create(cls, name: str, fqdn: str, version: str, installed_at: datetime) -> Server:
@@ -120,6 +131,11 @@ class Server:
             server.services[name_] = Service(name_)
         for name_ in MANUAL_SERVICES:
             server.services[name_] = Service(name_, running=False, start_type="Manual")
+        for name_ in ("WinMgmt", "RemoteRegistry"):
+            server.services[name_] = Service(name_)
+        server.windows = Windows.create(VERSIONS[version], installed_at + timedelta(days=30))
+        for path, build, cu in PACKAGES.get(version, ()):
+            server.windows.add_package(path, build, cu=cu)
         if version == "2016":
             server.um = UnifiedMessaging()
         return server
@@ -132,13 +148,14 @@ class Server:
         return stable_guid("server", self.name)
 
     def version_string(self) -> str:
-        major, minor, build, revision = VERSIONS[self.version]
+        # AdminDisplayVersion shows the CU only: a Security Update leaves it as it was (docs/exchange-install.md).
+        major, minor, build, revision = self.windows.cu_build if self.windows else VERSIONS[self.version]
         return f"Version {major}.{minor} (Build {build}.{revision})"
 
     # --- object builders ----------------------------------------------------------------------------------
     def exchange_server_object(self) -> SimObject:
         """Get-ExchangeServer, shaped like the E19 capture (the properties a runbook reads)."""
-        major, minor, build, revision = VERSIONS[self.version]
+        major, minor, build, revision = self.windows.cu_build if self.windows else VERSIONS[self.version]
         domain = self.fqdn.split(".", 1)[1] if "." in self.fqdn else "contoso.com"
         return SimObject(
             ("Microsoft.Exchange.Data.Directory.Management.ExchangeServer", *AD_PRESENTATION),
@@ -172,7 +189,7 @@ class Server:
                 "Site": ad_object_id("Default-First-Site-Name",
                                      "CN=Default-First-Site-Name,CN=Sites,CN=Configuration,DC=contoso,DC=com",
                                      to_string="contoso.com/Configuration/Sites/Default-First-Site-Name"),
-                "ServerRole": SERVER_ROLE("Mailbox"),
+                "ServerRole": SERVER_ROLE("Edge" if self.edge else "Mailbox"),
                 "ErrorReportingEnabled": True,
                 "MitigationsEnabled": True,
                 "StaticDomainControllers": string_list([]),
@@ -206,7 +223,7 @@ class Server:
                 "MaximumPreferredActiveDatabases": None,
                 "AdminDisplayVersion": SimObject(("Microsoft.Exchange.Data.ServerVersion", OBJECT), {},
                                                  self.version_string()),
-                "ServerRole": SERVER_ROLE("Mailbox"),
+                "ServerRole": SERVER_ROLE("Edge" if self.edge else "Mailbox"),
                 "ExchangeLegacyServerRole": 0,
                 "Identity": server_id(self.name),
                 "IsValid": True,

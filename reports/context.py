@@ -25,6 +25,7 @@ from .appendix import audit_rows, clock_note, command_blocks, notification_rows
 from .data import AnchorNote, ApprovalRow, PrecheckRow, ReportData, ServerRow, StepRow
 from .evidence import build_evidence, dumps, summary
 from .formatting import REDACTED, clip, command_text, fmt_dt, fmt_duration, person, span, status_words
+from .install import install_tables
 from .issues import issue_rows, step_outcome
 from .standard import standard_template_text
 from .tables import precheck_tables, server_state
@@ -89,6 +90,12 @@ def _secrets(change: Change) -> list[str]:
             continue
         if len(password) >= 3:
             found.append(password)
+        try:
+            install_password = server.get_install_password()
+        except Exception:  # noqa: BLE001 - an undecryptable password cannot leak either
+            install_password = ""
+        if len(install_password) >= 3:
+            found.append(install_password)
     return found
 
 
@@ -180,6 +187,7 @@ def build_report_data(change_id: int, *, head_seq: int, head_hash: str) -> Repor
         clock_note=clock_note(steps, actual_end), standard_template=standard_template_text(change, head_seq),
         anchor=_anchor_note(events[-1].seq if events else 0, head_seq),
     )
+    data.work, data.install = install_tables(change.work, context)
     secrets = _secrets(change)
     data = _scrub(data, secrets)
     data.approval_count = len(data.approvals)

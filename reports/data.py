@@ -189,6 +189,8 @@ class ReportData:
     offline_verify_command: str = ""
     standard_template: str = ""  # the catalogue entry a standard change fits, its work and its approval
     anchor: AnchorNote | None = None  # the external anchor covering the change's last event (changes/anchors.py)
+    work: str = ""  # the change's work phase in words (hold, restart, Exchange update)
+    install: list[Table] = field(default_factory=list)  # an Exchange update's builds, durations, downtime
 
 
 @dataclass

@@ -174,6 +174,13 @@ class ExecutionContext:
         record.duration_ms, record.outcome, record.via = int((time.perf_counter() - t0) * 1000), outcome, via
         log.info("%s %s %s → %s", self.server.name, record.cmdlet, record.parameters, outcome)
 
+    def reconnect(self, endpoint: Endpoint) -> None:
+        """Close this endpoint's session: the next command opens a fresh connection. Polls across a server that
+        restarts WinRM or reboots use one short connection per poll; setup wants no Exchange session of ours open."""
+        session = self.session(Endpoint(endpoint))  # opened lazily: getting it costs no connection
+        self._used.pop(Endpoint(endpoint), None)
+        session.close()
+
     def checkpoint(self) -> None:
         if self._checkpoint is not None:
             self._checkpoint(self.state)

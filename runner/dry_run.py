@@ -46,7 +46,7 @@ def change_dry_run(change: Change, *, actor: Any, sessions_factory: Any = None, 
     authority.may_dry_run(actor, change).require()
     sessions_factory = sessions_factory or engine.default_sessions_factory
     plan_builder = plan_builder or engine.default_plan_builder
-    options = engine.options_from(getattr(getattr(change, "run", None), "options", None))
+    options = engine.options_from(getattr(getattr(change, "run", None), "options", None), work=change.work)
     plans, prechecks = {}, []
     for server in change.servers.order_by("name"):
         info = server_info(server)

@@ -31,7 +31,7 @@ from changes.leases import Lease
 from changes.models import Alert, Change, Pause, Server, StepRun, WindowRun
 from changes.queue import enqueue_run
 from changes.run_services import change_pause
-from changes.services import change_transition
+from changes.services import change_transition, server_build_reported
 from changes.states import State
 from changes.step_states import StepEvent as E
 from changes.step_states import step_next
@@ -80,16 +80,18 @@ def default_sessions_factory(server: Server) -> Any:
     return open_sessions(server)
 
 
-def options_from(data: dict[str, Any] | None) -> Options:
-    """``WindowRun.options`` (JSON) as ``Options``; unknown keys are ignored."""
+def options_from(data: dict[str, Any] | None, *, work: dict[str, Any] | None = None) -> Options:
+    """``WindowRun.options`` (JSON) and the change's ``work`` as ``Options``; unknown keys are ignored."""
     data = data or {}
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = {"work": dict(work)} if work else {}
     if "clear_setup_leftovers" in data:
         kwargs["clear_setup_leftovers"] = bool(data["clear_setup_leftovers"])
     if "backup_max_age_hours" in data:
         kwargs["backup_max_age_hours"] = int(data["backup_max_age_hours"])
     if isinstance(data.get("queue_drain"), dict):
         kwargs["queue_drain"] = Poll(**data["queue_drain"])
+    if "install_poll" in data:
+        kwargs["install_poll"] = float(data["install_poll"])
     return Options(**kwargs)
 
 
@@ -216,7 +218,7 @@ class _Engine:
             cleared_at=timezone.now())
         from .sessions import server_info
 
-        options = options_from(run.options)
+        options = options_from(run.options, work=change.work)
         for server in change.servers.order_by("name"):
             self.servers[server.pk] = server
             self.infos[server.pk] = server_info(server)
@@ -435,6 +437,10 @@ class _Engine:
             self._set_step(row, E.SKIP if outcome.status == "skipped" else E.PASS, finished_at=timezone.now(),
                            commands=commands, issues=issues, findings=jsonable(outcome.findings),
                            output_summary=outcome.summary, error="")
+            if row.key == "work.install_verify" and outcome.status == "passed" and outcome.findings.get("build_after"):
+                # The inventory follows what the server reports (ExSetup.exe), not what was planned.
+                server_build_reported(row.server_id, str(outcome.findings["build_after"]), actor=ACTOR,
+                                      reason=f"{self.change.number}: build proven after the Exchange update")
         row.commands, row.issues = commands, issues
         log.info("change %s step %s %s: %s", self.change_id, row.order, row.status, outcome.summary)
         return None

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from runner.step_types import DEFAULT_STEP_TIMEOUT, Options, Phase, Plan, ServerInfo, Step
-from runner.steps import dag, enter, leave, prechecks, transport, verify, work
+from runner.steps import dag, enter, install, leave, prechecks, reboot, transport, verify, work
 
 STANDALONE = "standalone"
 DAG_MEMBER = "dag-member"
@@ -140,15 +140,57 @@ def _verify(dag_member: bool) -> list[Step]:
     return steps
 
 
+def _install_prechecks(options: Options) -> list[Step]:
+    if options.work.get("kind") != "exchange-update":
+        return []
+    return [
+        _check("precheck.install_target", "Role, edition and build read from the server (Edge refused; already at "
+               "target skips the install); the package is there and newer; AD prepared for a CU", install.target),
+        _check("precheck.install_ready", "No restart pending, no setup running or watermark left; free disk on the "
+               "system and queue drives", install.ready),
+    ]
+
+
+def _work(options: Options) -> list[Step]:
+    """The work phase the change asks for (changes.work): the operator's hold, a restart, or an Exchange update."""
+    kind = options.work.get("kind", "hold")
+    wait = ("Wait until WinRM, the Exchange services and the Exchange endpoint answer (up to "
+            f"{options.work.get('reboot_minutes', 30)} min)")
+    if kind == "reboot":
+        return [Step("work.restart", W, "Restart the server (Restart-Computer -Force)", reboot.restart),
+                Step("work.wait_healthy", W, wait, reboot.wait_healthy, mutating=False)]
+    if kind == "exchange-update":
+        package = options.work["package"]
+        label = "Cumulative Update" if package["kind"] == "cu" else "Security Update"
+        return [
+            Step("work.install_copy", W, "Copy the package to the server's local disk", install.copy_package),
+            # Idempotent by its markers: a resumed worker finds the task started and does not start it again.
+            Step("work.install_start", W, f"Start the {label} installer as a one-shot scheduled task (highest "
+                 "privileges, install account); this run's Exchange sessions closed first", install.start,
+                 skippable=False),
+            Step("work.install_wait", W, f"Wait for setup (budget {options.work.get('install_minutes')} min): task, "
+                 "process, setup log", install.wait, mutating=False, skippable=False),
+            Step("work.install_restart", W, "Restart the server (CU: always; SU: " + str(options.work.get("reboot"))
+                 + ")", install.restart),
+            Step("work.install_wait_healthy", W, wait, reboot.wait_healthy, mutating=False),
+            Step("work.install_verify", W, f"Prove build {options.work.get('target_build')}: ExSetup.exe, no "
+                 "watermark, ConfiguredVersion", install.verify, mutating=False, skippable=False),
+            Step("work.install_after", W, "Services setup left Disabled; component votes left by Functional",
+                 install.after),
+        ]
+    return [Step("work.hold", W, "Wait for the operator's work-done report (until the window end)", work.hold,
+                 mutating=False)]
+
+
 def _maintenance(server: ServerInfo, options: Options) -> Plan:
     """Microsoft's maintenance procedure for one Mailbox server (options are read by the steps at run time)."""
     dag_member = server.dag_name is not None
     um = server.unified_messaging is not False
     steps = [
         *_prechecks(dag_member),
+        *_install_prechecks(options),
         *_enter(dag_member, um, options),
-        Step("work.hold", W, "Wait for the operator's work-done report (until the window end)", work.hold,
-             mutating=False),
+        *_work(options),
         *_exit(dag_member, um),
         *_verify(dag_member),
     ]

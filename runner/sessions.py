@@ -246,7 +246,17 @@ def open_sessions(server: Server) -> ServerSessions:
 
 def _info(server: Server, peers: tuple[ServerInfo, ...] = ()) -> ServerInfo:
     return ServerInfo(name=server.name, fqdn=server.fqdn, dag_name=server.dag_name or None, peers=peers,
-                      version=server.version)
+                      version=server.version, **_install_account(server))
+
+
+def _install_account(server: Server) -> dict[str, Any]:
+    """Who runs Exchange setup: the install account, else the account exmaint connects with. The password stays in
+    the inventory until the task is registered (a callable, never a value in the plan state)."""
+    if server.install_username:
+        return {"install_username": server.install_username,
+                "install_password": server.get_install_password if server.has_install_password else None}
+    return {"install_username": server.username,
+            "install_password": server.get_password if server.has_password else None}
 
 
 def server_info(server: Server) -> ServerInfo:

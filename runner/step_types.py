@@ -106,6 +106,10 @@ class ServerInfo:
     dag_name: str | None = None
     peers: tuple[ServerInfo, ...] = ()  # other members of the same DAG (empty for a standalone server)
     version: str = ""  # free text: "Exchange Server 2016 CU23", "2019", "15.1.2507.6"...
+    # The account Exchange setup runs as (changes.Server.install_username); its password is never in the plan state
+    # or a log: ``install_password`` is a callable that reads it from the inventory when the task is registered.
+    install_username: str = ""
+    install_password: Callable[[], str] | None = field(default=None, repr=False, compare=False)
 
     @property
     def unified_messaging(self) -> bool | None:
@@ -124,6 +128,10 @@ class Options:
     clear_setup_leftovers: bool = False  # also clear Functional votes a failed CU left (MS-DAG, DSC)
     backup_max_age_hours: int = 24
     queue_drain: Poll = Poll(interval=10, total_timeout=480, no_progress_timeout=60)
+    # The change's work phase (changes.work, normalised): {"kind": "hold"} | reboot | exchange-update.
+    work: Mapping[str, Any] = field(default_factory=lambda: {"kind": "hold"})
+    # How often an install or a reboot wait polls (seconds): one short connection per poll.
+    install_poll: float = 60.0
 
 
 class StepContext(Protocol):
@@ -143,6 +151,9 @@ class StepContext(Protocol):
     ) -> CommandResult: ...
 
     def poll(self, check: Callable[[], tuple[bool, Any, str]], policy: Poll, *, what: str) -> PollResult: ...
+
+    def reconnect(self, endpoint: Endpoint) -> None:
+        """Close this run's session to ``endpoint``; the next command opens a new connection."""
 
     def checkpoint(self) -> None:
         """Persist ``state`` now, in its own transaction: a step writes a "sent" marker and checkpoints BEFORE a

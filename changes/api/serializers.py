@@ -12,6 +12,7 @@ from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from changes import work as work_rules
 from changes.models import Alert, Approval, AuditEvent, Change, FreezeWindow, Server, StepRun, validate_server_name
 from changes.states import State, next_states
 
@@ -91,6 +92,39 @@ def _server_name() -> serializers.CharField:
     return serializers.CharField(max_length=15, validators=[validate_server_name])
 
 
+class PackageSerializer(serializers.Serializer):
+    kind = serializers.ChoiceField(["cu", "su"], help_text="cu: Cumulative Update; su: Security Update")
+    path = serializers.CharField(
+        max_length=240, help_text="Absolute: a local path (D:\\ExchangeCU15, a CU's extracted media folder or its "
+                                  "Setup.exe; an SU's .exe or .msp) or a UNC path the server can read")
+    sha256 = serializers.CharField(required=False, allow_blank=True, max_length=64,
+                                   help_text="SHA-256 of an SU file, checked on the server before installing")
+
+
+class WorkSerializer(serializers.Serializer):
+    """The work phase (changes.work). Shape and defaults come from ``normalize_work``: one place for the rules."""
+
+    kind = serializers.ChoiceField(list(work_rules.KINDS), required=False, default=work_rules.HOLD)
+    package = PackageSerializer(required=False, help_text="exchange-update only")
+    target_build = serializers.CharField(required=False, max_length=20, help_text="e.g. 15.2.1748.10")
+    reboot = serializers.ChoiceField(["always", "if-required"], required=False,
+                                     help_text="CU: always (default); SU: if-required (default) or always")
+    ad_prepared = serializers.BooleanField(
+        required=False, help_text="Active Directory already prepared for the target CU (/PrepareSchema, /PrepareAD)")
+    restore_disabled_services = serializers.BooleanField(
+        required=False, help_text="Set services setup left Disabled back to Automatic (default: report only)")
+    install_minutes = serializers.IntegerField(required=False, min_value=1, max_value=1440,
+                                               help_text="Install budget; default CU 90, SU 30")
+    reboot_minutes = serializers.IntegerField(required=False, min_value=1, max_value=240,
+                                              help_text="How long the server may take to come back; default 30")
+
+    def to_internal_value(self, data: Any) -> dict[str, Any]:
+        try:
+            return work_rules.normalize_work(data)
+        except work_rules.WorkInvalid as exc:
+            raise serializers.ValidationError({exc.field.removeprefix("work."): [exc.message]}) from None
+
+
 class ChangeCreateSerializer(StrictSerializer):
     source = serializers.RegexField(r"^[a-z0-9][a-z0-9_.-]*$", max_length=40)
     external_ref = serializers.CharField(max_length=100)
@@ -114,6 +148,8 @@ class ChangeCreateSerializer(StrictSerializer):
         help_text="Standard changes only, and required for them: the name of the standard-change template (catalogue "
                   "entry) the change fits — same plan, servers among the template's servers or DAGs, risk at most "
                   "its maximum, never high. A change that does not fit is refused (code not_standard).")
+    work = WorkSerializer(required=False, default=work_rules.default_work_data,
+                          help_text="What the work phase does: hold (default), reboot or exchange-update")
 
 
 class ChangeUpdateSerializer(ChangeCreateSerializer):
@@ -222,13 +258,14 @@ class ChangeSerializer(serializers.ModelSerializer):
     callback_url = HttpUrlField(read_only=True, allow_blank=True)
     # "" until the change is closed: the enum or blank.
     close_code = serializers.ChoiceField(Change.CloseCode.choices, allow_blank=True, read_only=True)
+    work = WorkSerializer(read_only=True)
 
     class Meta:
         model = Change
         fields = [
             "id", "number", "source", "external_ref", "title", "description", "change_type", "risk", "impact",
-            "servers", "plan", "window_start", "window_end", "requested_by", "notify", "notify_affected_mailboxes",
-            "callback_url", "standard_template", "state",
+            "servers", "plan", "work", "window_start", "window_end", "requested_by", "notify",
+            "notify_affected_mailboxes", "callback_url", "standard_template", "state",
             "next_states", "approvals_required", "approvals_received", "business_hours_warning",
             "freeze_override_reason", "close_code", "close_notes", "created_by", "created_at", "updated_at",
         ]
@@ -265,11 +302,20 @@ class ChangeDetailSerializer(ChangeSerializer):
     # broker or the workers may be down: it is acted on when they return); null once a worker took it.
     decision_waiting_since = serializers.DateTimeField(source="run.decision_waiting_since", default=None,
                                                        read_only=True, allow_null=True)
+    install = serializers.SerializerMethodField(
+        help_text="An exchange-update's live progress per server: phase, last setup phase seen, elapsed, builds")
 
     class Meta(ChangeSerializer.Meta):
-        fields = [*ChangeSerializer.Meta.fields, "current_step", "work_done_at", "decision_waiting_since", "alerts",
-                  "approvals"]
+        fields = [*ChangeSerializer.Meta.fields, "current_step", "work_done_at", "decision_waiting_since", "install",
+                  "alerts", "approvals"]
         read_only_fields = fields
+
+    @extend_schema_field(serializers.DictField(child=serializers.DictField()))
+    def get_install(self, obj: Change) -> dict[str, Any]:
+        run = getattr(obj, "run", None) if hasattr(obj, "run") else None
+        context = (run.context if run is not None else None) or {}
+        return {name: state["install"] for name, state in context.items()
+                if isinstance(state, dict) and isinstance(state.get("install"), dict)}
 
     @extend_schema_field(CurrentStepSerializer(allow_null=True))
     def get_current_step(self, obj: Change) -> dict[str, Any] | None:
@@ -340,6 +386,10 @@ class ServerSerializer(RefusesUnknownFields, serializers.ModelSerializer):
     keytab = Base64BytesField(write_only=True, required=False, allow_blank=True, max_length=64 * 1024,
                               help_text="Write-only Kerberos keytab of the service account, base64; empty removes it")
     has_keytab = serializers.BooleanField(read_only=True)
+    install_password = serializers.CharField(
+        write_only=True, required=False, allow_blank=True, max_length=512, style={"input_type": "password"},
+        help_text="Write-only password of install_username (runs Exchange setup); empty removes it")
+    has_install_password = serializers.BooleanField(read_only=True)
     tls_warnings = serializers.ListField(child=serializers.CharField(), read_only=True)
     effective_endpoint_url = serializers.CharField(read_only=True)
     effective_winrm_url = serializers.CharField(read_only=True)
@@ -351,7 +401,8 @@ class ServerSerializer(RefusesUnknownFields, serializers.ModelSerializer):
         model = Server
         fields = [
             "id", *Server.EDITABLE_FIELDS, "effective_endpoint_url", "effective_winrm_url", "password", "has_password",
-            "keytab", "has_keytab", "tls_warnings", "created_at", "updated_at",
+            "keytab", "has_keytab", "install_password", "has_install_password", "tls_warnings", "created_at",
+            "updated_at",
         ]
         read_only_fields = ["id", "created_at", "updated_at"]
         extra_kwargs = {"dag_name": {"allow_null": True}, "winrm_auth_method": {"allow_blank": True}}

@@ -83,6 +83,25 @@ _TABLE = (
     CmdletSpec("Get-ClusterNode", R, _WIN),
     CmdletSpec("Suspend-ClusterNode", W, _WIN),
     CmdletSpec("Resume-ClusterNode", W, _WIN),
+    # The default endpoint again, for an Exchange update (docs/exchange-install.md): what setup needs and leaves
+    # (files, registry values, free disk, processes, the boot time), the one-shot scheduled task that runs the
+    # installer, service start types and the restart.
+    CmdletSpec("Get-Item", R, _WIN),
+    CmdletSpec("Get-ItemProperty", R, _WIN),
+    CmdletSpec("Get-Content", R, _WIN),
+    CmdletSpec("Get-FileHash", R, _WIN),
+    CmdletSpec("Get-PSDrive", R, _WIN),
+    CmdletSpec("Get-Process", R, _WIN),
+    CmdletSpec("Get-CimInstance", R, _WIN),
+    CmdletSpec("Get-ScheduledTask", R, _WIN),
+    CmdletSpec("Get-ScheduledTaskInfo", R, _WIN),
+    CmdletSpec("New-Item", W, _WIN),
+    CmdletSpec("Copy-Item", W, _WIN),
+    CmdletSpec("Register-ScheduledTask", W, _WIN),  # -Password: redacted by name in every record
+    CmdletSpec("Start-ScheduledTask", W, _WIN),
+    CmdletSpec("Unregister-ScheduledTask", W, _WIN, confirm_false=True),  # ConfirmImpact High: it prompts
+    CmdletSpec("Set-Service", W, _WIN),
+    CmdletSpec("Restart-Computer", W, _WIN),
 )
 
 # PowerShell resolves cmdlet names case-insensitively: so does the table.

@@ -67,3 +67,13 @@ def test_serve_announces_the_urls_and_stops_when_asked() -> None:
         stop.set()
         thread.join(5)
     assert not thread.is_alive()
+
+
+def test_without_speed_the_simulated_clock_is_the_real_current_time() -> None:
+    from datetime import UTC, datetime
+
+    from devtools.management.commands.simulate_exchange import build_simulation
+
+    sim = build_simulation(["EX01"], [])
+    assert abs((sim.clock.now() - datetime.now(UTC)).total_seconds()) < 5
+    assert sim.clock.speed == 1.0

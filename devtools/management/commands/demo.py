@@ -48,6 +48,9 @@ from notifications.secrets import callback_secret_rotate
 
 SPEED = 60  # the simulated Exchange and the engine both run 60× faster than real time
 FAULT = "queue-stuck@EX01"
+# `make demo-install`: CU15 from the share onto the DAG member EX02, AD already prepared for it.
+INSTALL_WORK = {"kind": "exchange-update", "target_build": "15.2.1748.10", "ad_prepared": True,
+                "package": {"kind": "cu", "path": "\\\\files.contoso.com\\exchange\\CU15"}}
 IDENTITIES = {  # name: (roles, source)
     "servicenow": (["requester"], "servicenow"),
     "alice": (["approver"], ""),
@@ -68,8 +71,12 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser) -> None:  # noqa: ANN001
         parser.add_argument("--timeout", type=int, default=240, help="seconds before the demo gives up")
+        parser.add_argument("--install", action="store_true",
+                            help="the change installs Exchange 2019 CU15 on the DAG member EX02 unattended "
+                                 "(work exchange-update) instead of holding for the operator")
 
     def handle(self, *args: Any, timeout: int, **options: Any) -> None:
+        self.install = bool(options.get("install"))
         self.deadline = time.monotonic() + timeout
         self.procs: list[subprocess.Popen] = []
         self.var = Path(settings.VAR_DIR)
@@ -137,14 +144,20 @@ class Command(BaseCommand):
                 "endpoint_url": f"http://127.0.0.1:{sim_port}/{name}/PowerShell",
                 "winrm_url": f"http://127.0.0.1:{sim_port}/{name}/wsman",
                 "username": "exmaint-svc", "password": password,
+                # The account Exchange setup runs as (a domain account in Organization Management).
+                **({"install_username": "CONTOSO\\exinstall", "install_password": secrets.token_urlsafe(16)}
+                   if self.install else {}),
             })
 
-        self._say("== the ITSM posts a normal, medium-risk change for EX01")
+        target = "EX02" if self.install else "EX01"
+        self._say(f"== the ITSM posts a normal, medium-risk change for {target}"
+                  + (" that installs CU15 itself (work: exchange-update)" if self.install else ""))
         start = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=15)
         change = self._call("servicenow", "post", "/changes/", 201, json={
             "source": "servicenow", "external_ref": f"CHG{datetime.now(UTC):%Y%m%d%H%M%S}",
-            "title": "Install Exchange 2019 CU15 on EX01", "description": "Quarterly cumulative update.",
-            "change_type": "normal", "risk": "medium", "impact": "medium", "servers": ["EX01"],
+            "title": f"Install Exchange 2019 CU15 on {target}", "description": "Quarterly cumulative update.",
+            "change_type": "normal", "risk": "medium", "impact": "medium", "servers": [target],
+            **({"work": INSTALL_WORK} if self.install else {}),
             "window_start": start.isoformat(), "window_end": (start + timedelta(hours=4)).isoformat(),
             "requested_by": "carol@contoso.com", "notify": ["exchange-team@contoso.com", "helpdesk@contoso.com"],
             "callback_url": f"http://127.0.0.1:{itsm_port}/api/now/exmaint/callback",
@@ -165,20 +178,10 @@ class Command(BaseCommand):
             self._say(f"   {approver} approves → {state}")
 
         self._say(f"== the window opens at {start:%H:%M:%S} UTC; the worker starts it on its own")
-        paused = self._wait_state(cid, {"paused"}, "the window to pause on the stuck queue")
-        step = paused["current_step"]
-        self._say(f"   paused at step {step['order']} ({step['name']}): {step['error']}")
-        reason = ("3 messages wait for fabrikam.com (Retry, 451 4.4.0); they stay in the queue database and "
-                  "resume after the window")
-        self._call("olga", "post", f"/changes/{cid}/resume/", 200, json={"action": "skip", "reason": reason})
-        self._say(f"   olga skips the drain: {reason}")
-        self._wait(
-            "the work phase",
-            lambda: (self._detail(cid).get("current_step") or {}).get("key") == "work.hold",
-        )
-        self._say("== in maintenance; the operator installs the CU and reports the work done")
-        self._call("olga", "post", f"/changes/{cid}/work-done/", 200,
-                   json={"notes": "CU15 installed (setup exit code 0); server rebooted; build 15.2.1748.10"})
+        if self.install:
+            self._watch_install(cid)
+        else:
+            self._operator_hold(cid)
         final = self._wait_state(cid, {"completed", "aborted"}, "the exit and the verification")
         steps = self._call("audrey", "get", f"/changes/{cid}/steps/", 200)
         issues = sum(len(s["issues"]) for s in steps)
@@ -225,6 +228,41 @@ class Command(BaseCommand):
             if line.strip().startswith(("live", "VERIFIED", "NOT VERIFIED")):
                 self._say(f"   {line}")
         return run.returncode == 0 and live.returncode == 0
+
+    def _operator_hold(self, cid: int) -> None:
+        paused = self._wait_state(cid, {"paused"}, "the window to pause on the stuck queue")
+        step = paused["current_step"]
+        self._say(f"   paused at step {step['order']} ({step['name']}): {step['error']}")
+        reason = ("3 messages wait for fabrikam.com (Retry, 451 4.4.0); they stay in the queue database and "
+                  "resume after the window")
+        self._call("olga", "post", f"/changes/{cid}/resume/", 200, json={"action": "skip", "reason": reason})
+        self._say(f"   olga skips the drain: {reason}")
+        self._wait(
+            "the work phase",
+            lambda: (self._detail(cid).get("current_step") or {}).get("key") == "work.hold",
+        )
+        self._say("== in maintenance; the operator installs the CU and reports the work done")
+        self._call("olga", "post", f"/changes/{cid}/work-done/", 200,
+                   json={"notes": "CU15 installed (setup exit code 0); server rebooted; build 15.2.1748.10"})
+
+    def _watch_install(self, cid: int) -> None:
+        """Nobody acts: print the install's live progress (the change's ``install``) until the window ends."""
+        seen: tuple = ()
+
+        def progress() -> bool:
+            detail = self._detail(cid)
+            for server, install in (detail.get("install") or {}).items():
+                now = (install.get("phase"), install.get("result"), install.get("build_after"))
+                nonlocal seen
+                if now != seen:
+                    seen = now
+                    self._say(f"   {server}: setup phase {install.get('phase') or '—'}, "
+                              f"{(install.get('elapsed_seconds') or 0) / 60:.0f} min simulated"
+                              + (f", result {install['result']}" if install.get("result") else "")
+                              + (f", build {install['build_after']}" if install.get("build_after") else ""))
+            return detail["state"] in ("completed", "aborted", "paused")
+
+        self._wait("the unattended install", progress)
 
     def _notifications_summary(self, cid: int) -> None:
         # Callbacks and mails of the last transitions may still be on their way: wait for the outbox to empty.

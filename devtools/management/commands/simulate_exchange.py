@@ -35,11 +35,12 @@ def parse_dag(spec: str) -> tuple[str, list[str]]:
 
 def build_simulation(standalone: Sequence[str], dags: Sequence[str], faults: Sequence[str] = (),
                      speed: float | None = None) -> Any:
-    """A SimulatedExchange with these servers and faults (``NAME@SERVER[:N]``); with ``speed``, its clock runs on its
-    own from now, ``speed`` times faster than the wall clock."""
+    """A SimulatedExchange with these servers and faults (``NAME@SERVER[:N]``). Its clock starts at the real current
+    time and runs on its own, ``speed`` times faster than the wall clock (default 1: real time). A fixed start would
+    make a real engine see backups days old and stop at the backup gate."""
     from exchange_sim import model
 
-    sim = model.SimulatedExchange() if speed is None else model.SimulatedExchange(start=datetime.now(UTC), speed=speed)
+    sim = model.SimulatedExchange(start=datetime.now(UTC), speed=speed or 1.0)
     for name in standalone:
         sim.add_standalone(name)
     for spec in dags:
@@ -94,8 +95,8 @@ class Command(BaseCommand):
         parser.add_argument("--password-file", default=None, help="first line is the password (default: random)")
         parser.add_argument("--shell-quota", type=int, default=18, help="concurrent shells per user and server")
         parser.add_argument("--speed", type=float, default=None,
-                            help="run the simulated clock on its own, N times faster than real time (for a real "
-                                 "engine, with EXMAINT_RUNNER_CLOCK=scaled:N); default: time moves per command only")
+                            help="run the simulated clock N times faster than real time (for a real engine, with "
+                                 "EXMAINT_RUNNER_CLOCK=scaled:N); default: real time, from now")
 
     def handle(self, *args: Any, **options: Any) -> None:
         standalone, dags = options["standalone"], options["dag"]

@@ -36,6 +36,7 @@ from runner.scheduler import start_due_windows
 from tests.support.catalogue import pre_approved
 
 from .support import maintenance_leftovers, mutating_commands, organisation
+from .test_install_window import INSTALL_FAULT_CASES
 
 pytestmark = pytest.mark.django_db
 
@@ -725,5 +726,6 @@ def test_a_fault_resolved_or_reported_without_an_operator_lets_the_window_comple
 
 def test_every_named_fault_is_driven_through_the_engine() -> None:
     covered = {f for case in [*PAUSES, *AUTOMATIC] for f, _, _ in (*case.faults, *case.at_hold)}
+    covered |= set(INSTALL_FAULT_CASES)  # the Exchange-update faults: test_install_window.py drives them
     assert covered == set(FAULTS)
 
