@@ -11,7 +11,7 @@ LOCAL_ENV := DEBUG=$${DEBUG:-true}
 # `make test PYTEST_WORKERS=0` runs the suite serially in one process.
 PYTEST_WORKERS ?= auto
 
-.PHONY: demo test test-faults serve lint migrate install clean bench-audit
+.PHONY: demo test test-faults serve lint migrate install clean bench-audit bench-create
 
 # As root on Debian (CI), the system packages the Kerberos libraries build against and the tests' MIT KDC are
 # installed first when missing (.ci/system-packages); elsewhere the README lists them.
@@ -56,6 +56,14 @@ BENCH_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/exmaint_bench
 bench-audit: install
 	bash .ci/services postgres
 	DEBUG=true DATABASE_URL=$(BENCH_DATABASE_URL) EXMAINT_VAR_DIR=var/bench $(PY) benchmarks/audit_verify.py
+
+# POST /api/v1/changes/ on gunicorn (2 workers, loopback) and PostgreSQL (started as CI does) against a bare DRF create
+# (benchmarks/bare), at 1 and 4 clients; its last line is `create rps=… bare_rps=… ratio=… ratio4=… statements=…`.
+# BENCH_CREATE_DATABASE_URL names the throwaway database it drops and makes again (its name must contain "bench").
+BENCH_CREATE_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/exmaint_bench_create
+bench-create: install
+	bash .ci/services postgres
+	DEBUG=true DATABASE_URL=$(BENCH_CREATE_DATABASE_URL) EXMAINT_VAR_DIR=var/bench-create $(PY) benchmarks/create_changes.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache

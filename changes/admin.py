@@ -103,8 +103,9 @@ class ChangeAdmin(admin.ModelAdmin):
     inlines = [AlertInline, PauseInline, ApprovalInline, StepRunInline]
     actions = ["approve_selected", "reject_selected"]
     readonly_fields = [
-        "number_display", "source", "external_ref", "title", "description", "change_type", "risk", "impact",
-        "server_names", "plan", "window_start", "window_end", "requested_by", "notify", "callback_url", "state",
+        "number_display", "source", "external_ref", "title", "description", "change_type", "standard_template",
+        "risk", "impact", "server_names", "plan", "window_start", "window_end", "requested_by", "notify",
+        "callback_url", "state",
         "approvals_required", "business_hours_warning", "freeze_override_reason", "close_code", "close_notes",
         "created_by", "created_at", "updated_at",
     ]

@@ -10,11 +10,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
 from . import audit
-from .errors import DomainError, StateConflict
+from .errors import DomainError, InvalidRequest, StateConflict
 from .models import Change, Role, Server, StandardChangeTemplate
 from .roles import require_role
 
@@ -80,12 +81,20 @@ def template_save(template: StandardChangeTemplate | None, *, actor: Any,
                   data: dict[str, Any]) -> StandardChangeTemplate:
     """Create or edit a catalogue entry (approvers). Saving is approving: the actor and the time are recorded as
     the approval, and the edit is audited with what changed. The name is fixed once created. ``data["servers"]`` is a
-    list of Server rows. Raises NotPermitted, StateConflict."""
+    list of Server rows. Raises NotPermitted, InvalidRequest (name), StateConflict (renaming), NotStandard (high
+    risk)."""
     require_role(actor, Role.APPROVER, to="maintain the standard-change catalogue")
     created = template is None
     template = template or StandardChangeTemplate(name=data.get("name", ""))
     if not created and data.get("name", template.name) != template.name:
         raise StateConflict(f"the template '{template.name}' cannot be renamed: changes refer to it by name")
+    if created:
+        try:
+            StandardChangeTemplate._meta.get_field("name").run_validators(template.name)
+        except ValidationError as exc:
+            raise InvalidRequest(f"name: {' '.join(exc.messages)}", field="name") from None
+        if not template.name or StandardChangeTemplate.objects.filter(name=template.name).exists():
+            raise InvalidRequest(f"a template needs a name not used yet ('{template.name}')", field="name")
     if data.get("max_risk") == Change.Level.HIGH:
         raise NotStandard("a high-risk change is never standard: the maximum risk is low or medium",
                           misfits=["max_risk"])

@@ -8,6 +8,7 @@ admins add the rest. Changes to users, groups, group membership and aliases are 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -64,6 +65,11 @@ def names_of(user: Any) -> frozenset[str]:
     return cached
 
 
+def remember_names(user: Any, aliases: Iterable[str]) -> None:
+    """Cache the names of a user whose identity's aliases were read with it (a list of recipients)."""
+    user._exmaint_names = frozenset(_forms([user.get_username(), user.email or "", *aliases]))
+
+
 def names_person(user: Any, name: str) -> bool:
     """Does ``name`` (as an ITSM writes a person: any case, any of the forms) name this user's identity?"""
     if user is None or not getattr(user, "pk", None) or not normalize(name):
@@ -103,7 +109,9 @@ def _actor() -> Any:
     return current_actor() or "system:exmaint"
 
 
-def _user_pre_save(sender: Any, instance: Any, **kwargs: Any) -> None:
+def _user_pre_save(sender: Any, instance: Any, update_fields: Any = None, **kwargs: Any) -> None:
+    if update_fields is not None and set(update_fields) <= {"last_login"}:
+        return  # a login: nothing to compare
     stored = sender.objects.filter(pk=instance.pk).values(*_USER_FIELDS, "password").first() if instance.pk else None
     instance._exmaint_before = stored
 

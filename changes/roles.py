@@ -3,6 +3,7 @@
 What a role may do to a given change — separation of duties included — is changes.authority's to say."""
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from .errors import NotPermitted
@@ -14,9 +15,15 @@ def roles_of(user: Any) -> frozenset[str]:
         return frozenset()
     cached = getattr(user, "_exmaint_roles", None)
     if cached is None:
-        cached = frozenset(Role.values) if user.is_superuser else frozenset(user.groups.values_list("name", flat=True))
+        # groups.all(), not values_list: lists of users prefetch their groups (one query for all of them).
+        cached = frozenset(Role.values) if user.is_superuser else frozenset(g.name for g in user.groups.all())
         user._exmaint_roles = cached
     return cached
+
+
+def remember_roles(user: Any, group_names: Iterable[str]) -> None:
+    """Cache the roles of a user whose group names were read with it (the API's token lookup)."""
+    user._exmaint_roles = frozenset(Role.values) if user.is_superuser else frozenset(n for n in group_names if n)
 
 
 def has_role(user: Any, *roles: str) -> bool:

@@ -7,6 +7,7 @@ import logging
 from typing import Any
 
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from . import audit, authority, events
@@ -37,7 +38,6 @@ def change_start(change: Change, *, actor: Any, plan: str | None = None, options
     if not isinstance(actor, str):
         authority.may_operate(actor, change, to="start a window").require()
     with transaction.atomic():
-        _lock_schedule()
         change = Change.objects.select_for_update().get(pk=change.pk)
         if change.state != State.SCHEDULED:
             raise TransitionNotAllowed(change.state, State.RUNNING)
@@ -49,6 +49,7 @@ def change_start(change: Change, *, actor: Any, plan: str | None = None, options
             raise StateConflict(f"{change.number}'s window closed at {change.window_end.isoformat()}; "
                                 "reschedule it (PATCH the window) to run it", window_end=change.window_end.isoformat())
         servers = list(change.servers.all())
+        _lock_schedule(Q(pk__in=[s.pk for s in servers]))
         check_schedule(change_type=change.change_type, servers=servers, window_start=change.window_start,
                        window_end=change.window_end, exclude_pk=change.pk)
         if len(_valid_approvers(change, _fingerprint(change, servers))) < change.approvals_required:

@@ -41,3 +41,23 @@ def pause_facts(pause: Pause) -> dict[str, Any]:
     """A pause as plain data for the notifications (the ITSM callback, the operator alert)."""
     return {"code": pause.code, "title": pause.get_code_display(), "step": pause.step.key if pause.step else "",
             "step_order": pause.step.order if pause.step else None, "server": pause.server.name if pause.server else ""}
+
+
+def prime_servers(change: Change, servers: list[Server]) -> None:
+    """Cache ``change.servers.all()`` as prefetch_related would: the caller has just written these links (a new
+    change), so what reads them next in the request (events, outbox, the answer) need not ask the database."""
+    cached = change.servers.all()
+    cached._result_cache, cached._prefetch_done = list(servers), True
+    change._prefetched_objects_cache = {**getattr(change, "_prefetched_objects_cache", {}), "servers": cached}
+
+
+def prime_new_change(change: Change) -> Change:
+    """A change created by this request, ready for ChangeDetailSerializer without reading back what the request
+    wrote: it has no approvals, alerts, steps or run yet (its servers were primed by the service)."""
+    change.approvals_count = 0
+    for name, related in (("approvals", change.approvals), ("alerts", change.alerts), ("steps", change.steps)):
+        cached = related.none()
+        cached._result_cache, cached._prefetch_done = [], True
+        change._prefetched_objects_cache = {**getattr(change, "_prefetched_objects_cache", {}), name: cached}
+    change._state.fields_cache["run"] = None
+    return change

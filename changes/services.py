@@ -10,8 +10,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
-from django.db.models import Q
+from django.db import IntegrityError, transaction
+from django.db.models import Q, Value
 from django.utils import timezone
 
 from . import audit, authority, catalogue, events, policy
@@ -28,11 +28,11 @@ from .errors import (
 from .models import Approval, Change, FreezeWindow, Role, Server
 from .queue import enqueue_report, enqueue_start
 from .roles import require_role
+from .selectors import prime_servers
 from .states import EDITABLE, HOLDS_SERVERS, TERMINAL, WINDOW_ENDED, State, TransitionNotAllowed, check_transition
 
 # Fields whose change voids approvals: what an approver approves (changes.authority.APPROVAL_FIELDS).
 PINNED_FIELDS = authority.APPROVAL_FIELDS
-_SCHEDULE_LOCK_KEY = 0x65786D7363686564  # "exmsched"
 EDITABLE_FIELDS = (
     "title", "description", "change_type", "risk", "impact", "servers", "plan",
     "window_start", "window_end", "requested_by", "notify", "notify_affected_mailboxes", "callback_url",
@@ -46,9 +46,12 @@ def _digest(data: dict[str, Any]) -> str:
     return hashlib.sha256(audit.canonical(audit._jsonable(data))).hexdigest()
 
 
-def _resolve_servers(names: Iterable[str]) -> list[Server]:
+def _resolve_servers(names: Iterable[str], *, lock: bool = False) -> list[Server]:
+    """The named servers, sorted by name. ``lock``: also take the schedule lock on them (_lock_schedule)."""
     wanted = {n.strip().upper(): n for n in names}
-    found = {s.name.upper(): s for s in Server.objects.filter(name__in=_case_variants(wanted))}
+    variants = _case_variants(wanted)
+    rows = _lock_schedule(Q(name__in=variants)) if lock else Server.objects.filter(name__in=variants)
+    found = {s.name.upper(): s for s in rows if s.name in variants}
     # Server names are NetBIOS names: compare without case.
     missing = sorted(orig for key, orig in wanted.items() if key not in found)
     if missing:
@@ -56,8 +59,20 @@ def _resolve_servers(names: Iterable[str]) -> list[Server]:
     return sorted(found.values(), key=lambda s: s.name)
 
 
-def _case_variants(wanted: dict[str, str]) -> list[str]:
-    return list({*wanted.keys(), *wanted.values(), *(v.lower() for v in wanted.values())})
+def _case_variants(wanted: dict[str, str]) -> set[str]:
+    return {*wanted.keys(), *wanted.values(), *(v.lower() for v in wanted.values())}
+
+
+def _lock_schedule(named: Q) -> list[Server]:
+    """Serialize the check-then-claim of windows that could conflict, and only those: two requests claiming a slot
+    on the same server or in the same DAG (check_schedule's conflicts) wait for each other; others run side by side.
+
+    PostgreSQL: row locks (FOR NO KEY UPDATE, which foreign keys to the servers do not wait for) on the named servers
+    and every server of their DAGs, taken in primary-key order so two requests cannot deadlock. Call it inside the
+    transaction, before check_schedule reads. SQLite: BEGIN IMMEDIATE (settings) already serializes writers.
+    Returns the locked servers (the named ones and their DAGs' other members)."""
+    dags = Server.objects.filter(named).exclude(dag_name="").values("dag_name")
+    return list(Server.objects.filter(named | Q(dag_name__in=dags)).order_by("pk").select_for_update(no_key=True))
 
 
 def _fingerprint(change: Change, servers: Iterable[Server] | None = None) -> str:
@@ -80,35 +95,38 @@ def check_schedule(
     """
     policy.check_window_shape(window_start, window_end)
     dags = {s.dag_name for s in servers if s.dag_name}
+    # One round trip for both checks: the overlapping held windows and freeze windows, as (kind, id, start, end,
+    # state or reason) rows; the earliest of each kind is the one named.
     overlapping = Change.objects.filter(
         state__in=HOLDS_SERVERS, window_start__lt=window_end, window_end__gt=window_start
-    ).exclude(pk=exclude_pk)
-    conflict = (
-        overlapping.filter(Q(servers__in=servers) | Q(servers__dag_name__in=dags))
-        .distinct()
-        .order_by("window_start")
-        .first()
-    )
-    if conflict is not None:
-        raise ScheduleConflict(
-            f"the window overlaps {conflict.number} ({conflict.state}, "
-            f"{conflict.window_start.isoformat()} – {conflict.window_end.isoformat()}) on the same server or DAG",
-            conflicting_change=conflict.number,
-            conflicting_change_id=conflict.pk,
-        )
+    ).exclude(pk=exclude_pk).filter(Q(servers__in=servers) | Q(servers__dag_name__in=dags))
     freezes = FreezeWindow.objects.filter(start__lt=window_end, end__gt=window_start).filter(
         Q(servers__in=servers) | Q(dag_name__in=dags) | Q(servers__isnull=True, dag_name="")
-    ).distinct()
-    freeze = freezes.order_by("start").first()
+    )
+    rows = sorted(
+        overlapping.order_by().values_list(Value("change"), "pk", "window_start", "window_end", "state").union(
+            freezes.order_by().values_list(Value("freeze"), "pk", "start", "end", "reason")),
+        key=lambda row: (row[0], row[2], row[1]),
+    )
+    conflict = next((row for row in rows if row[0] == "change"), None)
+    if conflict is not None:
+        number = Change(pk=conflict[1]).number
+        raise ScheduleConflict(
+            f"the window overlaps {number} ({conflict[4]}, "
+            f"{conflict[2].isoformat()} – {conflict[3].isoformat()}) on the same server or DAG",
+            conflicting_change=number,
+            conflicting_change_id=conflict[1],
+        )
+    freeze = next((row for row in rows if row[0] == "freeze"), None)
     if freeze is None:
         return ""
+    freeze_pk, start, end, reason = freeze[1:]
     if change_type == Change.ChangeType.EMERGENCY:
-        return f"emergency change inside freeze window #{freeze.pk} ({freeze.start.isoformat()} – " \
-               f"{freeze.end.isoformat()}): {freeze.reason}"
+        return f"emergency change inside freeze window #{freeze_pk} ({start.isoformat()} – {end.isoformat()}): {reason}"
     raise FreezeConflict(
-        f"the window falls in freeze window #{freeze.pk} ({freeze.start.isoformat()} – {freeze.end.isoformat()}): "
-        f"{freeze.reason}; only emergency changes may run in a freeze",
-        freeze_window_id=freeze.pk,
+        f"the window falls in freeze window #{freeze_pk} ({start.isoformat()} – {end.isoformat()}): "
+        f"{reason}; only emergency changes may run in a freeze",
+        freeze_window_id=freeze_pk,
     )
 
 
@@ -165,13 +183,13 @@ def change_create(*, actor: Any, data: dict[str, Any]) -> tuple[Change, bool]:
         return _idempotent_replay(existing, digest, actor), False
     if data.get("callback_url"):
         check_callback_url(data["callback_url"])  # DNS: before the transaction, never inside it
-    servers = _resolve_servers(data["servers"])
-    catalogue.check_fit(change_type=data["change_type"], template=data.get("standard_template", ""),
-                        plan=data.get("plan", "maintenance"), risk=data["risk"], servers=servers)
     fields = {k: v for k, v in data.items() if k != "servers"}
     try:
-        with transaction.atomic():
-            _lock_schedule()
+        # The chain's lock is taken last, once, for all of the request's events (audit.batch).
+        with transaction.atomic(), audit.batch():
+            servers = _resolve_servers(data["servers"], lock=True)
+            catalogue.check_fit(change_type=data["change_type"], template=data.get("standard_template", ""),
+                                plan=data.get("plan", "maintenance"), risk=data["risk"], servers=servers)
             freeze_note = check_schedule(
                 change_type=data["change_type"], servers=servers,
                 window_start=data["window_start"], window_end=data["window_end"],
@@ -184,7 +202,11 @@ def change_create(*, actor: Any, data: dict[str, Any]) -> tuple[Change, bool]:
                 business_hours_warning=policy.touches_business_hours(data["window_start"], data["window_end"]),
                 freeze_override_reason=freeze_note,
             )
-            change.servers.set(servers)
+            # A new change has no servers yet: insert the links, no read first; and keep them for the events and
+            # the answer (no read-after-write).
+            Change.servers.through.objects.bulk_create(
+                [Change.servers.through(change_id=change.pk, server_id=s.pk) for s in servers])
+            prime_servers(change, servers)
             audit.append(
                 actor=actor, action="change.created", obj=change, reason=freeze_note,
                 changes={k: [None, v] for k, v in {**fields, "servers": [s.name for s in servers]}.items()},
@@ -213,14 +235,6 @@ def _idempotent_replay(existing: Change, digest: str, actor: Any) -> Change:
     return existing
 
 
-def _lock_schedule() -> None:
-    """Serialize every check-then-claim of a window, so two requests cannot both take an overlapping slot.
-    PostgreSQL: a transaction-scoped advisory lock. SQLite: BEGIN IMMEDIATE (settings) already serializes writers."""
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cur:
-            cur.execute("SELECT pg_advisory_xact_lock(%s)", [_SCHEDULE_LOCK_KEY])
-
-
 def change_update(change: Change, *, actor: Any, data: dict[str, Any], reason: str = "") -> Change:
     """Edit a change that has not started. Editing servers, plan or window voids approvals (audited) and sends a
     scheduled change back to ``awaiting_approval``. Scheduling rules are re-checked."""
@@ -231,7 +245,6 @@ def change_update(change: Change, *, actor: Any, data: dict[str, Any], reason: s
     if data.get("callback_url"):
         check_callback_url(data["callback_url"])  # DNS: before the transaction, never inside it
     with transaction.atomic():
-        _lock_schedule()
         change = Change.objects.select_for_update().get(pk=change.pk)
         if change.state not in EDITABLE:
             raise StateConflict(
@@ -240,6 +253,7 @@ def change_update(change: Change, *, actor: Any, data: dict[str, Any], reason: s
             )
         old_servers = list(change.servers.all())
         new_servers = _resolve_servers(data["servers"]) if "servers" in data else old_servers
+        _lock_schedule(Q(pk__in=[s.pk for s in new_servers]))
         diff: dict[str, list[Any]] = {}
         for key, value in data.items():
             if key == "servers":
@@ -301,14 +315,15 @@ def _decide(change: Change, *, actor: Any, comment: str, decision: str) -> Chang
     authority.may_approve(actor, change, verb=verb).require()
     if not comment or not comment.strip():
         raise InvalidRequest("a comment is required", field="comment")
-    with transaction.atomic():
-        _lock_schedule()
+    with transaction.atomic(), audit.batch():
         change = Change.objects.select_for_update().get(pk=change.pk)
         target = State.SCHEDULED if decision == Approval.Decision.APPROVED else State.REJECTED
         if change.state != State.AWAITING_APPROVAL:
             raise TransitionNotAllowed(change.state, target)
         authority.may_approve(actor, change, verb=verb).require()  # again, on the locked row
         servers = list(change.servers.all())
+        if decision == Approval.Decision.APPROVED:
+            _lock_schedule(Q(pk__in=[s.pk for s in servers]))  # before check_schedule reads, below
         fingerprint = _fingerprint(change, servers)
         if change.approvals.filter(approver=actor, fingerprint=fingerprint, voided_at__isnull=True).exists():
             raise AlreadyDecided(f"you already decided on this version of {change.number}; each approver counts once")

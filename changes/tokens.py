@@ -16,7 +16,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from . import audit
+from .aggregates import Joined, split
 from .models import ApiToken
+from .roles import remember_roles
 
 PREFIX = "exm_"
 # What the admin and the audit trail show of a key: the marker and 8 random characters (48 of its 256 bits).
@@ -67,10 +69,15 @@ def token_issue(user: Any, *, actor: Any, days: int | None = None) -> Issued:
 
 
 def token_user(key: str, *, now: datetime | None = None) -> tuple[Any, ApiToken]:
-    """The active user a key belongs to. Raises TokenRefused: unknown key, expired key, inactive user."""
-    token = ApiToken.objects.select_related("user").filter(digest=digest(key)).first()
+    """The active user a key belongs to. Raises TokenRefused: unknown key, expired key, inactive user.
+
+    One query reads the token, its user, the user's API client (its source) and roles, which every request reads
+    next (changes.roles)."""
+    token = (ApiToken.objects.select_related("user", "user__api_client")
+             .annotate(role_names=Joined("user__groups__name")).filter(digest=digest(key)).first())
     if token is None or not token.user.is_active:
         raise TokenRefused("invalid token")
+    remember_roles(token.user, split(token.role_names))
     if token.expires_at <= (now or timezone.now()):
         raise TokenRefused(f"the token {token.prefix}… expired on {token.expires_at:%Y-%m-%d %H:%M} UTC; ask for a "
                            "new one (manage.py rotate_api_token, or the admin's API tokens page)", expired=True)

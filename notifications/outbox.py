@@ -32,9 +32,9 @@ def on_event(event: str, **data: Any) -> str | None:
     """The events handler registered by NotificationsConfig.ready()."""
     if event == events.CHANGE_CREATED:
         change = data["change"]
-        MailThread.for_change(change)  # the UID and thread root, random, from the start
+        MailThread.objects.create(change=change)  # the UID and thread root, random, from the start
         if change.state == State.AWAITING_APPROVAL and change.approvals_required > 0:
-            _approval_request(change)
+            _approval_request(change, first=True)
     elif event == events.CHANGE_UPDATED:
         _on_update(data["change"], data.get("diff") or {})
     elif event == events.CHANGE_TRANSITION:
@@ -226,15 +226,16 @@ def _cancel_invite(change: Change, reason: str) -> None:
 
 # --- approvers, operators, the ITSM -------------------------------------------------------------------------------
 
-def _approval_request(change: Change, voided: dict[str, Any] | None = None) -> None:
+def _approval_request(change: Change, voided: dict[str, Any] | None = None, *, first: bool = False) -> None:
     """Ask the approvers. ``voided``: an approved change was edited (``_last_edit``): the request says the earlier
-    approval no longer stands, what was edited, the window approved before and the requester's reason."""
-    rounds = Delivery.objects.filter(change=change, kind=Kind.APPROVAL_REQUEST).count()
+    approval no longer stands, what was edited, the window approved before and the requester's reason. ``first``:
+    the change was created in this transaction (no earlier round, no row to find)."""
+    rounds = 0 if first else Delivery.objects.filter(change=change, kind=Kind.APPROVAL_REQUEST).count()
     _add(change, Delivery.Channel.EMAIL, Kind.APPROVAL_REQUEST, f"change:{change.pk}:approval_request:{rounds + 1}",
          {**_summary(change), **(voided or {}), "approvals_required": change.approvals_required,
           "description": change.description,
           "approve_url": f"{conf.public_url()}/api/v1/changes/{change.pk}/approve/"},
-         recipients=approvers_for(change))
+         recipients=approvers_for(change), new=first)
 
 
 def _change_events(change: Change, *actions: str) -> Any:
@@ -314,20 +315,25 @@ def _summary(change: Change) -> dict[str, Any]:
 
 def _add(change: Change | None, channel: str, kind: str, key: str, payload: dict[str, Any], *,
          recipients: list[str] | tuple[str, ...] = (), affected: bool = False,
-         not_before: datetime | None = None) -> Delivery | None:
-    """Write one outbox row (once: the dedupe key is unique) and queue its dispatch on commit."""
+         not_before: datetime | None = None, new: bool = False) -> Delivery | None:
+    """Write one outbox row (once: the dedupe key is unique) and queue its dispatch on commit. ``new``: the key
+    belongs to a change created in this transaction, so it cannot exist yet (an insert, no lookup first)."""
     recipients = normalize(recipients)
     if not recipients and not affected:
         return None
     now = timezone.now()
     due = max(now, not_before or now)
     uid = MailThread.for_change(change).uid if change is not None else str(uuid.uuid4())
-    delivery, created = Delivery.objects.get_or_create(dedupe_key=key, defaults={
+    fields = {
         "change": change, "channel": channel, "kind": kind, "payload": {**payload, "affected_mailboxes": affected},
         "recipients": recipients, "recipients_count": len(recipients), "recipients_resolved": not affected,
         "batch_size": int(conf.get("BATCH_SIZE")), "not_before": due, "next_attempt_at": due,
         "message_id": message_id(key, uid),
-    })
+    }
+    if new:
+        delivery, created = Delivery.objects.create(dedupe_key=key, **fields), True
+    else:
+        delivery, created = Delivery.objects.get_or_create(dedupe_key=key, defaults=fields)
     if created and due <= now:
         delivery_id = delivery.pk
         transaction.on_commit(lambda: kick(delivery_id))

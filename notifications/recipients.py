@@ -5,10 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from django.contrib.auth import get_user_model
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 
 from changes import authority
+from changes.aggregates import Joined, split
+from changes.identities import remember_names
 from changes.models import Change, Role
+from changes.roles import remember_roles
 
 
 def normalize(addresses: Iterable[str]) -> list[str]:
@@ -25,14 +28,22 @@ def normalize(addresses: Iterable[str]) -> list[str]:
 
 
 def _holders(role: str):  # noqa: ANN202 - a queryset of users
-    # Superusers hold every role (changes.roles.roles_of).
-    return get_user_model().objects.filter(Q(groups__name=role) | Q(is_superuser=True), is_active=True).exclude(
-        email="").distinct().order_by("username")
+    # Superusers hold every role (changes.roles.roles_of). Exists, not a join: the users' own groups stay unfiltered
+    # for the role annotation of approvers_for.
+    user_model = get_user_model()
+    member = user_model.groups.through.objects.filter(user_id=OuterRef("pk"), group__name=role)
+    return user_model.objects.filter(Exists(member) | Q(is_superuser=True), is_active=True).exclude(
+        email="").order_by("username")
 
 
 def approvers_for(change: Change) -> list[str]:
-    """Approvers to ask: those who may decide on it (changes.authority.may_approve), so never its requester."""
-    users = _holders(Role.APPROVER).select_related("api_client").prefetch_related("identity__aliases")
+    """Approvers to ask: those who may decide on it (changes.authority.may_approve), so never its requester.
+    One query: each user's roles and identity aliases come with it (the rule needs both)."""
+    users = list(_holders(Role.APPROVER).select_related("api_client").annotate(
+        role_names=Joined("groups__name"), alias_values=Joined("identity__aliases__value")))
+    for user in users:
+        remember_roles(user, split(user.role_names))
+        remember_names(user, split(user.alias_values))
     return normalize(u.email for u in authority.approvers_to_ask(users, change))
 
 

@@ -104,14 +104,19 @@ def run_window(
 ) -> str:
     """Run (or continue) the window of ``change_id`` as far as it can go now. Returns what happened:
     ``completed``, ``aborted``, ``paused``, ``held``, ``busy`` (another worker holds the lease), ``lost lease``,
-    or ``idle: <state>`` (nothing to do). ``on_step(key, ctx)`` is called after each step ran (the benchmark reads
+    ``database unavailable`` (it stayed down past the writes' retries: runner/persistence.py) or ``idle: <state>``
+    (nothing to do). ``on_step(key, ctx)`` is called after each step ran (the benchmark reads
     the context's command and wait times)."""
-    change = Change.objects.filter(pk=change_id).only("state").first()
-    if change is None:
-        return "idle: no such change"
-    if change.state != State.RUNNING:
-        return f"idle: {change.state}"
-    lease = WindowLease.acquire(change_id, worker)
+    try:
+        change = Change.objects.filter(pk=change_id).only("state").first()
+        if change is None:
+            return "idle: no such change"
+        if change.state != State.RUNNING:
+            return f"idle: {change.state}"
+        lease = WindowLease.acquire(change_id, worker)
+    except RETRYABLE as exc:  # the sweep queues the run again once the database is back
+        log.warning("change %s: not started, the database is unreachable (%s)", change_id, exc)
+        return "database unavailable"
     if lease is None:
         return "busy"
     try:

@@ -274,7 +274,11 @@ class ChangeDetailSerializer(ChangeSerializer):
     @extend_schema_field(CurrentStepSerializer(allow_null=True))
     def get_current_step(self, obj: Change) -> dict[str, Any] | None:
         """The step running or waiting for a decision, for live progress."""
-        step = obj.steps.filter(status__in=StepRun.CURRENT_STATUSES).order_by("-order").first()
+        if "steps" in getattr(obj, "_prefetched_objects_cache", {}):  # a change created by this request: none yet
+            step = max((s for s in obj.steps.all() if s.status in StepRun.CURRENT_STATUSES),
+                       key=lambda s: s.order, default=None)
+        else:
+            step = obj.steps.filter(status__in=StepRun.CURRENT_STATUSES).order_by("-order").first()
         if step is None:
             return None
         return {"order": step.order, "key": step.key, "phase": step.phase, "name": step.name, "status": step.status,

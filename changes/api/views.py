@@ -14,7 +14,7 @@ from rest_framework.response import Response
 from changes import audit, run_services, services
 from changes.models import FreezeWindow, Role, Server
 from changes.roles import has_role
-from changes.selectors import audit_events_for, change_list
+from changes.selectors import audit_events_for, change_list, prime_new_change
 
 from .filters import ChangeFilter
 from .permissions import HasAnyRole, ReadAnyRoleWriteOperator, ReadAnyRoleWriteOperatorOrApprover
@@ -74,7 +74,9 @@ class ChangeViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
     @extend_schema(request=ChangeCreateSerializer, responses={201: ChangeDetailSerializer, 200: ChangeDetailSerializer})
     def create(self, request: Request) -> Response:
         change, created = services.change_create(actor=request.user, data=_parse(ChangeCreateSerializer, request))
-        return self._respond(change, status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+        if created:  # the request wrote all there is to show: no read-back
+            return Response(ChangeDetailSerializer(prime_new_change(change)).data, status=status.HTTP_201_CREATED)
+        return self._respond(change)
 
     @extend_schema(request=ChangeUpdateSerializer, responses=ChangeDetailSerializer)
     def partial_update(self, request: Request, pk: str | None = None) -> Response:

@@ -3,11 +3,12 @@ rows: the same key keeps working, only its SHA-256 and its first 8 characters ar
 EXMAINT_API_TOKEN_DAYS from now (counted from the migration, so no client is cut off by it). The clear-text table is
 then dropped: the app is no longer installed, and its rows were every client's credentials."""
 import hashlib
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 from django.conf import settings
 from django.db import migrations
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 LEGACY_TABLE = "authtoken_token"
 
@@ -23,6 +24,10 @@ def hash_legacy_tokens(apps, schema_editor):
         cursor.execute(f"SELECT key, user_id, created FROM {LEGACY_TABLE}")  # noqa: S608 - a constant name
         rows = cursor.fetchall()
     for key, user_id, created in rows:
+        # A raw cursor gives SQLite's text (or a naive datetime): the column held UTC.
+        created = parse_datetime(created) if isinstance(created, str) else created
+        if created is not None and timezone.is_naive(created):
+            created = timezone.make_aware(created, UTC)
         ApiToken.objects.update_or_create(user_id=user_id, defaults={
             "prefix": key[:8], "digest": hashlib.sha256(key.encode()).hexdigest(),
             "created_at": created or now, "expires_at": expires})

@@ -3,14 +3,17 @@ what approvers approve), D4 (people compared as identities, not strings), superu
 changes to users, groups and identities audited, and the rule in one place."""
 from __future__ import annotations
 
+import importlib
 import json
 import re
 from pathlib import Path
 
 import pytest
+from django.apps import apps
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.auth.models import Group, User
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
+from django.test.utils import CaptureQueriesContext
 
 from changes import authority, services
 from changes.errors import NotPermitted, SeparationOfDuties
@@ -148,6 +151,16 @@ def test_identities_follow_the_user_and_aliases_are_unique_without_case() -> Non
     assert not names_person(User.objects.get(pk=other.pk), "CONTOSO\\JDoe")
 
 
+def test_the_migration_gives_existing_users_their_identity() -> None:
+    fill = importlib.import_module("changes.migrations.0014_identities").fill_identities
+    first, second = make_user("jdoe", email="JDoe@Contoso.com"), make_user("jdoe-admin", email="jdoe@contoso.com")
+    Identity.objects.all().delete()  # as before the migration
+    fill(apps, None)
+    assert sorted(Identity.objects.get(user=first).aliases.values_list("value", flat=True)) == [
+        "jdoe", "jdoe@contoso.com"]
+    assert list(Identity.objects.get(user=second).aliases.values_list("value", flat=True)) == ["jdoe-admin"]
+
+
 def test_the_approval_request_is_not_sent_to_the_requester_by_identity(requester, servers, alice) -> None:
     make_user("jdoe", "approver", email="jdoe@contoso.com")
     make_user("root", superuser=True, email="root@example.com")
@@ -155,6 +168,17 @@ def test_the_approval_request_is_not_sent_to_the_requester_by_identity(requester
     assert approvers_for(change) == ["alice@example.com", "root@example.com"]
     mine = create(requester, requested_by="CONTOSO\\root", ref="CHG2", hours=3)
     assert approvers_for(mine) == ["alice@example.com", "jdoe@contoso.com"]
+
+
+def test_choosing_the_approvers_to_ask_costs_the_same_queries_for_many(requester, servers, alice) -> None:
+    change = create(requester)
+    with CaptureQueriesContext(connection) as few:
+        approvers_for(change)
+    for i in range(6):
+        make_user(f"approver{i}", "approver", email=f"a{i}@example.com")
+    with CaptureQueriesContext(connection) as many:
+        assert len(approvers_for(change)) == 7
+    assert len(many.captured_queries) == len(few.captured_queries)
 
 
 def test_the_admins_awaiting_my_approval_list_hides_changes_requested_under_another_name(client, requester,

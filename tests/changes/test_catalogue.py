@@ -190,3 +190,12 @@ def test_a_superuser_requester_gets_no_exemption(api, servers, alice) -> None:
     root = make_user("itsm-root", "requester", superuser=True, source="servicenow", client=True)
     res = post(api(root), change_type="standard", risk="low", standard_template="")
     assert res.status_code == 400 and res.json()["code"] == "not_standard"
+
+
+def test_a_template_needs_a_valid_unused_name(servers, alice) -> None:
+    from changes.errors import InvalidRequest
+
+    template(alice)
+    for name in ("monthly-patch", "", "Bad Name"):
+        with pytest.raises(InvalidRequest):
+            template(alice, name=name)

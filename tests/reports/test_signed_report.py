@@ -321,10 +321,11 @@ def test_the_verifier_needs_no_django(tmp_path, completed, signing) -> None:
 @pytest.fixture
 def live_service(auditor, monkeypatch):
     """``--against``'s HTTP calls answered by this test's service (the Django test client, the auditor's token)."""
-    from rest_framework.authtoken.models import Token
     from rest_framework.test import APIClient
 
-    token = Token.objects.get_or_create(user=auditor)[0].key
+    from tests.support.tokens import api_key
+
+    token = api_key(auditor)
     client = APIClient()
 
     def get(url: str, headers: dict[str, str], params: dict[str, str] | None = None, timeout: int = 0):

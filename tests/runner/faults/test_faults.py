@@ -8,7 +8,6 @@ from __future__ import annotations
 import re
 
 import pytest
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from changes.models import AuditHead, StepRun
@@ -16,6 +15,7 @@ from changes.run_services import change_work_done
 from runner.engine import RESUMED
 from tests.conftest import make_user
 from tests.runner.engine.support import HeldAnswer
+from tests.support.tokens import api_key
 
 from .support import (
     OnCommand,
@@ -98,7 +98,7 @@ def test_a_worker_sigkilled_with_a_transport_restart_unanswered_leaves_sent_outc
     # The API and the report show it.
     auditor = make_user("audrey", "auditor")
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.get_or_create(user=auditor)[0].key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {api_key(auditor)}")
     steps = client.get(f"/api/v1/changes/{change.pk}/steps/").json()
     steps = steps["results"] if isinstance(steps, dict) else steps
     api_restart = next(s for s in steps if s["key"] == "enter.restart_transport")
