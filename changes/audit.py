@@ -313,3 +313,8 @@ class _ChangesCache(dict):
             self.clear()
         self[changes] = encoded = _canonical_encoder.encode(json.loads(changes))
         return encoded
+
+
+def head() -> str:
+    last = AuditEvent.objects.order_by("-seq").only("hash").first()
+    return last.hash if last else GENESIS
