@@ -134,6 +134,15 @@ def batch() -> Iterator[None]:
         _write(pending)
 
 
+def flush() -> None:
+    """Write the events the enclosing batch() holds now (nothing outside a batch): from here the chain is locked
+    until the transaction ends, and readers of the chain in this transaction (a callback's audit head) see them."""
+    pending = _batched.get()
+    if pending:
+        _write(list(pending))
+        pending.clear()
+
+
 def _chain_head() -> tuple[int, str]:
     """Lock the chain and read its newest (seq, hash). The head anchor's row lock serializes appends: under READ
     COMMITTED a ``FOR UPDATE`` that waited returns the row as the previous appender committed it, so locking and
@@ -349,3 +358,8 @@ class _ChangesCache(dict):
             self.clear()
         self[changes] = encoded = _canonical_encoder.encode(json.loads(changes))
         return encoded
+
+
+def head() -> str:
+    last = AuditEvent.objects.order_by("-seq").only("hash").first()
+    return last.hash if last else GENESIS

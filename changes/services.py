@@ -160,6 +160,7 @@ def _move(change: Change, new: State, *, actor: Any, reason: str = "", **fields:
         actor=actor, action="change.transition", obj=change, reason=reason,
         changes={"state": [old, str(new)], **{k: [getattr(change, k), v] for k, v in fields.items()}},
     )
+    audit.flush()  # the transition's handlers read the chain's head (callbacks carry it): write a batch's events now
     change.state = new
     change.updated_at = now
     for key, value in fields.items():

@@ -25,3 +25,7 @@ os.environ.setdefault("EXMAINT_CALLBACK_ALLOWED_NETWORKS", "127.0.0.1/32")
 from .settings import *  # noqa: E402, F403
 
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # noqa: F405 - WhiteNoise warns about a missing directory
+
+# Tests make users by the hundred: Django's default hasher (PBKDF2, 1,000,000 rounds, about 0.2 s of CPU each) would be
+# a large share of the suite's time. Test-only; production keeps Django's default.
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -226,3 +226,26 @@ def test_verify_while_others_append_never_raises_a_false_alarm() -> None:
     assert len({r.events for r in results}) > 1 or len(results) == 1  # verified while the chain grew
     final = audit.verify()
     assert final.ok and final.events == 300 + writers * per_writer
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("microsecond", [0, 7, 999999])
+def test_verify_rebuilds_the_canonical_bytes_of_awkward_events(monkeypatch, microsecond) -> None:
+    """verify() writes each event's canonical JSON by hand (issue 19); it must give the very bytes canonical() gives:
+    times on the whole second (isoformat drops the microseconds), quotes, backslashes, control characters,
+    non-ASCII, nested and numeric changes, empty strings."""
+    from datetime import UTC, datetime
+
+    at = datetime(2030, 1, 5, 22, 0, 0, microsecond, tzinfo=UTC)
+    monkeypatch.setattr(audit.timezone, "now", lambda: at)
+    awkward = 'quote " backslash \\ tab \t newline \n bell \x07 del \x7f é 中 \u2028 😀'
+    with transaction.atomic(), audit.batch():
+        audit.append(actor=awkward, action="test.awkward", object_type="t", object_id=awkward, reason=awkward,
+                     request_id="req-\"1\"", changes={"z": [None, awkward], "a": {"n": [1, 2.5, 10**20]},
+                                                      "é": [True, False], "": [[], {}]})
+        audit.append(actor="system:exmaint", action="test.empty", object_type="", object_id="", reason="")
+    assert [ev.created_at for ev in AuditEvent.objects.all()] == [at, at]
+    result = audit.verify()
+    assert result.ok, result.problem
+    assert result.events == 2
+    assert result.head == audit.head()

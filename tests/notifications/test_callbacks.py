@@ -41,7 +41,11 @@ def test_a_callback_is_signed_and_verifies_with_the_clients_secret(requester, se
     sent = receiver.bodies()[0]
     assert sent["change"] == change.number and sent["external_ref"] == "CHG0040001"
     assert (sent["old_state"], sent["new_state"]) == ("awaiting_approval", "scheduled")
-    assert sent["audit_head"]["hash"] == audit.AuditEvent.objects.get(seq=sent["audit_head"]["seq"]).hash
+    head = audit.AuditEvent.objects.get(seq=sent["audit_head"]["seq"])
+    assert sent["audit_head"]["hash"] == head.hash
+    # The head it carries is this transition's own event (the create's events are appended in one batch).
+    assert (head.action, head.object_id, head.changes["state"]) == (
+        "change.transition", str(change.pk), ["awaiting_approval", "scheduled"])
     assert headers["X-Exmaint-Delivery"] in callbacks(change)[0].message_id
 
 
