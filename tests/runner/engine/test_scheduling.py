@@ -112,8 +112,8 @@ def test_a_parked_hold_whose_work_done_message_was_lost_is_queued_again(requeste
     with mock.patch("runner.scheduler.current_app.send_task"):
         assert scheduler.resume_held_windows() == []
     # The report is recorded as a decision waiting (changes.run_services); the sweep nudges one older than NUDGE_AFTER.
-    WindowRun.objects.filter(change=held).update(work_done_at=now,
-                                                 decision_waiting_since=now - scheduler.NUDGE_AFTER - timedelta(seconds=1))
+    waiting_since = now - scheduler.NUDGE_AFTER - timedelta(seconds=1)
+    WindowRun.objects.filter(change=held).update(work_done_at=now, decision_waiting_since=waiting_since)
     with mock.patch("runner.scheduler.current_app.send_task") as send:
         assert scheduler.resume_held_windows() == [held.pk]
     send.assert_called_once_with("runner.tasks.run_window", args=[held.pk])
