@@ -7,7 +7,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.db.models import Count, OuterRef, Q, QuerySet, Subquery, Value
+from django.db.models import Count, OuterRef, Q, QuerySet, Subquery, URLField, Value
 from django.db.models.functions import Concat
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
@@ -95,6 +95,7 @@ class DecisionForm(forms.Form):
 
 @admin.register(Change)
 class ChangeAdmin(admin.ModelAdmin):
+    formfield_overrides = {URLField: {"assume_scheme": "https"}}  # no scheme typed: https, as Django 6 will
     list_display = ["number_display", "title", "state", "current_step", "change_type", "risk", "server_names",
                     "window_display", "approvals_display", "requested_by"]
     list_filter = [AwaitingMyApprovalFilter, "state", "change_type", "risk", "source"]
@@ -201,6 +202,13 @@ class ChangeAdmin(admin.ModelAdmin):
         })
 
 
+def _https_by_default(field: Any, **kwargs: Any) -> Any:
+    """Form fields of a model: a URL typed without a scheme means https:// (Django 6's rule, chosen now)."""
+    if isinstance(field, URLField):
+        kwargs.setdefault("assume_scheme", "https")
+    return field.formfield(**kwargs)
+
+
 class ServerAdminForm(forms.ModelForm):
     password = forms.CharField(widget=forms.PasswordInput(render_value=False), required=False,
                                help_text="Write-only. Leave empty to keep the stored password.")
@@ -213,6 +221,7 @@ class ServerAdminForm(forms.ModelForm):
     class Meta:
         model = Server
         fields = list(Server.EDITABLE_FIELDS)
+        formfield_callback = _https_by_default
         labels = {"fqdn": "FQDN", "dag_name": "DAG", "ad_site": "AD site", "endpoint_url": "URL",
                   "winrm_url": "URL", "auth_method": "Authentication", "verify_tls": "Verify TLS certificate",
                   "winrm_auth_method": "Authentication", "winrm_verify_tls": "Verify TLS certificate",
@@ -241,6 +250,7 @@ class ServerAdminForm(forms.ModelForm):
 
 @admin.register(Server)
 class ServerAdmin(admin.ModelAdmin):
+    formfield_overrides = {URLField: {"assume_scheme": "https"}}  # no scheme typed: https, as Django 6 will
     form = ServerAdminForm
     fieldsets = [
         (None, {"fields": ["name", "fqdn", "dag_name", "ad_site", "version", "build"]}),
