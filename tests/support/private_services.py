@@ -171,9 +171,8 @@ def broker_switched_to(url: str) -> Iterator[None]:
                              "broker_transport_options": conf.broker_transport_options}
 
     def reset_pools() -> None:
-        with contextlib.suppress(Exception):
-            if current_app._pool is not None:
-                current_app._pool.force_close_all()
+        # Forget the app's pools, never close them: kombu shares a pool per broker URL, and closing it breaks every
+        # later test in this process that sends a task ("Acquire on closed pool").
         current_app._pool = None
         current_app.amqp._producer_pool = None
 

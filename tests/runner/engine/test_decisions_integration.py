@@ -3,20 +3,19 @@ not lost (issue 13, D9: the window completes within a minute of the broker's ret
 step longer than its lease is replaced within a minute on the default 30 s lease kept alive by its heartbeat."""
 from __future__ import annotations
 
-import contextlib
 import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from celery import current_app
 from django.conf import settings
 from django.utils import timezone
 
 from changes.models import StepRun, WindowRun
 from tests.conftest import need_service
 from tests.devtools.test_broker_outage import RedisServer, free_port
+from tests.support.private_services import broker_switched_to
 
 from .support import maintenance_leftovers, organisation, running_change
 from .test_worker_integration import (
@@ -47,26 +46,6 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
     server.stop()
 
 
-@contextlib.contextmanager
-def publishing_to(broker: str) -> Iterator[None]:
-    """This process (the API) queues its messages on ``broker`` instead of the session's Redis."""
-    app = current_app
-    saved = app.conf.broker_url
-
-    def reset_pools() -> None:
-        # Forget this app's pools (kombu keeps one per broker URL, shared: closing them would break later tests).
-        app._pool = None
-        app.amqp._producer_pool = None
-
-    app.conf.broker_url = broker
-    reset_pools()
-    try:
-        yield
-    finally:
-        app.conf.broker_url = saved
-        reset_pools()
-
-
 def test_a_work_done_posted_while_the_broker_is_down_completes_the_window_within_a_minute_of_its_return(
         requester, operator, servers, serve, api, celery_workers, own_redis) -> None:
     broker = f"redis://127.0.0.1:{own_redis.port}/0"
@@ -74,7 +53,7 @@ def test_a_work_done_posted_while_the_broker_is_down_completes_the_window_within
     serve(sim)
     worker = celery_workers.start("w1", app=APP, beat=True, CELERY_BROKER_URL=broker,
                                   EXMAINT_RUNNER_CLOCK=f"scaled:{SPEED}")
-    with publishing_to(broker):
+    with broker_switched_to(broker):
         change = running_change(requester)  # the real maintenance plan, queued on commit through the private Redis
         celery_workers.wait_for(lambda: reached(change, "work.hold")
                                 and WindowRun.objects.get(change=change).wake_at is not None, "the work hold",

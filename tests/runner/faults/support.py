@@ -24,6 +24,7 @@ from exchange_sim.endpoint import RunningEndpoint, start_endpoint
 from exchange_sim.model import SimulatedExchange
 from exchange_sim.objects import SimResult
 from tests.conftest import make_user
+from tests.support.catalogue import pre_approved
 from tests.support.private_services import PrivatePostgres, PrivateRedis
 from tests.support.workers import Workers
 
@@ -113,6 +114,7 @@ def running_change(requester: Any, hours: float = 8) -> Change:
         "change_type": "standard", "risk": "low", "impact": "low", "servers": ["EX01"], "plan": "maintenance",
         "window_start": now - timedelta(minutes=5), "window_end": now - timedelta(minutes=5) + timedelta(hours=hours),
         "requested_by": "carol@example.com", "notify": [], "callback_url": "",
+        "standard_template": pre_approved(["EX01"]),
     })
     change_start(change, actor="system:scheduler")
     change.refresh_from_db()
