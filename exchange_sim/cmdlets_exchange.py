@@ -8,6 +8,7 @@ from .binding import BOOL, EXCHANGE, INT, RESULT_SIZE, STR, SWITCH, cmdlet, enum
 from .call import Call
 from .components import DRAINABLE, REQUESTERS, SERVICE_STATE
 from .databases import (
+    ADMIN_GROUP_DN,
     Database,
     Mailbox,
     copy_status_object,
@@ -21,7 +22,7 @@ from .databases import (
 )
 from .errors import PARAMETER_BINDING_EXCEPTION, missing_mandatory
 from .filters import FilterError, compile_filter
-from .objects import OBJECT, EnumType, SimObject, enum
+from .objects import OBJECT, EnumType, SimObject, ad_object_id, enum
 from .servers import ACTIVATION_POLICY, MOUNT_DIAL, Server
 from .transport import TRANSPORT_RESOURCES
 
@@ -484,6 +485,10 @@ REQUEST_STATUS = EnumType(
 )
 
 
+def _database_id(name: str) -> SimObject:
+    return ad_object_id(name, f"CN={name},CN=Databases,{ADMIN_GROUP_DN}", guid=stable_guid("db", name))
+
+
 @cmdlet("Get-MoveRequest", EXCHANGE,
         params={"Identity": STR, "SourceDatabase": STR, "TargetDatabase": STR, "MoveStatus": STR, "BatchName": STR,
                 "ResultSize": RESULT_SIZE},
@@ -498,7 +503,8 @@ def get_move_request(call: Call) -> None:
     call.output(*(SimObject(("Microsoft.Exchange.Management.RecipientTasks.MoveRequest", OBJECT),
                             {"DisplayName": r["DisplayName"], "Alias": r["Alias"], "Identity": r["DisplayName"],
                              "Status": REQUEST_STATUS(r["Status"]),
-                             "SourceDatabase": r["SourceDatabase"], "TargetDatabase": r["TargetDatabase"],
+                             "SourceDatabase": _database_id(r["SourceDatabase"]),
+                             "TargetDatabase": _database_id(r["TargetDatabase"]),
                              "BatchName": r.get("BatchName", "")}, r["DisplayName"])
                   for r in rows))
 
