@@ -1,10 +1,14 @@
 """Exchange endpoint cmdlets: component states, servers, databases, DAGs, mailboxes, health tests."""
 from __future__ import annotations
 
+from datetime import timedelta
+from xml.sax.saxutils import escape
+
 from .binding import BOOL, EXCHANGE, INT, RESULT_SIZE, STR, SWITCH, cmdlet, enum_param
 from .call import Call
 from .components import DRAINABLE, REQUESTERS, SERVICE_STATE
 from .databases import (
+    ADMIN_GROUP_DN,
     Database,
     Mailbox,
     copy_status_object,
@@ -18,8 +22,9 @@ from .databases import (
 )
 from .errors import PARAMETER_BINDING_EXCEPTION, missing_mandatory
 from .filters import FilterError, compile_filter
-from .objects import OBJECT, EnumType, SimObject, enum
+from .objects import OBJECT, EnumType, SimObject, ad_object_id, enum
 from .servers import ACTIVATION_POLICY, MOUNT_DIAL, Server
+from .transport import TRANSPORT_RESOURCES
 
 ARGUMENT_EXCEPTION = "System.ArgumentException"
 AM_EXCEPTION = "Microsoft.Exchange.Cluster.Replay.AmDbActionWrapperException"
@@ -466,3 +471,88 @@ def _plain_text(value: object) -> str:
     if isinstance(value, SimObject):
         return value.to_string
     return "" if value is None else str(value)
+
+
+# --- what an Exchange update checks before its window (docs/exchange-install.md) ---------------------------------
+
+AUTH_THUMBPRINT = "A1B2C3D4E5F60718293A4B5C6D7E8F9012345678"
+AUTH_SUBJECT = "CN=Microsoft Exchange Server Auth Certificate"
+AUTH_VALIDITY = timedelta(days=5 * 365)  # the Auth certificate setup creates is valid for five years
+REQUEST_STATUS = EnumType(
+    "Microsoft.Exchange.Data.Directory.Recipient.RequestStatus",
+    {"None": 0, "Queued": 1, "InProgress": 2, "AutoSuspended": 3, "CompletionInProgress": 4, "Synced": 5,
+     "Completed": 10, "CompletedWithWarning": 11, "Suspended": 98, "Failed": 99},
+)
+
+
+def _database_id(name: str) -> SimObject:
+    return ad_object_id(name, f"CN={name},CN=Databases,{ADMIN_GROUP_DN}", guid=stable_guid("db", name))
+
+
+@cmdlet("Get-MoveRequest", EXCHANGE,
+        params={"Identity": STR, "SourceDatabase": STR, "TargetDatabase": STR, "MoveStatus": STR, "BatchName": STR,
+                "ResultSize": RESULT_SIZE},
+        positional=("Identity",))
+def get_move_request(call: Call) -> None:
+    rows = call.sim.move_requests
+    for name in ("SourceDatabase", "TargetDatabase"):
+        if call.get(name) is not None:
+            rows = [r for r in rows if r[name].lower() == str(call.get(name)).lower()]
+    if call.get("MoveStatus") is not None:
+        rows = [r for r in rows if r["Status"].lower() == str(call.get("MoveStatus")).lower()]
+    call.output(*(SimObject(("Microsoft.Exchange.Management.RecipientTasks.MoveRequest", OBJECT),
+                            {"DisplayName": r["DisplayName"], "Alias": r["Alias"], "Identity": r["DisplayName"],
+                             "Status": REQUEST_STATUS(r["Status"]),
+                             "SourceDatabase": _database_id(r["SourceDatabase"]),
+                             "TargetDatabase": _database_id(r["TargetDatabase"]),
+                             "BatchName": r.get("BatchName", "")}, r["DisplayName"])
+                  for r in rows))
+
+
+@cmdlet("Get-AuthConfig", EXCHANGE, params={})
+def get_auth_config(call: Call) -> None:
+    call.output(SimObject(("Microsoft.Exchange.Data.Directory.SystemConfiguration.AuthConfig", OBJECT),
+                          {"CurrentCertificateThumbprint": AUTH_THUMBPRINT, "PreviousCertificateThumbprint": "",
+                           "NextCertificateThumbprint": "", "NextCertificateEffectiveDate": None,
+                           "ServiceName": "00000002-0000-0ff1-ce00-000000000000", "Realm": ""}, "Auth Configuration"))
+
+
+@cmdlet("Get-ExchangeCertificate", EXCHANGE, params={"Thumbprint": STR, "Identity": STR, "Server": STR},
+        positional=("Thumbprint",))
+def get_exchange_certificate(call: Call) -> None:
+    server = _target_server(call, call.get("Server"))
+    if server is None:
+        return
+    wanted = call.get("Thumbprint") or call.get("Identity")
+    if wanted is not None and str(wanted).upper() != AUTH_THUMBPRINT:
+        call.not_found(str(wanted))
+        return
+    not_after = server.auth_cert_not_after or call.now + AUTH_VALIDITY
+    call.output(SimObject(("System.Security.Cryptography.X509Certificates.X509Certificate2", OBJECT),
+                          {"Thumbprint": AUTH_THUMBPRINT, "Subject": AUTH_SUBJECT, "Issuer": AUTH_SUBJECT,
+                           "FriendlyName": "Microsoft Exchange Server Auth Certificate", "Services": "SMTP",
+                           "NotBefore": server.auth_cert_not_before or not_after - AUTH_VALIDITY, "NotAfter": not_after,
+                           "Status": "Valid" if not_after > call.now else "DateInvalid"},
+                          f"[Subject]\n  {AUTH_SUBJECT}\n\n[Thumbprint]\n  {AUTH_THUMBPRINT}"))
+
+
+@cmdlet("Get-ExchangeDiagnosticInfo", EXCHANGE,
+        params={"Server": STR, "Process": STR, "Component": STR, "Argument": STR}, mandatory=("Server",))
+def get_exchange_diagnostic_info(call: Call) -> None:
+    server = _target_server(call, call.get("Server"))
+    if server is None:
+        return
+    if str(call.get("Process") or "").lower() != "edgetransport" or \
+            str(call.get("Component") or "").lower() != "resourcethrottling":
+        call.error(f"The component '{call.get('Component')}' of process '{call.get('Process')}' is not simulated.",
+                   exception=ARGUMENT_EXCEPTION, category="InvalidArgument")
+        return
+    meters = "".join(f"<ResourceMeter><Resource>{escape(name)}</Resource>"
+                     f"<CurrentResourceUse>{server.resource_use.get(name, 'Low')}</CurrentResourceUse>"
+                     f"<PreviousResourceUse>Low</PreviousResourceUse></ResourceMeter>"
+                     for name in TRANSPORT_RESOURCES)
+    xml = (f"<Diagnostics><ProcessInfo><id>4120</id><serverName>{server.name}</serverName>"
+           f"<processName>EdgeTransport</processName></ProcessInfo><Components><ResourceThrottling>"
+           f"<ResourceTracker>{meters}</ResourceTracker></ResourceThrottling></Components></Diagnostics>")
+    call.output(SimObject(("Microsoft.Exchange.Management.SystemConfigurationTasks.ExchangeDiagnosticInfoResult",
+                           OBJECT), {"Server": server.name, "Result": xml}, xml))

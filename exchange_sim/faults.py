@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from .transport import TRANSPORT_RESOURCES
 from .windows import CBS_REBOOT, EXSETUP, SESSION_MANAGER, key
 
 if TYPE_CHECKING:
@@ -312,3 +313,26 @@ def _already_at_target(sim: SimulatedExchange, server: Server, options: dict[str
     win = _windows(server)
     win.files[key(EXSETUP)].version = build
     win.cu_build = build
+
+
+@_fault("mailbox-move-in-progress", doc="a mailbox move to the server's first database is InProgress (option "
+                                        "status=, default InProgress)")
+def _mailbox_move_in_progress(sim: SimulatedExchange, server: Server, options: dict[str, Any]) -> None:
+    target = next(name for name, db in sim.databases.items() if server.name in db.copies)
+    sim.move_requests.append({"DisplayName": "Ellen Adams", "Alias": "ellen.adams", "BatchName": "",
+                              "Status": str(options.get("status", "InProgress")),
+                              "SourceDatabase": "Mailbox Database 0815", "TargetDatabase": target})
+
+
+@_fault("auth-cert-expiring", count_option="days", doc="the Exchange Auth certificate expires in N days (default "
+                                                       "10; 0 or less: already expired)")
+def _auth_cert_expiring(sim: SimulatedExchange, server: Server, options: dict[str, Any]) -> None:
+    for each in sim.servers.values():  # one certificate for the organisation, on every server
+        each.auth_cert_not_after = sim.clock.now() + timedelta(days=int(options.get("days", 10)))
+
+
+@_fault("back-pressure", doc="transport is under back pressure: the queue database's disk space at High (option "
+                             "resource=, level=)")
+def _back_pressure(sim: SimulatedExchange, server: Server, options: dict[str, Any]) -> None:
+    resource = str(options.get("resource", TRANSPORT_RESOURCES[2]))
+    server.resource_use[resource] = str(options.get("level", "High"))

@@ -63,6 +63,8 @@ class SimulatedExchange:
         self.servers: dict[str, Server] = {}
         self.databases: dict[str, Database] = {}
         self.dags: dict[str, Dag] = {}
+        # Get-MoveRequest's rows: DisplayName, Alias, Status, SourceDatabase, TargetDatabase (the organisation's).
+        self.move_requests: list[dict[str, str]] = []
         self.commands: list[CommandRecord] = []
         self.error_factory = errors.ErrorFactory()
         self._last_tick = self.clock.now()

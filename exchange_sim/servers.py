@@ -117,10 +117,17 @@ class Server:
     um: UnifiedMessaging | None = None  # the UM call router (2016 only)
     windows: Windows | None = None  # the default endpoint's view: files, registry, tasks, restarts
     edge: bool = False  # an Edge Transport server (what an Exchange update refuses)
+    # What an Exchange update's pre-window checks read (docs/exchange-install.md): the Auth certificate's validity
+    # (setup makes it valid for five years from the install), and the transport resources' back-pressure levels
+    # (Low is normal; Medium or High is back pressure).
+    auth_cert_not_before: datetime | None = None
+    auth_cert_not_after: datetime | None = None
+    resource_use: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def create(cls, name: str, fqdn: str, version: str, installed_at: datetime) -> Server:
         server = cls(name, fqdn, version, ComponentTable(version, installed_at), Transport(name))
+        server.auth_cert_not_before, server.auth_cert_not_after = installed_at, installed_at + timedelta(days=5 * 365)
         names: list[str] = []
         for role, services in ROLE_SERVICES.items():
             if role.startswith("Unified") and version != "2016":

@@ -62,6 +62,11 @@ MESSAGE_IDENTITY_TYPES = (
 )
 POISON_HOP = "Poison Message"
 NOT_DRAINED = frozenset({"ShadowRedundancy"})
+# Transport's resources as Get-ExchangeDiagnosticInfo -Component ResourceThrottling names them.
+TRANSPORT_RESOURCES = ("PrivateBytes", "SystemMemory", "UsedDiskSpace[C:\\Program Files\\Microsoft\\Exchange Server\\"
+                       "V15\\TransportRoles\\data\\Queue]", "UsedVersionBuckets[C:\\Program Files\\Microsoft\\"
+                       "Exchange Server\\V15\\TransportRoles\\data\\Queue\\mail.que]", "SubmissionQueue")
+
 
 
 @dataclass

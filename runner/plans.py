@@ -148,6 +148,12 @@ def _install_prechecks(options: Options) -> list[Step]:
                "target skips the install); the package is there and newer; AD prepared for a CU", install.target),
         _check("precheck.install_ready", "No restart pending, no setup running or watermark left; free disk on the "
                "system and queue drives", install.ready),
+        _check("precheck.install_moves", "No mailbox move running or queued to or from the server's databases",
+               install.moves),
+        _check("precheck.install_auth_certificate", "The Exchange Auth certificate is valid (expiring within "
+               f"{install.AUTH_CERT_WARN_DAYS} days: a warning)", install.auth_certificate),
+        _check("precheck.install_back_pressure", "Transport is not under back pressure (every resource Low)",
+               install.back_pressure),
     ]
 
 

@@ -76,6 +76,11 @@ _TABLE = (
     CmdletSpec("Resume-Queue", W, confirm_false=True),  # prompts per queue
     CmdletSpec("Retry-Queue", W),
     CmdletSpec("Get-UMActiveCalls", R),
+    # An Exchange update's pre-window checks (docs/exchange-install.md): moves, the Auth certificate, back pressure
+    CmdletSpec("Get-MoveRequest", R),
+    CmdletSpec("Get-AuthConfig", R),
+    CmdletSpec("Get-ExchangeCertificate", R),
+    CmdletSpec("Get-ExchangeDiagnosticInfo", R),
     # The server's default WinRM endpoint (Microsoft.PowerShell): services and FailoverClusters
     CmdletSpec("Get-Service", R, _WIN),
     CmdletSpec("Start-Service", W, _WIN),

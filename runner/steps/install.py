@@ -10,6 +10,7 @@ the markers that make a resumed worker continue polling rather than start setup 
 from __future__ import annotations
 
 import uuid
+import xml.etree.ElementTree as ET  # noqa: S405 - DTDs refused in _resource_use
 from datetime import datetime
 from typing import Any
 
@@ -238,6 +239,101 @@ def ready(ctx: StepContext) -> StepOutcome:
     if problems:
         raise StepFailed("; ".join(dict.fromkeys(problems)), findings=findings)
     return StepOutcome("passed", "no restart pending, no setup running or left half done, enough free disk",
+                       findings=findings)
+
+
+# Move request states the Mailbox Replication service is working on or will pick up without anyone: a restart
+# in the middle fails or restarts them. Suspended, AutoSuspended and Synced wait for a person; they are only listed.
+ACTIVE_MOVES = frozenset({"Queued", "InProgress", "CompletionInProgress"})
+SETTLED_MOVES = frozenset({"Completed", "CompletedWithWarning", "Failed", "None"})
+AUTH_CERT_WARN_DAYS = 30
+NORMAL_USE = "Low"  # a transport resource at Medium or High is back pressure
+
+
+def moves(ctx: StepContext) -> StepOutcome:
+    """No mailbox move to or from a database with a copy on this server is running or queued."""
+    skipped = _skip_at_target(ctx)
+    if skipped is not None:
+        return skipped
+    names = {str(d.get("Name")).lower() for d in _values(call(ctx, "Get-MailboxDatabase", {"Server": ctx.server.name},
+                                                               what="reading the server's databases"))}
+    rows = _values(call(ctx, "Get-MoveRequest", {"ResultSize": "Unlimited"}, what="reading the mailbox moves"))
+    found = [{"mailbox": str(r.get("DisplayName") or r.get("Alias")), "status": str(r.get("Status")),
+              "source": str(r.get("SourceDatabase")), "target": str(r.get("TargetDatabase"))}
+             for r in rows if str(r.get("Status")) not in SETTLED_MOVES
+             and {str(r.get("SourceDatabase")).lower(), str(r.get("TargetDatabase")).lower()} & names]
+    active = [m for m in found if m["status"] in ACTIVE_MOVES]
+    findings = {"databases": sorted(names), "moves": found}
+    if active:
+        listed = ", ".join(f"{m['mailbox']} ({m['status']}, {m['source']} -> {m['target']})" for m in active)
+        raise StepFailed(f"{len(active)} mailbox move(s) to or from this server's databases are running or queued: "
+                         f"{listed}; let them finish or suspend them before the window", findings=findings)
+    return StepOutcome("passed", f"no mailbox move running or queued on {len(names)} database(s)"
+                       + (f"; {len(found)} waiting for an operator (listed)" if found else ""), findings=findings)
+
+
+def auth_certificate(ctx: StepContext) -> StepOutcome:
+    """The Exchange Auth certificate (Get-AuthConfig's current thumbprint) on this server: expired refuses the
+    window (OAuth, hybrid and the admin tools fail after setup restarts the services); within 30 days is a warning."""
+    skipped = _skip_at_target(ctx)
+    if skipped is not None:
+        return skipped
+    config = first(call(ctx, "Get-AuthConfig", {}, what="reading the Auth configuration"), "Get-AuthConfig")
+    thumbprint = str(config.get("CurrentCertificateThumbprint") or "")
+    findings: dict[str, Any] = {"thumbprint": thumbprint}
+    if not thumbprint:
+        raise StepFailed("Get-AuthConfig names no current Auth certificate: configure one before the window",
+                         findings=findings)
+    certs = _values(ctx.run("Get-ExchangeCertificate", {"Thumbprint": thumbprint, "Server": ctx.server.name}))
+    if not certs:
+        raise StepFailed(f"the Auth certificate {thumbprint} is not on {ctx.server.name}", findings=findings)
+    not_after = _when(certs[0].get("NotAfter"))
+    if not_after is None:
+        raise StepFailed(f"cannot read the Auth certificate's NotAfter ({certs[0].get('NotAfter')!r})",
+                         findings=findings)
+    days = (not_after - ctx.clock.now()).total_seconds() / 86400
+    findings.update(not_after=iso(not_after), days_left=round(days, 1))
+    if days <= 0:
+        raise StepFailed(f"the Exchange Auth certificate {thumbprint} expired on {not_after:%Y-%m-%d}: renew it "
+                         "(New-ExchangeCertificate, Set-AuthConfig) before the window", findings=findings)
+    if days <= AUTH_CERT_WARN_DAYS:
+        return StepOutcome("passed", f"the Auth certificate expires in {days:.0f} day(s)", findings=findings,
+                           issues=[Issue(f"the Exchange Auth certificate {thumbprint} expires on "
+                                         f"{not_after:%Y-%m-%d} ({days:.0f} day(s))",
+                                         "recorded; renew it soon", automatic=False)])
+    return StepOutcome("passed", f"the Auth certificate is valid until {not_after:%Y-%m-%d}", findings=findings)
+
+
+def _resource_use(text: str) -> dict[str, str]:
+    # The Result is XML from the server's own diagnostics; a DTD is never part of it (no entity expansion).
+    if "<!DOCTYPE" in text or "<!ENTITY" in text:
+        raise ValueError("refusing XML with a DTD")
+    root = ET.fromstring(text)  # noqa: S314 - DTDs refused above
+    return {str(m.findtext("Resource")): str(m.findtext("CurrentResourceUse")) for m in root.iter("ResourceMeter")}
+
+
+def back_pressure(ctx: StepContext) -> StepOutcome:
+    """Transport is not under back pressure: every resource EdgeTransport meters is at its normal level (Low)."""
+    skipped = _skip_at_target(ctx)
+    if skipped is not None:
+        return skipped
+    result = call(ctx, "Get-ExchangeDiagnosticInfo", {"Server": ctx.server.name, "Process": "EdgeTransport",
+                                                      "Component": "ResourceThrottling"},
+                  what="reading transport back pressure")
+    text = str(first(result, "Get-ExchangeDiagnosticInfo").get("Result") or "")
+    try:
+        levels = _resource_use(text)
+    except (ValueError, ET.ParseError) as exc:
+        raise StepFailed(f"cannot read the transport resource levels: {exc}",
+                         findings={"result": text[:2000]}) from None
+    if not levels:
+        raise StepFailed("the transport diagnostics name no resource", findings={"result": text[:2000]})
+    findings = {"resources": levels}
+    pressed = {name: level for name, level in levels.items() if level != NORMAL_USE}
+    if pressed:
+        raise StepFailed("transport is under back pressure: " + ", ".join(f"{n} {v}" for n, v in pressed.items())
+                         + "; clear it before the window (messages would wait or be refused)", findings=findings)
+    return StepOutcome("passed", f"no back pressure: {len(levels)} transport resources at {NORMAL_USE}",
                        findings=findings)
 
 

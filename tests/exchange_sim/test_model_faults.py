@@ -209,3 +209,36 @@ def test_already_in_maintenance_looks_like_a_finished_entry_run(sim: SimulatedEx
     assert pending(sim) == 0
     copies = sim.invoke("EX02", EX, "Get-MailboxDatabaseCopyStatus", [("Server", "EX01")]).output
     assert not any(c.props["ActiveCopy"] for c in copies)
+
+
+def test_a_mailbox_move_is_served_by_get_moverequest_and_its_database_filters(sim) -> None:
+    sim.inject_spec(parse_fault("mailbox-move-in-progress@EX01"))
+    [move] = sim.invoke("EX02", EX, "Get-MoveRequest", [("ResultSize", "Unlimited")]).output
+    assert (move.props["Status"].name, move.props["Status"].value) == ("InProgress", 2)
+    assert str(move.props["TargetDatabase"].to_string) == "DB01"
+    assert sim.invoke("EX02", EX, "Get-MoveRequest", [("TargetDatabase", "db01")]).output
+    assert not sim.invoke("EX02", EX, "Get-MoveRequest", [("SourceDatabase", "DB01")]).output
+    assert not sim.invoke("EX02", EX, "Get-MoveRequest", [("MoveStatus", "Queued")]).output
+
+
+def test_the_auth_certificate_expires_in_n_days_on_every_server_and_other_thumbprints_are_not_found(sim) -> None:
+    thumbprint = sim.invoke("EX01", EX, "Get-AuthConfig", []).output[0].props["CurrentCertificateThumbprint"]
+    before = sim.invoke("EX01", EX, "Get-ExchangeCertificate", [("Thumbprint", thumbprint), ("Server", "EX02")])
+    assert before.output[0].props["NotAfter"] - sim.clock.now() > timedelta(days=4 * 365)
+    sim.inject_spec(parse_fault("auth-cert-expiring@EX01:-3"))
+    after = sim.invoke("EX01", EX, "Get-ExchangeCertificate", [("Thumbprint", thumbprint), ("Server", "EX02")])
+    assert after.output[0].props["NotAfter"] == sim.clock.now() - timedelta(days=3)
+    assert after.output[0].props["Status"] == "DateInvalid"
+    other = sim.invoke("EX01", EX, "Get-ExchangeCertificate", [("Thumbprint", "00" * 20), ("Server", "EX01")])
+    assert not other.output and other.errors
+
+
+def test_back_pressure_raises_one_transport_resource_in_the_resource_throttling_diagnostics(sim) -> None:
+    def levels() -> str:
+        return sim.invoke("EX02", EX, "Get-ExchangeDiagnosticInfo", [
+            ("Server", "EX01"), ("Process", "EdgeTransport"), ("Component", "ResourceThrottling")]).output[0].props[
+            "Result"]
+
+    assert "<CurrentResourceUse>High</CurrentResourceUse>" not in levels()
+    sim.inject_spec(parse_fault("back-pressure@EX01"))
+    assert "Queue]</Resource><CurrentResourceUse>High</CurrentResourceUse>" in levels()

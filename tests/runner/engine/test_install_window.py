@@ -174,6 +174,9 @@ INSTALL_FAULT_CASES = {
     "pending-reboot": (CU15, "precheck.install_ready", "a restart is pending"),
     "package-missing": (CU15, "precheck.install_target", "is not there"),
     "already-at-target": (CU15, None, "already at target"),
+    "mailbox-move-in-progress": (CU15, "precheck.install_moves", "Ellen Adams (InProgress"),
+    "auth-cert-expiring": (CU15, None, "expires in 10 day(s)"),
+    "back-pressure": (CU15, "precheck.install_back_pressure", "transport is under back pressure"),
 }
 
 

@@ -40,7 +40,9 @@ def test_the_plan_for_a_cu_copies_starts_waits_restarts_and_proves_the_build(sim
     assert work_keys(run) == ["work.install_copy", "work.install_start", "work.install_wait",
                               "work.install_restart", "work.install_wait_healthy", "work.install_verify",
                               "work.install_after"]
-    assert [s.key for s in run.steps(Phase.PRECHECK)][-2:] == ["precheck.install_target", "precheck.install_ready"]
+    assert [s.key for s in run.steps(Phase.PRECHECK)][-5:] == [
+        "precheck.install_target", "precheck.install_ready", "precheck.install_moves",
+        "precheck.install_auth_certificate", "precheck.install_back_pressure"]
     assert all(not s.mutating for s in run.steps(Phase.PRECHECK))
 
 
@@ -103,6 +105,67 @@ def test_a_gate_refuses_before_the_window_with_its_evidence(sim, fault, words) -
     run = run_for(sim, CU15)
     failed = run.phases(Phase.PRECHECK)
     assert isinstance(failed, StepFailed) and words in str(failed), failed
+    assert run.mutating() == []
+
+
+def test_the_moves_auth_certificate_and_back_pressure_gates_pass_on_a_quiet_server_with_their_reads(sim) -> None:
+    run = run_for(sim, CU15)
+    assert run.phases(Phase.PRECHECK) is None, run.outcomes
+    assert run.outcomes["precheck.install_moves"].findings == {"databases": ["db01"], "moves": []}
+    cert = run.outcomes["precheck.install_auth_certificate"]
+    assert cert.findings["days_left"] > 30 and not cert.issues
+    levels = run.outcomes["precheck.install_back_pressure"].findings["resources"]
+    assert len(levels) == 5 and set(levels.values()) == {"Low"}
+    sent = [r.cmdlet for r in sim.commands]
+    assert {"Get-MoveRequest", "Get-AuthConfig", "Get-ExchangeCertificate", "Get-ExchangeDiagnosticInfo"} <= set(sent)
+
+
+def test_a_mailbox_move_into_the_servers_database_refuses_the_window_and_lists_the_move(sim) -> None:
+    sim.inject("mailbox-move-in-progress", "EX01")
+    run = run_for(sim, CU15)
+    failed = run.phases(Phase.PRECHECK)
+    assert isinstance(failed, StepFailed), failed
+    assert "1 mailbox move(s)" in str(failed) and "Ellen Adams (InProgress, Mailbox Database 0815 -> DB01)" in str(
+        failed)
+    assert failed.findings["moves"] == [{"mailbox": "Ellen Adams", "status": "InProgress",
+                                         "source": "Mailbox Database 0815", "target": "DB01"}]
+    assert run.mutating() == []
+
+
+def test_a_suspended_move_or_one_between_other_databases_is_listed_not_gated(sim) -> None:
+    sim.inject("mailbox-move-in-progress", "EX01", status="Suspended")
+    sim.move_requests.append({"DisplayName": "Other", "Alias": "other", "Status": "InProgress",
+                              "SourceDatabase": "DB77", "TargetDatabase": "DB78"})
+    run = run_for(sim, CU15)
+    assert run.phases(Phase.PRECHECK) is None, run.outcomes
+    outcome = run.outcomes["precheck.install_moves"]
+    assert [m["mailbox"] for m in outcome.findings["moves"]] == ["Ellen Adams"]
+    assert "1 waiting for an operator" in outcome.summary
+
+
+def test_an_auth_certificate_expiring_within_30_days_is_a_warning_and_an_expired_one_a_gate(sim) -> None:
+    sim.inject("auth-cert-expiring", "EX01", days=10)
+    run = run_for(sim, CU15)
+    assert run.phases(Phase.PRECHECK) is None, run.outcomes
+    outcome = run.outcomes["precheck.install_auth_certificate"]
+    assert outcome.findings["days_left"] == 10.0
+    assert [i.summary for i in outcome.issues] == [
+        "the Exchange Auth certificate A1B2C3D4E5F60718293A4B5C6D7E8F9012345678 expires on 2026-12-09 (10 day(s))"]
+    sim.inject("auth-cert-expiring", "EX01", days=-2)
+    failed = run_for(sim, CU15).phases(Phase.PRECHECK)
+    assert isinstance(failed, StepFailed) and "expired on 2026-11-27" in str(failed), failed
+    assert failed.findings["days_left"] == -2.0
+
+
+def test_back_pressure_refuses_the_window_with_the_resource_levels(sim) -> None:
+    sim.inject("back-pressure", "EX01", level="Medium")
+    run = run_for(sim, CU15)
+    failed = run.phases(Phase.PRECHECK)
+    assert isinstance(failed, StepFailed), failed
+    assert "transport is under back pressure: UsedDiskSpace[C:\\Program Files" in str(failed)
+    assert "Queue] Medium" in str(failed)
+    levels = failed.findings["resources"]
+    assert sorted(levels.values()) == ["Low", "Low", "Low", "Low", "Medium"]
     assert run.mutating() == []
 
 
