@@ -20,6 +20,9 @@ from tests.support.contract import ContractClient
 from tests.support.tokens import api_key
 from tests.support.workers import Workers
 
+# Fixtures of the private services (own_redis), shared by the tests that stop and start a broker of their own.
+pytest_plugins = ["tests.support.private_services"]
+
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 

@@ -7,27 +7,17 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-
-from tests.conftest import need_service
+from tests.support.private_services import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 OUTAGE_SECONDS = 25
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
@@ -57,42 +47,6 @@ def child_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-class RedisServer:
-    """A redis-server of the test's own, which the test may stop and start (never the shared one)."""
-
-    def __init__(self, port: int, workdir: Path) -> None:
-        self.port, self.pidfile = port, workdir / f"redis-{port}.pid"
-
-    def start(self) -> None:
-        subprocess.run(["redis-server", "--port", str(self.port), "--save", "", "--appendonly", "no",  # noqa: S607
-                        "--daemonize", "yes", "--pidfile", str(self.pidfile)], check=True, capture_output=True)
-        wait_for(self.up, "redis-server to accept connections", timeout=10)
-
-    def up(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
-                sock.sendall(b"PING\r\n")
-                return sock.recv(16).startswith(b"+PONG")
-        except OSError:
-            return False
-
-    def stop(self) -> None:
-        if self.pidfile.exists():
-            os.kill(int(self.pidfile.read_text()), signal.SIGTERM)
-            wait_for(lambda: not self.up(), "redis-server to stop", timeout=10)
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    if shutil.which("redis-server") is None:
-        need_service("redis-server", RuntimeError("the redis-server binary is not installed"))  # fails under CI
-    server = RedisServer(free_port(), tmp_path)
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.mark.redis
 def test_the_worker_outlives_a_broker_outage_and_runs_a_task_queued_afterwards(tmp_path, own_redis) -> None:
     broker = f"redis://127.0.0.1:{own_redis.port}/0"
     log = (tmp_path / "worker.log").open("w")

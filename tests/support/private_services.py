@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.conftest import need_service
 
 
@@ -189,3 +191,12 @@ def broker_switched_to(url: str) -> Iterator[None]:
         for key, value in saved.items():
             setattr(conf, key, value)
         os.environ.update(environ)
+
+
+@pytest.fixture
+def own_redis() -> Iterator[PrivateRedis]:
+    """A redis-server of this test's own (never the shared one), started; the test may stop and start it."""
+    server = PrivateRedis()
+    server.start()
+    yield server
+    server.destroy()

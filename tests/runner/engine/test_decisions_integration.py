@@ -3,18 +3,13 @@ not lost (issue 13, D9: the window completes within a minute of the broker's ret
 step longer than its lease is replaced within a minute on the default 30 s lease kept alive by its heartbeat."""
 from __future__ import annotations
 
-import shutil
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from django.conf import settings
 from django.utils import timezone
 
 from changes.models import StepRun, WindowRun
-from tests.conftest import need_service
-from tests.devtools.test_broker_outage import RedisServer, free_port
 from tests.support.private_services import broker_switched_to
 
 from .support import maintenance_leftovers, organisation, running_change
@@ -34,16 +29,6 @@ pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.django_db(tra
 # What the issue asks: the window goes on within a minute of the broker's return or of the worker's death.
 WITHIN = 60
 
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    """A redis-server of this test's own (never the shared one), which the test stops and starts."""
-    if shutil.which("redis-server") is None:
-        need_service("redis-server", RuntimeError("the redis-server binary is not installed"))  # fails under CI
-    server = RedisServer(free_port(), tmp_path)
-    server.start()
-    yield server
-    server.stop()
 
 
 def test_a_work_done_posted_while_the_broker_is_down_completes_the_window_within_a_minute_of_its_return(
